@@ -1,0 +1,362 @@
+"""The detector contract and its bundle format (a folder of JSON + ``.npz`` arrays, no pickle).
+
+Every detector follows the scikit-learn shape: the constructor stores parameters, ``fit``
+learns (attributes ending in ``_``), ``predict_proba`` returns P(fake). This module writes the
+shared logic once: input validation, the threshold chosen on validation data, and the bundle
+folder, whose loading never executes code from the files.
+"""
+
+from __future__ import annotations
+
+import abc
+import datetime
+import io
+import json
+import os
+import tempfile
+import zipfile
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any, ClassVar, TypeVar
+
+import numpy as np
+from sklearn.exceptions import NotFittedError
+
+import forensics
+from forensics.features.spectrum import check_rgb_image
+from forensics.metrics import binary_metrics, choose_threshold
+
+__all__ = [
+    "BUNDLE_FORMAT",
+    "BUNDLE_FORMAT_VERSION",
+    "MANIFEST_NAME",
+    "BundleError",
+    "Detector",
+    "register_detector",
+    "registered_detectors",
+    "read_manifest",
+    "load_arrays",
+]
+
+BUNDLE_FORMAT = "gan-forensics-detector"
+BUNDLE_FORMAT_VERSION = 1
+MANIFEST_NAME = "detector.json"
+
+_REGISTRY: dict[str, type[Detector]] = {}
+D = TypeVar("D", bound="Detector")
+
+
+class BundleError(ValueError):
+    """A detector bundle folder that cannot be loaded; the message names the folder and why."""
+
+    def __init__(self, folder: str | os.PathLike, reason: str) -> None:
+        super().__init__(f"cannot load detector bundle {os.fspath(folder)!r}: {reason}")
+        self.folder = Path(folder)
+        self.reason = reason
+
+
+def register_detector(kind: str):
+    """Class decorator that registers a Detector subclass under ``kind`` and sets ``cls.kind``."""
+
+    def decorate(cls: type[D]) -> type[D]:
+        if not (isinstance(cls, type) and issubclass(cls, Detector)):
+            raise TypeError(f"register_detector({kind!r}) expects a Detector subclass, got {cls!r}")
+        if kind in _REGISTRY and _REGISTRY[kind] is not cls:
+            raise ValueError(f"detector kind {kind!r} is already registered by {_REGISTRY[kind]!r}")
+        cls.kind = kind
+        _REGISTRY[kind] = cls
+        return cls
+
+    return decorate
+
+
+def registered_detectors() -> dict[str, type[Detector]]:
+    """A copy of the registry: kind -> Detector subclass."""
+    return dict(_REGISTRY)
+
+
+# ----------------------------------------------------------------------------- bundle files
+
+
+def _atomic_write(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` so that readers see the old file or the new one, never half."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _fsync_folder(folder: Path) -> None:
+    """Make the renames in ``folder`` durable (a no-op where folders cannot be opened)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _check_array_file_name(folder: Path, name: object) -> str:
+    """Array files are plain ``*.npz`` names inside the bundle folder (no paths)."""
+    if not isinstance(name, str) or not name.endswith(".npz") or Path(name).name != name:
+        raise BundleError(folder, f"array file entry {name!r} is not a plain '*.npz' file name")
+    return name
+
+
+def read_manifest(folder: str | os.PathLike) -> dict:
+    """Read and validate ``detector.json`` of a bundle folder; raise BundleError if unusable."""
+    folder = Path(folder)
+    path = folder / MANIFEST_NAME
+    if not path.is_file():
+        raise BundleError(folder, f"missing {MANIFEST_NAME} (is this a detector bundle folder?)")
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise BundleError(folder, f"{MANIFEST_NAME} is not valid JSON ({error})") from None
+    if not isinstance(manifest, dict) or manifest.get("format") != BUNDLE_FORMAT:
+        raise BundleError(folder, f"{MANIFEST_NAME} does not declare format {BUNDLE_FORMAT!r}")
+    version = manifest.get("format_version")
+    if not isinstance(version, int) or isinstance(version, bool) or version < 1:
+        raise BundleError(folder, f"format_version {version!r} is not a positive integer")
+    if version > BUNDLE_FORMAT_VERSION:
+        raise BundleError(
+            folder,
+            f"format_version {version} is newer than the supported {BUNDLE_FORMAT_VERSION}; "
+            f"upgrade gan-forensics (this is {forensics.__version__})",
+        )
+    if not isinstance(manifest.get("kind"), str):
+        raise BundleError(folder, f"{MANIFEST_NAME} has no detector 'kind'")
+    arrays = manifest.setdefault("arrays", [])
+    if not isinstance(arrays, list):
+        raise BundleError(folder, "'arrays' must be a list of .npz file names")
+    for name in arrays:
+        _check_array_file_name(folder, name)
+        if not (folder / name).is_file():
+            raise BundleError(folder, f"missing array file {name} listed in {MANIFEST_NAME}")
+    return manifest
+
+
+def load_arrays(folder: str | os.PathLike, name: str) -> dict[str, np.ndarray]:
+    """Load every array of ``folder/name`` (.npz) with ``allow_pickle=False``.
+
+    Object arrays and pickle payloads are refused before anything is unpickled, so loading
+    never runs code from the file; this and any other unreadable file raises BundleError.
+    """
+    folder = Path(folder)
+    name = _check_array_file_name(folder, name)
+    path = folder / name
+    if not path.is_file():
+        raise BundleError(folder, f"missing array file {name}")
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            return {key: npz[key] for key in npz.files}
+    except ValueError as error:
+        if "pickle" not in str(error).lower():
+            raise BundleError(folder, f"array file {name} is not a valid .npz ({error})") from None
+        raise BundleError(
+            folder,
+            f"array file {name} holds pickled data (an object array or a pickle payload); "
+            "loading it was refused and nothing from it was executed",
+        ) from None
+    except (OSError, EOFError, zipfile.BadZipFile, KeyError) as error:
+        raise BundleError(folder, f"array file {name} is not a valid .npz ({error})") from None
+
+
+def _npz_bytes(arrays: Mapping[str, np.ndarray]) -> bytes:
+    """Serialise arrays to .npz bytes, refusing object arrays (they would need pickle)."""
+    for key, value in arrays.items():
+        if np.asarray(value).dtype.hasobject:
+            raise TypeError(f"array {key!r} has dtype object, which a bundle cannot hold")
+    buffer = io.BytesIO()
+    np.savez(buffer, **{key: np.asarray(value) for key, value in arrays.items()})
+    return buffer.getvalue()
+
+
+# ----------------------------------------------------------------------------- detector
+
+
+def _check_images(images: Sequence[np.ndarray], what: str = "images") -> None:
+    """Raise ValueError unless ``images`` is a non-empty sequence of RGB uint8 (H, W, 3) arrays."""
+    if isinstance(images, np.ndarray) and images.ndim == 3:
+        raise ValueError(f"{what} must be a sequence of images; wrap a single image in a list")
+    if len(images) == 0:
+        raise ValueError(f"{what} is empty; expected at least one RGB uint8 (H, W, 3) image")
+    for index, image in enumerate(images):
+        check_rgb_image(image, f"{what}[{index}]")
+
+
+def _check_labels(labels: Sequence[int], n_images: int, what: str = "labels") -> np.ndarray:
+    """Labels as an int array of 0 (real) / 1 (fake), one per image."""
+    y = np.asarray(labels)
+    if y.ndim != 1 or len(y) != n_images:
+        raise ValueError(
+            f"{what} must be 1-D with one label per image: {n_images} images, shape {y.shape}"
+        )
+    if not np.isin(y, (0, 1)).all():
+        raise ValueError(f"{what} must be 0 (real) or 1 (fake), got values {np.unique(y)[:10]}")
+    return y.astype(np.int64)
+
+
+class Detector(abc.ABC):
+    """Base class of all detectors: images in, P(fake) out, saved as a bundle folder.
+
+    Subclasses implement ``get_params``, ``preprocessing``, ``_fit``, ``_predict_proba``,
+    ``_arrays`` and ``_restore``; the public methods here validate inputs once and keep
+    the threshold, training summary and bundle format identical across detectors.
+
+    Learned attributes: ``threshold_`` (scores >= it are called fake), ``training_info_``
+    (a free-form JSON-ready summary the caller may extend, e.g. corpora and counts per
+    generator) and ``validation_metrics_`` (``binary_metrics`` on the validation data, or None).
+    """
+
+    kind: ClassVar[str] = ""
+
+    @abc.abstractmethod
+    def get_params(self) -> dict[str, Any]:
+        """Constructor parameters as a JSON-ready dict (``type(self)(**params)`` rebuilds it)."""
+
+    @property
+    @abc.abstractmethod
+    def preprocessing(self) -> dict[str, Any]:
+        """How images are turned into model input, as plain data for callers and the bundle."""
+
+    @abc.abstractmethod
+    def _fit(self, images: Sequence[np.ndarray], labels: np.ndarray) -> None:
+        """Learn the model from validated training images and 0/1 labels."""
+
+    @abc.abstractmethod
+    def _predict_proba(self, images: Sequence[np.ndarray]) -> np.ndarray:
+        """P(fake) float64 (N,) for validated images."""
+
+    @abc.abstractmethod
+    def _arrays(self) -> dict[str, dict[str, np.ndarray]]:
+        """Learned arrays to save: .npz file name -> {array name: array}."""
+
+    @abc.abstractmethod
+    def _restore(self, folder: Path, arrays: dict[str, dict[str, np.ndarray]]) -> None:
+        """Set the learned model from loaded arrays; raise BundleError if they do not fit."""
+
+    def fit(
+        self,
+        images: Sequence[np.ndarray],
+        labels: Sequence[int],
+        *,
+        val_images: Sequence[np.ndarray] | None = None,
+        val_labels: Sequence[int] | None = None,
+    ) -> Detector:
+        """Fit on images with labels 1 = fake, 0 = real; pick ``threshold_`` on validation data.
+
+        Without validation data the threshold is 0.5. Returns self.
+        """
+        _check_images(images)
+        y = _check_labels(labels, len(images))
+        y_val = None
+        if len(np.unique(y)) < 2:
+            raise ValueError(
+                f"training labels hold only class {int(y[0])} ({'fake' if y[0] else 'real'}); "
+                "a detector needs both real (0) and fake (1) images"
+            )
+        if (val_images is None) != (val_labels is None):
+            raise ValueError("pass both val_images and val_labels, or neither")
+        if val_images is not None:
+            _check_images(val_images, "val_images")
+            y_val = _check_labels(val_labels, len(val_images), "val_labels")
+
+        self._fit(images, y)
+        self.threshold_ = 0.5
+        self.validation_metrics_ = None
+        if y_val is not None:
+            scores = self._predict_proba(val_images)
+            self.threshold_ = choose_threshold(y_val, scores)
+            self.validation_metrics_ = binary_metrics(y_val, scores, self.threshold_)
+        self.training_info_ = {
+            "n_images": len(y),
+            "n_real": int(np.sum(y == 0)),
+            "n_fake": int(np.sum(y == 1)),
+            "n_val_images": 0 if val_images is None else len(val_images),
+        }
+        return self
+
+    def _check_fitted(self) -> None:
+        """Raise NotFittedError before fit() or load()."""
+        if not hasattr(self, "threshold_"):
+            raise NotFittedError(
+                f"this {type(self).__name__} is not fitted yet; call fit() or load()"
+            )
+
+    def predict_proba(self, images: Sequence[np.ndarray]) -> np.ndarray:
+        """P(fake) for each image, float64 (N,) in [0, 1]."""
+        self._check_fitted()
+        _check_images(images)
+        return np.asarray(self._predict_proba(images), dtype=np.float64)
+
+    def predict(self, images: Sequence[np.ndarray]) -> np.ndarray:
+        """Verdict per image: 1 (fake) where P(fake) >= ``threshold_``, else 0 (real)."""
+        return (self.predict_proba(images) >= self.threshold_).astype(np.int64)
+
+    def save(self, folder: str | os.PathLike) -> Path:
+        """Write the bundle folder (created if missing): array files first, detector.json last.
+
+        Each file is written atomically, so a crash never leaves a half-written file; the
+        manifest comes last so that a folder with detector.json is complete.
+        """
+        self._check_fitted()
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        arrays = self._arrays()
+        for name, contents in arrays.items():
+            _atomic_write(folder / _check_array_file_name(folder, name), _npz_bytes(contents))
+        manifest = {
+            "format": BUNDLE_FORMAT,
+            "format_version": BUNDLE_FORMAT_VERSION,
+            "kind": self.kind,
+            "params": self.get_params(),
+            "threshold": float(self.threshold_),
+            "preprocessing": self.preprocessing,
+            "training": self.training_info_,
+            "validation": self.validation_metrics_,
+            "arrays": sorted(arrays),
+            "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+            "library_version": forensics.__version__,
+        }
+        text = json.dumps(manifest, indent=2, sort_keys=False, allow_nan=False) + "\n"
+        _atomic_write(folder / MANIFEST_NAME, text.encode("utf-8"))
+        _fsync_folder(folder)
+        return folder
+
+    @classmethod
+    def load(cls, folder: str | os.PathLike) -> Detector:
+        """Rebuild a fitted detector from a bundle folder written by ``save``.
+
+        Reads only JSON and ``.npz`` arrays (``allow_pickle=False``); raises BundleError when
+        the folder is not a bundle of this kind or a file is missing, unreadable or refused.
+        """
+        folder = Path(folder)
+        manifest = read_manifest(folder)
+        if manifest["kind"] != cls.kind:
+            raise BundleError(folder, f"bundle kind {manifest['kind']!r} is not {cls.kind!r}")
+        params = manifest.get("params", {})
+        threshold = manifest.get("threshold")
+        if not isinstance(params, dict):
+            raise BundleError(folder, "'params' must be a JSON object")
+        if not isinstance(threshold, (int, float)) or isinstance(threshold, bool):
+            raise BundleError(folder, f"'threshold' must be a number, got {threshold!r}")
+        try:
+            detector = cls(**params)
+        except (TypeError, ValueError) as error:
+            raise BundleError(folder, f"'params' do not fit {cls.__name__} ({error})") from None
+        detector._restore(folder, {name: load_arrays(folder, name) for name in manifest["arrays"]})
+        detector.threshold_ = float(threshold)
+        detector.training_info_ = manifest.get("training") or {}
+        detector.validation_metrics_ = manifest.get("validation")
+        return detector

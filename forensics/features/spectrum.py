@@ -1,0 +1,181 @@
+"""Frequency-spectrum features: the traces GAN upsampling leaves in an image's power spectrum.
+
+Upsampling layers (transposed convolutions, nearest-neighbour or bilinear resizing) replicate or
+suppress high-frequency content, so the power near the Nyquist frequency of a generated image
+differs from that of a camera image. The azimuthal average of the log power spectrum condenses
+this into a short 1-D curve (Durall et al., CVPR 2020) that a linear model can separate.
+
+Frequencies are normalised per axis to the Nyquist frequency, so a radius of 1 means "Nyquist"
+whatever the image size, and images of any size give curves of the same length and meaning
+without resizing (resizing would destroy the very traces we look for).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from functools import lru_cache
+
+import numpy as np
+import scipy.fft
+from scipy.signal.windows import hann
+
+__all__ = [
+    "check_rgb_image",
+    "to_grey",
+    "log_power_spectrum",
+    "azimuthal_spectrum",
+    "azimuthal_spectra",
+]
+
+# ITU-R BT.601 luma weights for R, G, B.
+_LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)
+# Keeps log() finite where the power is exactly zero (e.g. a flat image).
+_EPS = 1e-10
+# Images per FFT call in azimuthal_spectra: bounds memory for large batches of large images.
+_CHUNK = 32
+
+
+def check_rgb_image(image: np.ndarray, label: str = "image") -> None:
+    """Raise ValueError unless ``image`` is a non-empty RGB uint8 array of shape (H, W, 3).
+
+    ``label`` names the offender in the message (e.g. "images[3]").
+    """
+    if not isinstance(image, np.ndarray):
+        got = type(image).__name__
+    elif image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8 or image.size == 0:
+        got = f"{image.dtype} array of shape {image.shape}"
+    else:
+        return
+    raise ValueError(f"{label} must be an RGB uint8 array of shape (H, W, 3), got {got}")
+
+
+def _luma(pixels: np.ndarray) -> np.ndarray:
+    """Luma in [0, 1] of uint8 RGB pixels along the last axis (any leading shape)."""
+    return (pixels.astype(np.float32) @ _LUMA) / np.float32(255.0)
+
+
+def to_grey(image: np.ndarray) -> np.ndarray:
+    """ITU-R 601 luma of an RGB uint8 image (H, W, 3) as float32 (H, W) in [0, 1]."""
+    check_rgb_image(image)
+    return _luma(image)
+
+
+@lru_cache(maxsize=64)
+def _window(height: int, width: int, use_window: bool) -> tuple[np.ndarray, float]:
+    """2-D window (H, W) and its energy sum(w^2), used to normalise the power.
+
+    The periodic Hann window (sym=False) is the one suited to the DFT; unlike the symmetric one
+    it does not vanish entirely for sizes 1 and 2.
+    """
+    if use_window:
+        window = np.outer(hann(height, sym=False), hann(width, sym=False)).astype(np.float32)
+    else:
+        window = np.ones((height, width), dtype=np.float32)
+    window.setflags(write=False)
+    return window, float(np.sum(window.astype(np.float64) ** 2))
+
+
+def _log_power(grey: np.ndarray, use_window: bool) -> np.ndarray:
+    """Centred log power spectrum of grey images (..., H, W), float32.
+
+    The power is divided by the window energy so that a given texture yields the same level
+    at any image size (a periodogram estimate of the power spectral density).
+    """
+    window, energy = _window(grey.shape[-2], grey.shape[-1], use_window)
+    centred = grey - grey.mean(axis=(-2, -1), keepdims=True)
+    spectrum = scipy.fft.fft2(centred * window, axes=(-2, -1))
+    power = (spectrum.real**2 + spectrum.imag**2) / np.float32(energy)
+    return np.log(scipy.fft.fftshift(power, axes=(-2, -1)) + np.float32(_EPS)).astype(np.float32)
+
+
+def log_power_spectrum(image: np.ndarray, window: bool = True) -> np.ndarray:
+    """Centred log power spectrum log(|FFT2|^2 + eps) of an RGB uint8 image, float32 (H, W).
+
+    The grey image is mean-subtracted and, by default, Hann-windowed so that the image border
+    does not add a cross of spurious high frequencies. The zero frequency sits at
+    (H // 2, W // 2) as with ``scipy.fft.fftshift``.
+    """
+    return _log_power(to_grey(image), window)
+
+
+@lru_cache(maxsize=64)
+def _radial_bins(height: int, width: int, n_bins: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Radial binning of a centred (H, W) spectrum into ``n_bins`` bins of radius in [0, 1].
+
+    Returns (pixels, bins, spread): the flat indices of the pixels with radius <= 1 (corners
+    beyond the Nyquist radius are left out), the bin of each, and a (n_bins, n_bins) matrix
+    that maps per-bin means to the output curve, copying non-empty bins and linearly
+    interpolating empty ones from their neighbours (small images leave some bins empty).
+    """
+    fy = scipy.fft.fftshift(scipy.fft.fftfreq(height)) * 2.0  # Nyquist -> +-1
+    fx = scipy.fft.fftshift(scipy.fft.fftfreq(width)) * 2.0
+    radius = np.hypot(fy[:, None], fx[None, :]).ravel()
+    pixels = np.flatnonzero(radius <= 1.0)
+    bins = np.minimum((radius[pixels] * n_bins).astype(np.intp), n_bins - 1)
+    counts = np.bincount(bins, minlength=n_bins)
+
+    # The zero frequency always lands in bin 0, so at least one bin is filled.
+    filled = np.flatnonzero(counts)
+    centres = np.arange(n_bins, dtype=np.float64)
+    spread = np.zeros((n_bins, n_bins))
+    spread[filled] = np.stack([np.interp(centres, filled, row) for row in np.eye(len(filled))])
+    # Dividing by the counts here turns the bin sums from bincount into means.
+    spread[filled] /= counts[filled][:, None]
+    for array in (pixels, bins, spread):
+        array.setflags(write=False)
+    return pixels, bins, spread
+
+
+def _azimuthal_average(log_power: np.ndarray, n_bins: int) -> np.ndarray:
+    """Azimuthal averages (N, n_bins) float32 of centred log power spectra (N, H, W)."""
+    n, height, width = log_power.shape
+    pixels, bins, spread = _radial_bins(height, width, n_bins)
+    values = log_power.reshape(n, -1)[:, pixels]
+    # One bincount over the whole batch: row i uses bins offset by i * n_bins.
+    offsets = (np.arange(n) * n_bins)[:, None]
+    sums = np.bincount(
+        (bins[None, :] + offsets).ravel(), weights=values.ravel(), minlength=n * n_bins
+    )
+    return (sums.reshape(n, n_bins) @ spread).astype(np.float32)
+
+
+def _check_n_bins(n_bins: int) -> None:
+    """Raise ValueError unless ``n_bins`` is a positive integer."""
+    if not isinstance(n_bins, (int, np.integer)) or isinstance(n_bins, bool) or n_bins < 1:
+        raise ValueError(f"n_bins must be a positive integer, got {n_bins!r}")
+
+
+def azimuthal_spectrum(image: np.ndarray, n_bins: int = 64, window: bool = True) -> np.ndarray:
+    """Azimuthal average of the log power spectrum, float32 (n_bins,).
+
+    Bin k averages the frequencies whose radius, relative to the Nyquist frequency of each
+    axis, lies in [k / n_bins, (k + 1) / n_bins); bin 0 holds the lowest frequencies and the
+    last bin those next to Nyquist, where upsampling artifacts show. Any image size gives the
+    same length; bins that no frequency falls in (tiny images) are interpolated, never NaN.
+    """
+    _check_n_bins(n_bins)
+    return _azimuthal_average(log_power_spectrum(image, window)[None], int(n_bins))[0]
+
+
+def azimuthal_spectra(
+    images: Sequence[np.ndarray], n_bins: int = 64, window: bool = True
+) -> np.ndarray:
+    """Azimuthal spectra (N, n_bins) float32 of a batch of RGB uint8 images of any sizes.
+
+    Images that share a shape are transformed together in one batched FFT; the result equals
+    calling ``azimuthal_spectrum`` on each image, in the input order.
+    """
+    _check_n_bins(n_bins)
+    n_bins = int(n_bins)
+    by_shape: dict[tuple[int, int], list[int]] = {}
+    for index, image in enumerate(images):
+        check_rgb_image(image, f"images[{index}]")
+        by_shape.setdefault(image.shape[:2], []).append(index)
+
+    out = np.empty((len(images), n_bins), dtype=np.float32)
+    for indices in by_shape.values():
+        for start in range(0, len(indices), _CHUNK):
+            chunk = indices[start : start + _CHUNK]
+            grey = _luma(np.stack([images[i] for i in chunk]))
+            out[chunk] = _azimuthal_average(_log_power(grey, window), n_bins)
+    return out

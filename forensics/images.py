@@ -1,0 +1,286 @@
+"""Safe image decoding and PNG writing.
+
+Every image the toolkit reads (training corpora, uploads, CLI arguments) goes
+through :func:`load_image`, so untrusted files are handled in one place: size
+limits are enforced before pixels are decoded, only the six formats below are
+accepted (Pillow's other plugins, e.g. EPS via Ghostscript, are never reached),
+and every failure surfaces as one exception type, :class:`ImageError`, that
+names the file and says what is wrong with it.
+
+Decisions worth knowing:
+
+* Output is always RGB ``uint8`` of shape ``(H, W, 3)``. Alpha is dropped, not
+  composited over a background: compositing would invent pixel values, and
+  detectors should see the colours that are actually stored. Fully transparent
+  pixels therefore keep whatever colour the file stores for them.
+* 16-bit data keeps its high byte (``v >> 8``: 65535 -> 255, 32768 -> 128),
+  matching what Pillow itself does for 16-bit RGB(A) PNG and TIFF files.
+* No colour management: ICC profiles are ignored and CMYK uses Pillow's plain
+  conversion.
+* EXIF orientation is applied, so the array is upright as a viewer shows it.
+* Only the first frame of an animated GIF/WebP (or multi-page TIFF) is read.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import stat
+import uuid
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+IMAGE_EXTENSIONS: frozenset[str] = frozenset(
+    {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff", ".gif"}
+)
+
+# Pillow format names tried by Image.open. "JPEG" also opens MPO (multi-picture
+# JPEGs written by many phone cameras).
+_PIL_FORMATS = ("PNG", "JPEG", "WEBP", "BMP", "TIFF", "GIF")
+
+# Grey modes wider than 8 bits, scaled by _grey_to_uint8.
+_WIDE_GREY_MODES = frozenset({"I;16", "I;16L", "I;16B", "I;16N", "I", "F"})
+# Modes that Pillow converts to RGB itself (alpha, if any, is dropped).
+_CONVERTIBLE_MODES = frozenset(
+    {"1", "L", "LA", "P", "PA", "RGB", "RGBA", "RGBX", "CMYK", "YCbCr", "LAB"}
+)
+
+
+class ImageError(ValueError):
+    """Bad image input: names the offending file (``path``) and says why (``reason``).
+
+    ``path`` is the file path, ``'<bytes>'`` for raw bytes, or the ``name``
+    passed to :func:`load_image`. ``str(err)`` is ``"{path}: {reason}"``.
+    """
+
+    def __init__(self, path: str, reason: str):
+        # Both go into args so the exception pickles (e.g. across process pools).
+        super().__init__(path, reason)
+        self.path = path
+        self.reason = reason
+
+    def __str__(self) -> str:
+        return f"{self.path}: {self.reason}"
+
+
+@dataclass(frozen=True)
+class ImageLimits:
+    """Refuse inputs above these sizes before decoding them.
+
+    ``max_pixels`` is checked against the header's width x height, so a small
+    file claiming a huge canvas (a decompression bomb) is refused without
+    allocating it. Pillow's own limit (``PIL.Image.MAX_IMAGE_PIXELS``, about
+    89 million pixels) still applies on top and is not changed here, so raising
+    ``max_pixels`` above it has no effect.
+    """
+
+    max_pixels: int = 64_000_000
+    max_bytes: int = 100 * 1024 * 1024
+
+    def __post_init__(self) -> None:
+        if self.max_pixels <= 0 or self.max_bytes <= 0:
+            raise ValueError(f"image limits must be positive, got {self}")
+
+
+DEFAULT_LIMITS = ImageLimits()
+
+
+def is_image_path(path: str | os.PathLike) -> bool:
+    """Whether ``path`` has one of :data:`IMAGE_EXTENSIONS` (case-insensitive); the file is not opened."""
+    return os.path.splitext(os.fsdecode(path))[1].lower() in IMAGE_EXTENSIONS
+
+
+def load_image(
+    source: str | os.PathLike | bytes,
+    *,
+    limits: ImageLimits = DEFAULT_LIMITS,
+    name: str | None = None,
+) -> np.ndarray:
+    """Decode a file path or raw bytes into a new RGB ``uint8`` array of shape (H, W, 3), C-contiguous.
+
+    ``name`` labels the input in errors (useful for uploaded bytes); it defaults
+    to the path, or ``'<bytes>'``. Raises :class:`ImageError` for anything that
+    is not a readable image within ``limits``.
+    """
+    if isinstance(source, (bytes, bytearray)):
+        label = name if name is not None else "<bytes>"
+        _check_byte_count(len(source), limits, label, "data")
+        data = bytes(source)
+    else:
+        label = name if name is not None else os.fsdecode(source)
+        data = _read_file(source, limits, label)
+    return _decode(data, limits, label)
+
+
+def encode_png(image: np.ndarray) -> bytes:
+    """Encode a ``uint8`` array of shape (H, W), (H, W, 3) or (H, W, 4) as lossless PNG bytes."""
+    array = np.asarray(image)
+    if array.dtype != np.uint8:
+        raise ValueError(f"expected a uint8 array, got dtype {array.dtype}")
+    if not (array.ndim == 2 or (array.ndim == 3 and array.shape[2] in (3, 4))):
+        raise ValueError(f"expected shape (H, W), (H, W, 3) or (H, W, 4), got {array.shape}")
+    if array.shape[0] == 0 or array.shape[1] == 0:
+        raise ValueError(f"cannot encode an empty image of shape {array.shape}")
+    buffer = io.BytesIO()
+    Image.fromarray(np.ascontiguousarray(array)).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def save_png(image: np.ndarray, path: str | os.PathLike) -> None:
+    """Write ``image`` as PNG atomically, creating parent folders.
+
+    Readers never see a half-written file: the data goes to a temporary file in
+    the same folder, is flushed and fsynced, then renamed over ``path``. The
+    temporary file is created with the normal umask-based permissions (unlike
+    ``tempfile.mkstemp``'s 0600), so the result is readable like any other file.
+    """
+    data = encode_png(image)  # encode first: a bad array leaves nothing on disk
+    target = os.fspath(path)
+    folder = os.path.dirname(target) or "."
+    os.makedirs(folder, exist_ok=True)
+    tmp = os.path.join(folder, f".{os.path.basename(target)}.{uuid.uuid4().hex}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, target)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+
+
+def _format_bytes(count: int) -> str:
+    """Human-readable byte count, e.g. '300 MB', '1.5 KB', '12 bytes'."""
+    for unit, size in (("GB", 1 << 30), ("MB", 1 << 20), ("KB", 1 << 10)):
+        if count >= size:
+            return f"{count / size:.1f}".removesuffix(".0") + f" {unit}"
+    return f"{count} bytes"
+
+
+def _check_byte_count(count: int, limits: ImageLimits, label: str, kind: str) -> None:
+    """Refuse empty inputs and inputs over ``limits.max_bytes``; ``kind`` is 'file' or 'data'."""
+    if count == 0:
+        raise ImageError(label, f"{kind} is empty (0 bytes)")
+    if count > limits.max_bytes:
+        raise ImageError(
+            label,
+            f"{kind} is {_format_bytes(count)}, over the limit of {_format_bytes(limits.max_bytes)}",
+        )
+
+
+def _os_error_reason(exc: OSError) -> str:
+    """Short reason for a failure to stat or open a file."""
+    if isinstance(exc, FileNotFoundError):
+        return "file not found"
+    if isinstance(exc, IsADirectoryError):
+        return "is a directory, not a file"
+    if isinstance(exc, PermissionError):
+        return "permission denied"
+    return f"cannot read file ({exc.strerror or exc})"
+
+
+def _read_file(path: str | os.PathLike, limits: ImageLimits, label: str) -> bytes:
+    """Read a regular file whose size is checked before reading (and again after, in case it grew)."""
+    try:
+        info = os.stat(path)
+    except OSError as exc:
+        raise ImageError(label, _os_error_reason(exc)) from exc
+    if stat.S_ISDIR(info.st_mode):
+        raise ImageError(label, "is a directory, not a file")
+    if not stat.S_ISREG(info.st_mode):  # FIFOs and devices could block or never end
+        raise ImageError(label, "not a regular file")
+    _check_byte_count(info.st_size, limits, label, "file")
+    try:
+        with open(path, "rb") as fh:
+            data = fh.read(limits.max_bytes + 1)
+    except OSError as exc:
+        raise ImageError(label, _os_error_reason(exc)) from exc
+    _check_byte_count(len(data), limits, label, "file")
+    return data
+
+
+def _decode(data: bytes, limits: ImageLimits, label: str) -> np.ndarray:
+    """Decode in-memory image bytes; the single boundary where decoder exceptions become ImageError."""
+    fmt = None  # set once the header is recognised
+    try:
+        # Turn Pillow's decompression-bomb warning into an error for this call
+        # only. catch_warnings edits process-wide state, so a concurrent thread
+        # could briefly see the warning printed instead; our own max_pixels
+        # check below still applies.
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(io.BytesIO(data), formats=_PIL_FORMATS) as img:
+                fmt = img.format
+                _check_header(img, limits, label)  # before any pixel is decoded
+                img.load()
+                ImageOps.exif_transpose(img, in_place=True)
+                return _to_rgb_array(img)
+    except ImageError:
+        raise
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise ImageError(label, f"over Pillow's decompression-bomb limit: {exc}") from exc
+    except UnidentifiedImageError as exc:
+        raise ImageError(label, "not an image (unrecognised format or corrupt header)") from exc
+    except Exception as exc:  # OSError, SyntaxError, ValueError, struct.error, MemoryError, ...
+        what = f"{fmt} data" if fmt else "image header"
+        raise ImageError(label, f"truncated or corrupt {what} ({str(exc) or type(exc).__name__})") from exc
+
+
+def _check_header(img: Image.Image, limits: ImageLimits, label: str) -> None:
+    """Refuse bad dimensions and unsupported pixel modes using only the parsed header."""
+    width, height = img.size
+    if width == 0 or height == 0:
+        raise ImageError(label, f"image has a zero-size dimension ({width}x{height})")
+    if width * height > limits.max_pixels:
+        raise ImageError(
+            label,
+            f"image is {width}x{height} = {width * height:,} pixels, "
+            f"over the limit of {limits.max_pixels:,} (decompression bomb?)",
+        )
+    if img.mode not in _WIDE_GREY_MODES and img.mode not in _CONVERTIBLE_MODES:
+        raise ImageError(label, f"unsupported {img.format} pixel mode {img.mode!r}")
+
+
+def _to_rgb_array(img: Image.Image) -> np.ndarray:
+    """Convert a loaded image of any supported mode to a new RGB uint8 array, dropping alpha."""
+    if img.mode in _WIDE_GREY_MODES:
+        grey = _grey_to_uint8(img)
+        return np.repeat(grey[:, :, np.newaxis], 3, axis=2)
+    if img.mode in ("P", "PA"):
+        # Via RGBA so palette transparency is honoured without Pillow's warning;
+        # the alpha is then dropped like any other.
+        img = img.convert("RGBA")
+    if img.mode != "RGB":
+        img = img.convert("RGB")
+    return np.array(img, dtype=np.uint8, order="C")
+
+
+def _grey_to_uint8(img: Image.Image) -> np.ndarray:
+    """Scale 16-bit, 32-bit integer or float grey to 8 bits without clipping.
+
+    16-bit data keeps its high byte. Mode ``I`` (32-bit int) holding values in
+    0..65535 is 16-bit data in a wider container (as Pillow stores some 16-bit
+    TIFFs) and is scaled the same way; float data in 0..1 is multiplied by 255.
+    Anything else has no known range, so it is stretched from its min to max,
+    the only mapping that cannot clip.
+    """
+    values = np.asarray(img)
+    if img.mode.startswith("I;16"):
+        return (values >> 8).astype(np.uint8)
+    values = np.nan_to_num(values.astype(np.float64), nan=0.0, posinf=0.0, neginf=0.0)
+    low, high = float(values.min()), float(values.max())
+    if img.mode == "I" and low >= 0 and high <= 65535:
+        return (values.astype(np.uint16) >> 8).astype(np.uint8)
+    if img.mode == "F" and low >= 0 and high <= 1:
+        return np.rint(values * 255).astype(np.uint8)
+    if high == low:
+        return np.zeros(values.shape, dtype=np.uint8)
+    return np.rint((values - low) * (255 / (high - low))).astype(np.uint8)

@@ -1,0 +1,71 @@
+"""Train a detector on the train split of labelled corpora and save it as a bundle."""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections import Counter
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from forensics.corpus import LABEL_NAMES, Corpus, CorpusItem, discover_corpus
+from forensics.detectors import create_detector
+from forensics.detectors.base import Detector
+from forensics.images import ImageError
+from forensics.scoring import decode_batches
+
+log = logging.getLogger(__name__)
+
+
+def load_items(items: Sequence[CorpusItem], *, desc: str = "decoding", workers: int = 2,
+               progress: bool = True) -> tuple[list[np.ndarray], np.ndarray, list[dict[str, str]]]:
+    """Decode items into (images, labels, errors); bad files are logged and left out."""
+    images, labels, errors = [], [], []
+    by_path = {it.path: it for it in items}
+    with tqdm(total=len(items), desc=desc, unit="img", disable=not progress) as bar:
+        for batch in decode_batches([it.path for it in items], workers=workers):
+            for path, img in batch:
+                if isinstance(img, ImageError):
+                    log.warning("skipping %s", img)
+                    errors.append({"path": str(path), "error": img.reason})
+                else:
+                    images.append(img)
+                    labels.append(by_path[path].label)
+            bar.update(len(batch))
+    return images, np.asarray(labels, dtype=np.int64), errors
+
+
+def corpus_summary(corpora: Sequence[Corpus], items: Sequence[CorpusItem]) -> dict[str, Any]:
+    """What a bundle records of its training data: corpus roots, counts per label and generator."""
+    counts = Counter(it.generator or LABEL_NAMES[it.label] for it in items)
+    return {
+        "corpora": [str(c.root.resolve()) for c in corpora],
+        "generators": sorted({it.generator for it in items if it.generator}),
+        "counts": dict(sorted(counts.items())),
+    }
+
+
+def train_detector(kind: str, corpus_dirs: Sequence[str | os.PathLike], out: str | os.PathLike,
+                   *, params: dict[str, Any] | None = None, workers: int = 2,
+                   progress: bool = True) -> Detector:
+    """Fit ``kind`` on the train split, pick its threshold on the val split, save to ``out``."""
+    corpora = [discover_corpus(d) for d in corpus_dirs]
+    train_items = [it for c in corpora for it in c.select(split="train")]
+    val_items = [it for c in corpora for it in c.select(split="val")]
+    x_train, y_train, bad_train = load_items(train_items, desc="train images", workers=workers,
+                                             progress=progress)
+    x_val, y_val, bad_val = load_items(val_items, desc="val images", workers=workers,
+                                       progress=progress)
+    detector = create_detector(kind, **(params or {}))
+    has_val = len(set(y_val.tolist())) == 2
+    detector.fit(x_train, y_train, val_images=x_val if has_val else None,
+                 val_labels=y_val if has_val else None)
+    detector.training_info_.update(corpus_summary(corpora, train_items))
+    detector.training_info_["n_train"] = len(x_train)
+    detector.training_info_["n_val"] = len(x_val) if has_val else 0
+    detector.training_info_["skipped_files"] = bad_train + bad_val
+    detector.save(Path(out))
+    return detector

@@ -1,0 +1,93 @@
+"""The user's path through the command line: quick demo, scan of a mixed folder, evaluate, corpus."""
+
+import csv
+import json
+import shutil
+
+import pytest
+
+from conftest import run_cli
+
+pytestmark = pytest.mark.slow
+
+
+def test_quick_demo_beats_chance_and_writes_everything(quick_demo):
+    out, log = quick_demo
+    result = json.loads((out / "evaluation.json").read_text())
+    assert result["split"] == "test"
+    dcgan = result["per_generator"][0]
+    assert dcgan["generator"] == "dcgan"
+    assert dcgan["n_real"] >= 30 and dcgan["n_fake"] >= 30
+    assert dcgan["ap"] > 0.9, dcgan
+    assert dcgan["roc_auc"] > 0.9, dcgan
+    assert "ap" in log and "dcgan" in log  # the table is printed
+    for name in ("training_curves.png", "samples.png", "mean_spectrum.png"):
+        assert (out / "plots" / name).stat().st_size > 5000
+    assert (out / "detector" / "detector.json").is_file()
+    assert (out / "dcgan_run" / "weights.safetensors").is_file()
+    manifest = [json.loads(l) for l in (out / "fake_dcgan" / "manifest.jsonl").read_text().splitlines()]
+    assert len(manifest) == 600 and len({r["seed"] for r in manifest}) == 600
+    assert all(len(r["checkpoint_sha256"]) == 64 for r in manifest)
+
+
+def test_scan_reports_every_file_and_the_broken_ones(quick_demo, tmp_path):
+    out, _ = quick_demo
+    good = sorted((out / "fake_dcgan").glob("*.png"))[:3] + sorted((out / "real" / "real").glob("*.png"))[:3]
+    mix = tmp_path / "mix"
+    (mix / "sub").mkdir(parents=True)
+    for i, path in enumerate(good):
+        shutil.copy(path, mix / "sub" / f"good{i}.png")
+    (mix / "empty.png").write_bytes(b"")
+    (mix / "text.jpg").write_text("hello")
+    (mix / "trunc.png").write_bytes(good[0].read_bytes()[:300])
+    (mix / "notes.txt").write_text("ignored: not an image extension")
+    proc = run_cli("scan", mix, "--detector", out / "detector", "--out", tmp_path / "r.csv", "-q")
+    rows = {r["path"].split("/")[-1]: r for r in csv.DictReader(open(tmp_path / "r.csv"))}
+    assert len(rows) == 9
+    for name in ("empty.png", "text.jpg", "trunc.png"):
+        assert rows[name]["error"] and rows[name]["p_fake"] == "" and rows[name]["verdict"] == ""
+        assert name in proc.stdout
+    assert "empty" in rows["empty.png"]["error"]
+    for i in range(6):
+        row = rows[f"good{i}.png"]
+        assert row["error"] == "" and 0 <= float(row["p_fake"]) <= 1
+        assert row["verdict"] in ("real", "fake")
+    assert "3 unreadable" in proc.stdout
+    run_cli("scan", mix / "sub" / "good0.png", "--detector", out / "detector",
+            "--out", tmp_path / "r.jsonl", "--format", "jsonl", "-q")
+    (line,) = (tmp_path / "r.jsonl").read_text().splitlines()
+    assert set(json.loads(line)) == {"path", "p_fake", "verdict", "error"}
+
+
+def test_evaluate_and_corpus_info(quick_demo, tmp_path):
+    out, _ = quick_demo
+    proc = run_cli("evaluate", "--detector", out / "detector", "--corpus", out / "real",
+                   out / "fake_dcgan", "--out", tmp_path / "e.json", "-q")
+    result = json.loads((tmp_path / "e.json").read_text())
+    assert result["split"] == "test"  # auto: the detector was trained on these corpora
+    assert result["per_generator"][0]["ap"] > 0.9
+    assert "mean" in proc.stdout and "dcgan" in proc.stdout
+    info = run_cli("corpus", "info", out / "fake_dcgan", "--json")
+    counts = json.loads(info.stdout)["counts"]
+    assert counts[0]["generator"] == "dcgan" and counts[0]["total"] == 600
+    det = json.loads(run_cli("detector", "info", out / "detector").stdout)
+    assert det["kind"] == "spectral" and det["training"]["generators"] == ["dcgan"]
+
+
+def test_user_errors_are_one_line_exit_2(tmp_path):
+    proc = run_cli("corpus", "info", tmp_path / "missing", check=False)
+    assert proc.returncode == 2 and "does not exist" in proc.stderr
+    proc = run_cli("scan", tmp_path, "--detector", tmp_path / "nobundle", check=False)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+
+
+def test_zoo_train_and_sample_through_cli(tmp_path):
+    run_cli("corpus", "bundled", tmp_path / "real", "--size", "32", "--count", "40", "-q")
+    run_cli("zoo", "train", "dcgan", "--data", tmp_path / "real", "--out", tmp_path / "run",
+            "--steps", "3", "--resolution", "32", "--batch-size", "8", "--set", "ngf=8",
+            "--set", "ndf=8", "-q")
+    config = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert config["resolution"] == 32 or config.get("config", {}).get("resolution") == 32
+    run_cli("zoo", "sample", tmp_path / "run", "--n", "5", "--out", tmp_path / "fake", "-q")
+    assert len(list((tmp_path / "fake").glob("*.png"))) == 5
+    assert "dcgan" in run_cli("zoo", "list").stdout
