@@ -125,7 +125,7 @@ def cmd_detector_train(args: argparse.Namespace) -> int:
     from forensics.training import train_detector
 
     det = train_detector(args.kind, args.corpus, args.out, progress=not args.quiet)
-    val = det.validation_ or {}
+    val = det.validation_metrics_ or {}
     ap = val.get("ap")
     print(f"saved {args.kind} detector to {args.out}: threshold {det.threshold_:.3f}"
           + (f", validation AP {ap:.3f}" if ap is not None else ""))

@@ -12,6 +12,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402 - the backend must be chosen first
 import numpy as np  # noqa: E402
 
+from forensics.features.spectrum import MAX_RADIUS  # noqa: E402
+
 
 def plot_mean_spectra(spectra: Mapping[str, np.ndarray], out_png: str | os.PathLike,
                       title: str = "Azimuthal log power spectrum") -> Path:
@@ -22,11 +24,12 @@ def plot_mean_spectra(spectra: Mapping[str, np.ndarray], out_png: str | os.PathL
     fig, ax = plt.subplots(figsize=(7, 4.2), dpi=110)
     for name, rows in spectra.items():
         rows = np.asarray(rows, dtype=np.float64)
-        radius = np.linspace(0, 1, rows.shape[1])
+        radius = (np.arange(rows.shape[1]) + 0.5) * MAX_RADIUS / rows.shape[1]
         mean, std = rows.mean(axis=0), rows.std(axis=0)
         line, = ax.plot(radius, mean, label=f"{name} (n={len(rows)})")
         ax.fill_between(radius, mean - std, mean + std, color=line.get_color(), alpha=0.2)
-    ax.set_xlabel("normalised spatial frequency (radius / Nyquist)")
+    ax.axvline(1.0, color="grey", lw=0.8, ls="--")
+    ax.set_xlabel("spatial frequency / Nyquist (1 = Nyquist on an axis, 1.41 = corner)")
     ax.set_ylabel("mean log power")
     ax.set_title(title)
     ax.grid(alpha=0.3)

@@ -55,8 +55,9 @@ def save_checkpoint(run_dir: str | Path, pair: GanPair, step: int, extra_config:
     run_dir.mkdir(parents=True, exist_ok=True)
     tensors = {**_tensors_for_saving(pair.generator.state_dict(), "G."),
                **_tensors_for_saving(pair.discriminator.state_dict(), "D.")}
-    atomic_write_bytes(run_dir / WEIGHTS_FILE,
-                       save(tensors, metadata={"format": CHECKPOINT_FORMAT, "name": pair.name}))
+    # One metadata key only: safetensors writes several in random order, and the weights'
+    # SHA-256 must depend on the tensors alone.
+    atomic_write_bytes(run_dir / WEIGHTS_FILE, save(tensors, metadata={"format": CHECKPOINT_FORMAT}))
     if optimizers:
         atomic_write_bytes(run_dir / OPTIM_FILE, _optimizer_bytes(optimizers))
     document = {
@@ -144,8 +145,7 @@ def _optimizer_bytes(optimizers: Mapping[str, torch.optim.Optimizer]) -> bytes:
                 value = value if torch.is_tensor(value) else torch.tensor(value)
                 tensors[f"{prefix}.state.{index}.{name}"] = value.detach().cpu().contiguous()
         groups[prefix] = state["param_groups"]
-    metadata = {"format": CHECKPOINT_FORMAT, "param_groups": json.dumps(groups)}
-    return save(tensors, metadata=metadata)
+    return save(tensors, metadata={"param_groups": json.dumps(groups)})
 
 
 def load_optimizer_state(run_dir: str | Path,

@@ -8,7 +8,7 @@ from typing import Iterable
 import torch
 from tqdm.auto import tqdm
 
-from .checkpoint import checkpoint_sha256, load_checkpoint
+from .checkpoint import checkpoint_sha256, load_checkpoint, read_checkpoint_config
 from .files import append_jsonl, read_jsonl
 from .images import save_png, tensor_to_uint8
 from .runtime import resolve_device
@@ -47,6 +47,7 @@ def sample_images(run_dir: str | Path, n: int, out_dir: str | Path, *, seed: int
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     manifest = out_dir / MANIFEST_FILE
+    read_checkpoint_config(run_dir)  # a clear error for a folder that is no checkpoint
     sha256 = checkpoint_sha256(run_dir)
     seeds = list(range(seed, seed + n))
 

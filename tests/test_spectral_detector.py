@@ -100,6 +100,7 @@ def test_threshold_is_half_without_validation(data):
 
 def test_bundle_round_trip(detector, data, tmp_path):
     detector.training_info_["corpora"] = {"fake": "synthetic upsampled noise"}
+    detector.training_info_["per_generator"] = {"nn-upsample": np.int64(40)}  # numpy is fine
     folder = detector.save(tmp_path / "nested" / "bundle")
     # Exactly the two bundle files: no temp files left behind by the atomic writes.
     assert sorted(p.name for p in folder.iterdir()) == ["detector.json", "weights.npz"]
@@ -190,6 +191,18 @@ def test_refuses_newer_format_version(bundle):
 def test_refuses_missing_array_file(bundle):
     (bundle / "weights.npz").unlink()
     with pytest.raises(BundleError, match="missing array file weights.npz"):
+        load_detector(bundle)
+
+
+@pytest.mark.parametrize("content", [b"not a zip at all", b"bare-npy"])
+def test_refuses_unreadable_array_file(bundle, content):
+    weights = bundle / "weights.npz"
+    if content == b"bare-npy":
+        with weights.open("wb") as handle:
+            np.save(handle, np.zeros(3))
+    else:
+        weights.write_bytes(content)
+    with pytest.raises(BundleError, match="weights.npz"):
         load_detector(bundle)
 
 

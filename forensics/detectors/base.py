@@ -13,7 +13,7 @@ import datetime
 import io
 import json
 import os
-import tempfile
+import uuid
 import zipfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -54,6 +54,10 @@ class BundleError(ValueError):
         self.folder = Path(folder)
         self.reason = reason
 
+    def __reduce__(self):
+        # Rebuild from both fields, so the error survives a trip through a process pool.
+        return (type(self), (self.folder, self.reason))
+
 
 def register_detector(kind: str):
     """Class decorator that registers a Detector subclass under ``kind`` and sets ``cls.kind``."""
@@ -79,8 +83,13 @@ def registered_detectors() -> dict[str, type[Detector]]:
 
 
 def _atomic_write(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` so that readers see the old file or the new one, never half."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    """Write ``data`` to ``path`` so that readers see the old file or the new one, never half.
+
+    The temp file is created like any new file (mode 0o666 less the umask) in the same folder,
+    so ``os.replace`` is an atomic rename.
+    """
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
     try:
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
@@ -88,7 +97,7 @@ def _atomic_write(path: Path, data: bytes) -> None:
             os.fsync(handle.fileno())
         os.replace(tmp, path)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
         raise
 
 
@@ -157,9 +166,12 @@ def load_arrays(folder: str | os.PathLike, name: str) -> dict[str, np.ndarray]:
     path = folder / name
     if not path.is_file():
         raise BundleError(folder, f"missing array file {name}")
+    arrays = None
     try:
-        with np.load(path, allow_pickle=False) as npz:
-            return {key: npz[key] for key in npz.files}
+        loaded = np.load(path, allow_pickle=False)
+        if isinstance(loaded, np.lib.npyio.NpzFile):
+            with loaded:
+                arrays = {key: loaded[key] for key in loaded.files}
     except ValueError as error:
         if "pickle" not in str(error).lower():
             raise BundleError(folder, f"array file {name} is not a valid .npz ({error})") from None
@@ -170,6 +182,18 @@ def load_arrays(folder: str | os.PathLike, name: str) -> dict[str, np.ndarray]:
         ) from None
     except (OSError, EOFError, zipfile.BadZipFile, KeyError) as error:
         raise BundleError(folder, f"array file {name} is not a valid .npz ({error})") from None
+    if arrays is None:
+        raise BundleError(folder, f"array file {name} holds a bare array, not an .npz archive")
+    return arrays
+
+
+def _json_default(value: object) -> object:
+    """JSON form of numpy scalars/arrays and paths that callers put in ``training_info_``."""
+    if isinstance(value, (np.generic, np.ndarray)):
+        return value.tolist()
+    if isinstance(value, os.PathLike):
+        return os.fspath(value)
+    raise TypeError(f"{type(value).__name__} {value!r} cannot be written to {MANIFEST_NAME}")
 
 
 def _npz_bytes(arrays: Mapping[str, np.ndarray]) -> bytes:
@@ -312,10 +336,7 @@ class Detector(abc.ABC):
         """
         self._check_fitted()
         folder = Path(folder)
-        folder.mkdir(parents=True, exist_ok=True)
         arrays = self._arrays()
-        for name, contents in arrays.items():
-            _atomic_write(folder / _check_array_file_name(folder, name), _npz_bytes(contents))
         manifest = {
             "format": BUNDLE_FORMAT,
             "format_version": BUNDLE_FORMAT_VERSION,
@@ -329,7 +350,12 @@ class Detector(abc.ABC):
             "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
             "library_version": forensics.__version__,
         }
-        text = json.dumps(manifest, indent=2, sort_keys=False, allow_nan=False) + "\n"
+        # Serialise everything before writing anything, so a bad value leaves no partial bundle.
+        text = json.dumps(manifest, indent=2, allow_nan=False, default=_json_default) + "\n"
+        files = {_check_array_file_name(folder, n): _npz_bytes(a) for n, a in arrays.items()}
+        folder.mkdir(parents=True, exist_ok=True)
+        for name, data in files.items():
+            _atomic_write(folder / name, data)
         _atomic_write(folder / MANIFEST_NAME, text.encode("utf-8"))
         _fsync_folder(folder)
         return folder

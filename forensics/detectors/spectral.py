@@ -34,7 +34,9 @@ class SpectralDetector(Detector):
     plus the ``threshold_``, ``training_info_`` and ``validation_metrics_`` of every Detector.
     """
 
-    def __init__(self, n_bins: int = 64, window: bool = True, C: float = 1.0, max_iter: int = 1000):
+    def __init__(
+        self, n_bins: int = 64, window: bool = True, C: float = 1.0, max_iter: int = 1000
+    ):
         self.n_bins = n_bins
         self.window = window
         self.C = C
@@ -63,7 +65,8 @@ class SpectralDetector(Detector):
 
     def features(self, images: Sequence[np.ndarray]) -> np.ndarray:
         """The detector's input features: azimuthal spectra, float64 (N, n_bins)."""
-        return azimuthal_spectra(images, n_bins=self.n_bins, window=self.window).astype(np.float64)
+        spectra = azimuthal_spectra(images, n_bins=self.n_bins, window=self.window)
+        return spectra.astype(np.float64)
 
     def _new_model(self) -> Pipeline:
         """The unfitted pipeline this detector's parameters describe."""
@@ -90,9 +93,8 @@ class SpectralDetector(Detector):
         }
 
     def _proba_of_features(self, x: np.ndarray) -> np.ndarray:
-        """P(fake) from feature rows (column of class 1)."""
-        classifier = self.model_.named_steps["classifier"]
-        return self.model_.predict_proba(x)[:, list(classifier.classes_).index(1)]
+        """P(fake) from feature rows; classes_ are [0, 1], so column 1 is fake."""
+        return self.model_.predict_proba(x)[:, 1]
 
     def _predict_proba(self, images: Sequence[np.ndarray]) -> np.ndarray:
         """P(fake) float64 (N,) for validated images."""

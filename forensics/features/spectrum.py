@@ -7,7 +7,9 @@ this into a short 1-D curve (Durall et al., CVPR 2020) that a linear model can s
 
 Frequencies are normalised per axis to the Nyquist frequency, so a radius of 1 means "Nyquist"
 whatever the image size, and images of any size give curves of the same length and meaning
-without resizing (resizing would destroy the very traces we look for).
+without resizing (resizing would destroy the very traces we look for). The bins run to radius
+sqrt(2), the corners of the spectrum, because a transposed convolution of stride 2 also leaves
+a peak at the diagonal frequency (Nyquist, Nyquist).
 """
 
 from __future__ import annotations
@@ -18,6 +20,8 @@ from functools import lru_cache
 import numpy as np
 import scipy.fft
 from scipy.signal.windows import hann
+
+MAX_RADIUS = float(np.sqrt(2.0))  # the corner (Nyquist, Nyquist) of a spectrum normalised per axis
 
 __all__ = [
     "check_rgb_image",
@@ -100,18 +104,17 @@ def log_power_spectrum(image: np.ndarray, window: bool = True) -> np.ndarray:
 
 @lru_cache(maxsize=64)
 def _radial_bins(height: int, width: int, n_bins: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Radial binning of a centred (H, W) spectrum into ``n_bins`` bins of radius in [0, 1].
+    """Radial binning of a centred (H, W) spectrum into ``n_bins`` bins of radius in [0, sqrt 2].
 
-    Returns (pixels, bins, spread): the flat indices of the pixels with radius <= 1 (corners
-    beyond the Nyquist radius are left out), the bin of each, and a (n_bins, n_bins) matrix
+    Returns (pixels, bins, spread): the flat indices of the pixels (all of them), the bin of each, and a (n_bins, n_bins) matrix
     that maps per-bin means to the output curve, copying non-empty bins and linearly
     interpolating empty ones from their neighbours (small images leave some bins empty).
     """
     fy = scipy.fft.fftshift(scipy.fft.fftfreq(height)) * 2.0  # Nyquist -> +-1
     fx = scipy.fft.fftshift(scipy.fft.fftfreq(width)) * 2.0
     radius = np.hypot(fy[:, None], fx[None, :]).ravel()
-    pixels = np.flatnonzero(radius <= 1.0)
-    bins = np.minimum((radius[pixels] * n_bins).astype(np.intp), n_bins - 1)
+    pixels = np.arange(radius.size)
+    bins = np.minimum((radius / MAX_RADIUS * n_bins).astype(np.intp), n_bins - 1)
     counts = np.bincount(bins, minlength=n_bins)
 
     # The zero frequency always lands in bin 0, so at least one bin is filled.
@@ -148,9 +151,9 @@ def _check_n_bins(n_bins: int) -> None:
 def azimuthal_spectrum(image: np.ndarray, n_bins: int = 64, window: bool = True) -> np.ndarray:
     """Azimuthal average of the log power spectrum, float32 (n_bins,).
 
-    Bin k averages the frequencies whose radius, relative to the Nyquist frequency of each
-    axis, lies in [k / n_bins, (k + 1) / n_bins); bin 0 holds the lowest frequencies and the
-    last bin those next to Nyquist, where upsampling artifacts show. Any image size gives the
+    Bin k averages the frequencies whose radius r, relative to the Nyquist frequency of each
+    axis, lies in [k, k + 1) * sqrt(2) / n_bins; bin 0 holds the lowest frequencies, bins past
+    n_bins / sqrt(2) the corners, where upsampling artifacts show. Any image size gives the
     same length; bins that no frequency falls in (tiny images) are interpolated, never NaN.
     """
     _check_n_bins(n_bins)
