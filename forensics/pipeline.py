@@ -36,7 +36,7 @@ class DemoConfig:
     batch_size: int
 
 
-QUICK = DemoConfig(size=32, n_real=600, n_fake=600, gan_steps=300, gan_width=32, batch_size=32)
+QUICK = DemoConfig(size=32, n_real=600, n_fake=600, gan_steps=400, gan_width=64, batch_size=64)
 FULL = DemoConfig(size=64, n_real=2000, n_fake=2000, gan_steps=1500, gan_width=64, batch_size=64)
 
 

@@ -57,7 +57,8 @@ def save_checkpoint(run_dir: str | Path, pair: GanPair, step: int, extra_config:
                **_tensors_for_saving(pair.discriminator.state_dict(), "D.")}
     # One metadata key only: safetensors writes several in random order, and the weights'
     # SHA-256 must depend on the tensors alone.
-    atomic_write_bytes(run_dir / WEIGHTS_FILE, save(tensors, metadata={"format": CHECKPOINT_FORMAT}))
+    weights = save(tensors, metadata={"format": CHECKPOINT_FORMAT})
+    atomic_write_bytes(run_dir / WEIGHTS_FILE, weights)
     if optimizers:
         atomic_write_bytes(run_dir / OPTIM_FILE, _optimizer_bytes(optimizers))
     document = {
@@ -101,7 +102,8 @@ def _load_safetensors(path: Path, device: str | torch.device) -> dict[str, torch
                               "checkpoints are never read with pickle") from exc
 
 
-def load_checkpoint(run_dir: str | Path, device: str | torch.device = "cpu") -> tuple[GanPair, dict]:
+def load_checkpoint(run_dir: str | Path,
+                    device: str | torch.device = "cpu") -> tuple[GanPair, dict]:
     """Rebuild the GanPair saved in ``run_dir`` and load its weights onto ``device``.
 
     Returns ``(pair, document)`` where ``document`` is the parsed ``config.json`` (with

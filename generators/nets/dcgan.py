@@ -124,7 +124,8 @@ def build_dcgan(config: dict) -> tuple[DCGANGenerator, DCGANDiscriminator]:
     betas = config["betas"]
     if not (isinstance(betas, tuple) and len(betas) == 2 and all(0 <= b < 1 for b in betas)):
         raise ValueError(f"DCGAN betas must be two numbers in [0, 1), got {betas!r}")
-    generator = DCGANGenerator(resolution, _positive_int(config, "nz"), _positive_int(config, "ngf"))
+    generator = DCGANGenerator(resolution, _positive_int(config, "nz"),
+                               _positive_int(config, "ngf"))
     discriminator = DCGANDiscriminator(resolution, _positive_int(config, "ndf"))
     generator.apply(init_dcgan_weights)
     discriminator.apply(init_dcgan_weights)
