@@ -21,6 +21,7 @@ import cv2
 import numpy as np
 
 from forensics.corpus import MANIFEST_NAME
+from forensics.files import atomic_write_text
 from forensics.images import load_image, save_png
 
 
@@ -110,7 +111,5 @@ def write_bundled_corpus(out: str | os.PathLike, *, size: int = 64, count: int =
                      "index": i, **meta})
         if progress is not None:
             progress(1)
-    tmp = out / (MANIFEST_NAME + ".tmp")
-    tmp.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
-    os.replace(tmp, out / MANIFEST_NAME)
+    atomic_write_text(out / MANIFEST_NAME, "".join(json.dumps(r) + "\n" for r in rows))
     return out

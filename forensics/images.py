@@ -26,12 +26,13 @@ from __future__ import annotations
 import io
 import os
 import stat
-import uuid
 import warnings
 from dataclasses import dataclass
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
+
+from forensics.files import atomic_write_bytes
 
 IMAGE_EXTENSIONS: frozenset[str] = frozenset(
     {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff", ".gif"}
@@ -132,29 +133,9 @@ def encode_png(image: np.ndarray) -> bytes:
 def save_png(image: np.ndarray, path: str | os.PathLike) -> None:
     """Write ``image`` as PNG atomically, creating parent folders.
 
-    Readers never see a half-written file: the data goes to a temporary file in
-    the same folder, is flushed and fsynced, then renamed over ``path``. The
-    temporary file is created with the normal umask-based permissions (unlike
-    ``tempfile.mkstemp``'s 0600), so the result is readable like any other file.
+    Readers never see a half-written file (see ``forensics.files.atomic_write_bytes``).
     """
-    data = encode_png(image)  # encode first: a bad array leaves nothing on disk
-    target = os.fspath(path)
-    folder = os.path.dirname(target) or "."
-    os.makedirs(folder, exist_ok=True)
-    tmp = os.path.join(folder, f".{os.path.basename(target)}.{uuid.uuid4().hex}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, target)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
+    atomic_write_bytes(path, encode_png(image))  # encode first: a bad array leaves nothing
 
 
 def _format_bytes(count: int) -> str:

@@ -13,7 +13,6 @@ import datetime
 import io
 import json
 import os
-import uuid
 import zipfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -24,6 +23,7 @@ from sklearn.exceptions import NotFittedError
 
 import forensics
 from forensics.features.spectrum import check_rgb_image
+from forensics.files import atomic_write_bytes, fsync_folder
 from forensics.metrics import binary_metrics, choose_threshold
 
 __all__ = [
@@ -80,39 +80,6 @@ def registered_detectors() -> dict[str, type[Detector]]:
 
 
 # ----------------------------------------------------------------------------- bundle files
-
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` so that readers see the old file or the new one, never half.
-
-    The temp file is created like any new file (mode 0o666 less the umask) in the same folder,
-    so ``os.replace`` is an atomic rename.
-    """
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-
-
-def _fsync_folder(folder: Path) -> None:
-    """Make the renames in ``folder`` durable (a no-op where folders cannot be opened)."""
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 def _check_array_file_name(folder: Path, name: object) -> str:
@@ -355,9 +322,9 @@ class Detector(abc.ABC):
         files = {_check_array_file_name(folder, n): _npz_bytes(a) for n, a in arrays.items()}
         folder.mkdir(parents=True, exist_ok=True)
         for name, data in files.items():
-            _atomic_write(folder / name, data)
-        _atomic_write(folder / MANIFEST_NAME, text.encode("utf-8"))
-        _fsync_folder(folder)
+            atomic_write_bytes(folder / name, data)
+        atomic_write_bytes(folder / MANIFEST_NAME, text.encode("utf-8"))
+        fsync_folder(folder)
         return folder
 
     @classmethod
