@@ -37,7 +37,7 @@ class DemoConfig:
 
 
 QUICK = DemoConfig(size=32, n_real=600, n_fake=600, gan_steps=400, gan_width=64, batch_size=64)
-FULL = DemoConfig(size=64, n_real=2000, n_fake=2000, gan_steps=900, gan_width=64, batch_size=64)
+FULL = DemoConfig(size=64, n_real=2000, n_fake=2000, gan_steps=800, gan_width=64, batch_size=64)
 
 
 def run_demo(out: str | os.PathLike = "runs/demo", *, quick: bool = False, seed: int = 0,
