@@ -31,6 +31,7 @@ import sys
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import partial
+from types import MappingProxyType
 from typing import Any
 
 import cv2
@@ -128,7 +129,7 @@ _CROP_MODES = ("center", "random")
 
 
 def _changed(before: np.ndarray, after: np.ndarray, what: str, check: bool) -> np.ndarray:
-    """``after``, once sure that it differs from ``before`` (unless ``check`` is off or ``before`` is one colour)."""
+    """``after``, once sure it differs from ``before`` (unless ``check`` is off or ``before`` is flat)."""
     if (check and after.shape == before.shape and np.array_equal(after, before)
             and not (before == before[0, 0]).all()):
         raise PerturbationNoOp(
@@ -253,10 +254,10 @@ def gaussian_blur(image: np.ndarray, sigma: float, *, check: bool = True) -> np.
 
 def resize(image: np.ndarray, scale: float, interpolation: str = "bilinear", back: bool = False,
            *, check: bool = True) -> np.ndarray:
-    """Resize each side to ``round(side * scale)`` (at least 1) by OpenCV, then back to the input size if ``back``.
+    """Resize each side to ``round(side * scale)`` (at least 1) by OpenCV, and back if ``back``.
 
-    ``interpolation``: "nearest", "bilinear", "bicubic" or "area", used both ways; scale=1 returns
-    an unchanged copy.
+    ``interpolation`` is "nearest", "bilinear", "bicubic" or "area", used both ways; scale=1
+    returns an unchanged copy.
     """
     image = _rgb(image)
     scale = _scale(scale)
@@ -268,11 +269,13 @@ def resize(image: np.ndarray, scale: float, interpolation: str = "bilinear", bac
     out = _cv2_resize(image, _scaled(height, scale), _scaled(width, scale), flag)
     if back:
         out = _cv2_resize(out, height, width, flag)
-    return _changed(image, out, f"resize x{scale:g} ({interpolation}{', back' if back else ''})", check)
+    what = f"resize x{scale:g} ({interpolation}{', back' if back else ''})"
+    return _changed(image, out, what, check)
 
 
-def gaussian_noise(image: np.ndarray, sigma: float, seed: Seed = 0, *, check: bool = True) -> np.ndarray:
-    """Add i.i.d. Gaussian noise of standard deviation ``sigma`` (in 0..255 pixel units), rounded and clipped."""
+def gaussian_noise(image: np.ndarray, sigma: float, seed: Seed = 0, *,
+                   check: bool = True) -> np.ndarray:
+    """Add i.i.d. Gaussian noise of standard deviation ``sigma`` (0..255 units), round and clip."""
     image = _rgb(image)
     sigma = _noise_sigma(sigma)
     if sigma == 0:
@@ -283,7 +286,7 @@ def gaussian_noise(image: np.ndarray, sigma: float, seed: Seed = 0, *, check: bo
 
 def crop(image: np.ndarray, fraction: float, mode: str = "center", seed: Seed = 0,
          *, check: bool = True) -> np.ndarray:
-    """Keep ``round(fraction * side)`` (at least 1) of each side, from the centre or at a seeded random place."""
+    """Keep ``round(fraction * side)`` (at least 1) of each side, centred or at a seeded random place."""
     image = _rgb(image)
     fraction = _fraction(fraction)
     mode = _choice(mode, "crop mode", _CROP_MODES)
@@ -302,7 +305,7 @@ def crop(image: np.ndarray, fraction: float, mode: str = "center", seed: Seed = 
 
 
 def gamma(image: np.ndarray, value: float, *, check: bool = True) -> np.ndarray:
-    """Gamma curve ``255 * (x / 255) ** value``: value > 1 darkens mid-tones, < 1 brightens; 1 is identity."""
+    """Gamma curve ``255 * (x / 255) ** value``: value > 1 darkens mid-tones, < 1 brightens."""
     image = _rgb(image)
     value = _gamma_value(value)
     if value == 1:
@@ -326,7 +329,10 @@ def contrast(image: np.ndarray, factor: float, *, check: bool = True) -> np.ndar
 
 
 def longest_side(image: np.ndarray, size: int) -> np.ndarray:
-    """Shrink by area interpolation so the longest side is ``size``; an image that fits comes back as an unchanged copy."""
+    """Shrink by area interpolation so the longest side is ``size``.
+
+    An image that already fits comes back as an unchanged copy: that is the contract, not a no-op.
+    """
     image = _rgb(image)
     size = _size(size)
     height, width = image.shape[:2]
@@ -359,8 +365,9 @@ def _draw(value: Any, rng: np.random.Generator) -> Any:
     return float(rng.uniform(low, high))
 
 
-def run_chain(image: np.ndarray, steps: Sequence[tuple[str, Mapping[str, Any]]], seed: Seed = 0) -> np.ndarray:
-    """Apply ``steps`` (see :data:`CHAINS`) in order; one generator from ``seed`` draws every random choice."""
+def run_chain(image: np.ndarray, steps: Sequence[tuple[str, Mapping[str, Any]]],
+              seed: Seed = 0) -> np.ndarray:
+    """Apply ``steps`` (see :data:`CHAINS`) in order; one generator from ``seed`` makes all draws."""
     image = _rgb(image)
     rng = np.random.default_rng(seed)
     out = image
@@ -413,11 +420,12 @@ class Family:
     level_key: str | None = None  # the level's name in ids: "q" in jpeg_pil/q=70
     parse_level: Callable[[Any], Any] | None = None  # checks a level, returns it as int or float
     identity: tuple[float, ...] = ()  # levels at which func returns an unchanged copy
-    options: Mapping[str, tuple] = field(default_factory=dict)  # id parameters: allowed values, default first
+    options: Mapping[str, tuple] = field(default_factory=dict)  # allowed values, default first
     fixed: Mapping[str, Any] = field(default_factory=dict)  # arguments this name fixes
     seeded: bool = False
 
-    def __call__(self, image: np.ndarray, level: Any = None, *, seed: Seed = 0, **kwargs: Any) -> np.ndarray:
+    def __call__(self, image: np.ndarray, level: Any = None, *, seed: Seed = 0,
+                 **kwargs: Any) -> np.ndarray:
         if self.level_arg is None:
             if level is not None:
                 raise ValueError(f"{self.name!r} takes no level, got {level!r}")
@@ -455,7 +463,8 @@ def identity_levels(name: str) -> tuple[float, ...]:
     return _family(name).identity
 
 
-def apply(image: np.ndarray, name: str, level: Any = None, *, seed: Seed = 0, **kwargs: Any) -> np.ndarray:
+def apply(image: np.ndarray, name: str, level: Any = None, *, seed: Seed = 0,
+          **kwargs: Any) -> np.ndarray:
     """Apply registered perturbation ``name`` at ``level`` (its main parameter; None for chains).
 
     ``kwargs`` are the function's other keyword arguments, e.g. ``interpolation="area"``.
@@ -474,7 +483,7 @@ def _format(value: Any) -> str:
 class Perturbation:
     """A registered perturbation at one setting, checked and normalised when built.
 
-    ``params`` holds every option of the family (defaults filled in); ``id`` names the setting,
+    ``params`` (read-only) holds every option of the family, defaults filled in; ``id`` names the setting,
     e.g. ``jpeg_pil/q=70`` or ``crop/fraction=0.8,mode=random`` (options at their defaults left
     out), and :func:`parse_perturbation` reads it back.
     """
@@ -496,7 +505,7 @@ class Perturbation:
                              f"options: {', '.join(family.options) or 'none'}")
         params = {key: _choice(self.params.get(key, options[0]), key, options)
                   for key, options in family.options.items()}
-        object.__setattr__(self, "params", params)
+        object.__setattr__(self, "params", MappingProxyType(params))
 
     def __hash__(self) -> int:
         return hash(self.id)
@@ -517,7 +526,11 @@ class Perturbation:
 
 
 def parse_perturbation(text: str) -> Perturbation:
-    """The :class:`Perturbation` whose ``id`` is ``text``, e.g. ``resize/scale=0.5,interpolation=area``."""
+    """The :class:`Perturbation` whose ``id`` is ``text``, e.g. ``resize/scale=0.5,interpolation=area``.
+
+    Raises ValueError (TypeError for a fractional JPEG quality) for ids that do not name a
+    valid setting.
+    """
     name, _, rest = text.strip().partition("/")
     family = _family(name)
     if family.level_key is None:
@@ -526,7 +539,8 @@ def parse_perturbation(text: str) -> Perturbation:
         return Perturbation(name)
     pairs = [item.partition("=") for item in rest.split(",")]
     fields = {key: value for key, _, value in pairs}
-    if not all(sep for _, sep, _ in pairs) or len(fields) < len(pairs) or family.level_key not in fields:
+    if (not all(sep for _, sep, _ in pairs) or len(fields) < len(pairs)
+            or family.level_key not in fields):
         raise ValueError(f"bad perturbation id {text!r}: expected "
                          f"{name}/{family.level_key}=LEVEL[,option=value,...]")
     level_text = fields.pop(family.level_key)
@@ -536,7 +550,9 @@ def parse_perturbation(text: str) -> Perturbation:
         try:
             level = float(level_text)
         except ValueError:
-            raise ValueError(f"bad perturbation id {text!r}: level {level_text!r} is not a number") from None
+            raise ValueError(
+                f"bad perturbation id {text!r}: level {level_text!r} is not a number"
+            ) from None
     params = {key: next((o for o in family.options.get(key, ()) if _format(o) == value), value)
               for key, value in fields.items()}
     return Perturbation(name, level, params)

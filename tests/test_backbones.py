@@ -34,4 +34,4 @@ def test_new_head_and_random_init_only_when_asked():
     model = create_backbone(num_classes=1)
     assert model(torch.zeros(1, 3, 64, 64)).shape == (1, 1)
     scratch = create_backbone("resnet18", pretrained=False, num_classes=1)
-    assert np.isfinite(scratch(torch.zeros(1, 3, 32, 32)).item())
+    assert np.isfinite(scratch.eval()(torch.zeros(1, 3, 32, 32)).item())

@@ -62,7 +62,7 @@ def case_id(case: tuple) -> str:
 
 def psnr(a: np.ndarray, b: np.ndarray) -> float:
     mse = np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2)
-    return float(10 * np.log10(255**2 / mse))
+    return float(10 * np.log10(255**2 / mse)) if mse else float("inf")
 
 
 def mean_abs_laplacian(image: np.ndarray) -> float:
@@ -145,13 +145,13 @@ def test_longest_side_shrinks_only():
 def test_jpeg_quality_is_really_applied(encoder):
     low, high = jpeg(ASTRONAUT, 30, encoder), jpeg(ASTRONAUT, 95, encoder)
     assert psnr(low, ASTRONAUT) < psnr(high, ASTRONAUT) - 5
-    assert psnr(high, ASTRONAUT) > 35  # colours right (no RGB/BGR swap)
+    assert psnr(high, ASTRONAUT) > 30  # colours right: with red and blue swapped it is 13 dB
 
 
 def test_jpeg_encoders_agree_and_cv2_sizes_follow_quality():
     assert psnr(jpeg(ASTRONAUT, 80, "pil"), jpeg(ASTRONAUT, 80, "cv2")) > 40
-    quality = cv2.IMWRITE_JPEG_QUALITY
-    assert len(perturb._encode_cv2(ASTRONAUT, [quality, 30])) < len(perturb._encode_cv2(ASTRONAUT, [quality, 95]))
+    sizes = [len(perturb._encode_cv2(ASTRONAUT, [cv2.IMWRITE_JPEG_QUALITY, q])) for q in (30, 95)]
+    assert sizes[0] < sizes[1]
 
 
 def test_blur_removes_high_frequencies_the_same_way_at_any_size():
@@ -240,9 +240,14 @@ def test_encoder_returning_the_input_is_caught(monkeypatch):
     monkeypatch.setattr(cv2, "imencode", png_instead_of_jpeg)
     with pytest.raises(PerturbationNoOp, match="PNG data, not JPEG"):
         jpeg(ASTRONAUT, 50, "cv2")
-    with pytest.raises(PerturbationNoOp):
-        random_augment(ASTRONAUT, 0, p_blur=0, p_jpeg=1)  # cv2 or PIL; PIL is unaffected
-    jpeg(ASTRONAUT, 50, "pil")
+    jpeg(ASTRONAUT, 50, "pil")  # unaffected
+    caught = 0
+    for seed in range(8):  # the augmentation picks cv2 or PIL at random: only cv2 draws fail
+        try:
+            random_augment(ASTRONAUT, seed, p_blur=0, p_jpeg=1)
+        except PerturbationNoOp:
+            caught += 1
+    assert 0 < caught < 8
 
 
 def test_gandct_unknown_key_bug_is_caught(monkeypatch):
