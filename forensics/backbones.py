@@ -104,14 +104,23 @@ def create_backbone(name: str = DEFAULT_BACKBONE, *, pretrained: bool = True,
 
 
 def _from_hub_cache(name: str) -> nn.Module:
-    """timm's own pretrained loading, offline: it succeeds only if the weights are cached."""
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    """timm's own pretrained loading, offline: it succeeds only if the weights are cached.
+
+    huggingface_hub reads the HF_HUB_OFFLINE variable once, at import (timm imports it), so
+    the switch is flipped on its constants for this call; otherwise a missing file is looked
+    for online, with retries that take about a minute before failing.
+    """
+    from huggingface_hub import constants as hub
+
+    offline, hub.HF_HUB_OFFLINE = hub.HF_HUB_OFFLINE, True
     try:
         return timm.create_model(name, pretrained=True)
     except Exception as exc:  # noqa: BLE001 - any hub failure means "not available offline"
         raise BackboneError(
             f"no offline ImageNet weights for {name!r}: pass --weights FILE, use one of "
             f"{', '.join(PACKAGED_WEIGHTS)}, or ask for random init explicitly") from exc
+    finally:
+        hub.HF_HUB_OFFLINE = offline
 
 
 def normalisation(model: nn.Module) -> tuple[tuple[float, ...], tuple[float, ...]]:

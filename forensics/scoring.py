@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator, Sequence
 
@@ -17,11 +17,15 @@ from forensics.images import DEFAULT_LIMITS, ImageError, ImageLimits, load_image
 
 @dataclass(frozen=True)
 class ScoreRow:
-    """The outcome for one file: ``p_fake`` when scored, otherwise ``error`` says why not."""
+    """The outcome for one file: ``p_fake`` when scored, otherwise ``error`` says why not.
+
+    ``members`` holds each member's P(fake) when the detector is an ensemble, else is empty.
+    """
 
     path: Path
     p_fake: float | None
     error: str = ""
+    members: dict[str, float] = field(default_factory=dict, compare=False)
 
 
 def _decode(path: Path, limits: ImageLimits) -> np.ndarray | ImageError:
@@ -61,13 +65,16 @@ def score_files(paths: Sequence[str | os.PathLike], detector: Detector, *, batch
     return rows
 
 
-def _predict(detector: Detector, images: list[np.ndarray]) -> list[tuple[float | None, str]]:
+def _predict(detector: Detector, images: list[np.ndarray]
+             ) -> list[tuple[float | None, str, dict[str, float]]]:
     """Scores for a batch; if the batch fails, score one by one so one odd image fails alone."""
     if not images:
         return []
     try:
-        return [(float(s), "") for s in detector.predict_proba(images)]
+        scores, members = detector.predict_proba_with_members(images)
+        return [(float(s), "", {name: float(m[i]) for name, m in members.items()})
+                for i, s in enumerate(scores)]
     except Exception as exc:  # noqa: BLE001 - a per-file failure is reported, not raised
         if len(images) == 1:
-            return [(None, f"detector failed on this image: {exc}")]
+            return [(None, f"detector failed on this image: {exc}", {})]
     return [_predict(detector, [img])[0] for img in images]

@@ -19,11 +19,14 @@ from forensics.scoring import decode_batches
 
 log = logging.getLogger(__name__)
 
+Labelled = tuple[list[np.ndarray], np.ndarray]
 
-def load_items(items: Sequence[CorpusItem], *, desc: str = "decoding", workers: int = 2,
-               progress: bool = True) -> tuple[list[np.ndarray], np.ndarray, list[dict[str, str]]]:
-    """Decode items into (images, labels, errors); bad files are logged and left out."""
-    images, labels, errors = [], [], []
+
+def decode_items(items: Sequence[CorpusItem], *, desc: str = "decoding", workers: int = 2,
+                 progress: bool = True
+                 ) -> tuple[list[CorpusItem], list[np.ndarray], list[dict[str, str]]]:
+    """Decode items into (the items that decoded, their images, errors); bad files are logged."""
+    good, images, errors = [], [], []
     by_path = {it.path: it for it in items}
     with tqdm(total=len(items), desc=desc, unit="img", disable=not progress) as bar:
         for batch in decode_batches([it.path for it in items], workers=workers):
@@ -32,10 +35,17 @@ def load_items(items: Sequence[CorpusItem], *, desc: str = "decoding", workers: 
                     log.warning("skipping %s", img)
                     errors.append({"path": str(path), "error": img.reason})
                 else:
+                    good.append(by_path[path])
                     images.append(img)
-                    labels.append(by_path[path].label)
             bar.update(len(batch))
-    return images, np.asarray(labels, dtype=np.int64), errors
+    return good, images, errors
+
+
+def load_items(items: Sequence[CorpusItem], *, desc: str = "decoding", workers: int = 2,
+               progress: bool = True) -> tuple[list[np.ndarray], np.ndarray, list[dict[str, str]]]:
+    """Decode items into (images, labels, errors); bad files are logged and left out."""
+    good, images, errors = decode_items(items, desc=desc, workers=workers, progress=progress)
+    return images, np.asarray([it.label for it in good], dtype=np.int64), errors
 
 
 def corpus_summary(corpora: Sequence[Corpus], items: Sequence[CorpusItem]) -> dict[str, Any]:
@@ -48,10 +58,23 @@ def corpus_summary(corpora: Sequence[Corpus], items: Sequence[CorpusItem]) -> di
     }
 
 
+def fit_detector(kind: str, params: dict[str, Any] | None, train: Labelled,
+                 val: Labelled) -> Detector:
+    """A new ``kind`` detector fit on ``train``; ``val`` calibrates it and sets its threshold.
+
+    Validation data with a single class is no use for either and is left out.
+    """
+    detector = create_detector(kind, **(params or {}))
+    has_val = len(set(val[1].tolist())) == 2
+    return detector.fit(*train, val_images=val[0] if has_val else None,
+                        val_labels=val[1] if has_val else None)
+
+
 def train_detector(kind: str, corpus_dirs: Sequence[str | os.PathLike], out: str | os.PathLike,
                    *, params: dict[str, Any] | None = None, workers: int = 2,
                    progress: bool = True) -> Detector:
-    """Fit ``kind`` on the train split, pick its threshold on the val split, save to ``out``."""
+    """Fit ``kind`` (constructor ``params``) on the train split, calibrate and pick its threshold
+    on the val split, record the training data in the bundle, and save it to ``out``."""
     corpora = [discover_corpus(d) for d in corpus_dirs]
     train_items = [it for c in corpora for it in c.select(split="train")]
     val_items = [it for c in corpora for it in c.select(split="val")]
@@ -59,13 +82,10 @@ def train_detector(kind: str, corpus_dirs: Sequence[str | os.PathLike], out: str
                                              progress=progress)
     x_val, y_val, bad_val = load_items(val_items, desc="val images", workers=workers,
                                        progress=progress)
-    detector = create_detector(kind, **(params or {}))
-    has_val = len(set(y_val.tolist())) == 2
-    detector.fit(x_train, y_train, val_images=x_val if has_val else None,
-                 val_labels=y_val if has_val else None)
+    detector = fit_detector(kind, params, (x_train, y_train), (x_val, y_val))
     detector.training_info_.update(corpus_summary(corpora, train_items))
     detector.training_info_["n_train"] = len(x_train)
-    detector.training_info_["n_val"] = len(x_val) if has_val else 0
+    detector.training_info_["n_val"] = detector.training_info_["n_val_images"]
     detector.training_info_["skipped_files"] = bad_train + bad_val
     detector.save(Path(out))
     return detector

@@ -2,65 +2,84 @@
 
 Layout of a checkpoint (run) folder:
 
-- ``config.json``: ``{"format", "version", "name", "config", "step", "extra"}``: the family
-  name and its full config (architecture and hyperparameters; enough for
-  ``create_generator(name, **config)``), the training step and caller-supplied extras
-  (training options, dataset summary).
-- ``weights.safetensors``: generator tensors under ``G.<state_dict key>``, discriminator
-  tensors under ``D.<key>`` (parameters and BatchNorm buffers).
-- ``optim.safetensors`` (when optimizers are given): each optimizer's per-parameter state as
-  ``<prefix>.state.<param index>.<name>`` (Adam: ``step``, ``exp_avg``, ``exp_avg_sq``) and its
-  param groups as JSON in the file's metadata; :func:`load_optimizer_state` restores them.
+- ``config.json``: ``{"format", "version", "name", "config", "step", "extra", "files"}``: the
+  family name and its full config (architecture and hyperparameters; enough for
+  ``create_generator(name, **config)``), the training step, caller-supplied extras (training
+  options, dataset summary, class names) and the SHA-256 of each tensor file written with it.
+- ``weights.safetensors``: each net's ``state_dict`` under a prefix: ``G.`` for ``generator``,
+  ``D.`` for ``discriminator``, the net's own name for other nets (``G_A.``, ...), and
+  ``G_ema.`` for the EMA generator when training keeps one.
+- ``optim.safetensors`` (when training state is given): any nested tree of dicts, lists and
+  tensors (optimizer and GradScaler state, EMA, RNG states, data position): tensors under
+  dotted keys (``step.optimizers.G.state.0.exp_avg``), everything else as JSON in the file's
+  metadata (``skeleton``), so :func:`load_train_state` rebuilds the tree with its exact key
+  types (optimizers index their state by int).
 
-Each file is written atomically (temp file, fsync, os.replace), weights first and config last.
-Loading parses JSON and safetensors only, so a checkpoint can never run code.
+Each file is written atomically (temp file, fsync, os.replace), tensor files first and
+``config.json`` last; the hashes in ``config.json`` make a checkpoint torn by a crash between
+two files detectable. Loading parses JSON and safetensors only, so it can never run code.
 """
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 from pathlib import Path
-from typing import Mapping
+from typing import Any, Mapping
 
 import torch
 from safetensors import SafetensorError, safe_open
-from safetensors.torch import load_file, save
+from safetensors.torch import load, save
+from torch import nn
 
 from .files import atomic_write_bytes, atomic_write_text
 from .registry import GanPair, create_generator
 
 CHECKPOINT_FORMAT = "gan-forensics/generator-checkpoint"
-CHECKPOINT_VERSION = 1
+CHECKPOINT_VERSION = 2
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "weights.safetensors"
 OPTIM_FILE = "optim.safetensors"
+EMA_PREFIX = "G_ema"
+_NET_PREFIXES = {"generator": "G", "discriminator": "D"}
 
 
 class CheckpointError(ValueError):
     """A checkpoint folder is missing, malformed or does not fit the model it describes."""
 
 
-def _tensors_for_saving(state: Mapping[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
-    return {f"{prefix}{key}": value.detach().cpu().contiguous() for key, value in state.items()}
+def _weights_prefix(net_name: str) -> str:
+    return _NET_PREFIXES.get(net_name, net_name)
+
+
+def _cpu_tensors(state: Mapping[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
+    return {f"{prefix}.{key}": value.detach().cpu().contiguous() for key, value in state.items()}
 
 
 def save_checkpoint(run_dir: str | Path, pair: GanPair, step: int, extra_config: dict | None = None,
-                    *, optimizers: Mapping[str, torch.optim.Optimizer] | None = None) -> Path:
-    """Write ``pair`` (and ``optimizers``, e.g. ``{"G": opt_g, "D": opt_d}``) into ``run_dir``.
+                    *, ema: nn.Module | None = None,
+                    train_state: Mapping[str, Any] | None = None) -> Path:
+    """Write ``pair`` (plus the EMA generator ``ema`` and a resumable ``train_state`` tree,
+    see :func:`encode_state`) into ``run_dir``; return the folder.
 
-    Returns the folder. ``extra_config`` must be JSON-serialisable.
+    ``extra_config`` must be JSON-serialisable.
     """
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    tensors = {**_tensors_for_saving(pair.generator.state_dict(), "G."),
-               **_tensors_for_saving(pair.discriminator.state_dict(), "D.")}
+    tensors: dict[str, torch.Tensor] = {}
+    for name, net in pair.nets.items():
+        tensors.update(_cpu_tensors(net.state_dict(), _weights_prefix(name)))
+    if ema is not None:
+        tensors.update(_cpu_tensors(ema.state_dict(), EMA_PREFIX))
     # One metadata key only: safetensors writes several in random order, and the weights'
     # SHA-256 must depend on the tensors alone.
-    weights = save(tensors, metadata={"format": CHECKPOINT_FORMAT})
-    atomic_write_bytes(run_dir / WEIGHTS_FILE, weights)
-    if optimizers:
-        atomic_write_bytes(run_dir / OPTIM_FILE, _optimizer_bytes(optimizers))
+    files = {WEIGHTS_FILE: save(tensors, metadata={"format": CHECKPOINT_FORMAT})}
+    if train_state is not None:
+        state_tensors, skeleton = encode_state(train_state)
+        files[OPTIM_FILE] = save(state_tensors, metadata={"skeleton": json.dumps(skeleton)})
+    for filename, data in files.items():
+        atomic_write_bytes(run_dir / filename, data)
     document = {
         "format": CHECKPOINT_FORMAT,
         "version": CHECKPOINT_VERSION,
@@ -68,6 +87,7 @@ def save_checkpoint(run_dir: str | Path, pair: GanPair, step: int, extra_config:
         "config": pair.config,
         "step": int(step),
         "extra": extra_config or {},
+        "files": {filename: hashlib.sha256(data).hexdigest() for filename, data in files.items()},
     }
     atomic_write_text(run_dir / CONFIG_FILE, json.dumps(document, indent=2) + "\n")
     return run_dir
@@ -80,7 +100,7 @@ def read_checkpoint_config(run_dir: str | Path) -> dict:
         document = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise CheckpointError(f"{path} not found: {run_dir} is not a generator checkpoint "
-                              "folder (train one with train_gan)") from None
+                              "folder (train one with `forensics zoo train`)") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise CheckpointError(f"{path} is not valid JSON: {exc}") from exc
     if not isinstance(document, dict) or document.get("format") != CHECKPOINT_FORMAT:
@@ -88,27 +108,53 @@ def read_checkpoint_config(run_dir: str | Path) -> dict:
                               f"(expected format {CHECKPOINT_FORMAT!r})")
     if document.get("version") != CHECKPOINT_VERSION:
         raise CheckpointError(f"{path} has checkpoint version {document.get('version')!r}; "
-                              f"this code reads version {CHECKPOINT_VERSION}")
+                              f"this code reads version {CHECKPOINT_VERSION} (retrain the "
+                              "generator with this version)")
     return document
 
 
-def _load_safetensors(path: Path, device: str | torch.device) -> dict[str, torch.Tensor]:
+def _read_tensor_file(run_dir: Path, filename: str, document: dict) -> bytes:
+    """The bytes of a tensor file, checked against the hash ``config.json`` recorded."""
+    path = run_dir / filename
     try:
-        return load_file(path, device=str(device))
+        data = path.read_bytes()
     except FileNotFoundError:
         raise CheckpointError(f"{path} not found; the checkpoint folder is incomplete") from None
+    expected = document.get("files", {}).get(filename)
+    if expected is not None and hashlib.sha256(data).hexdigest() != expected:
+        raise CheckpointError(f"{path} does not match the hash in {run_dir / CONFIG_FILE} "
+                              "(a checkpoint torn by a crash, or a file copied from elsewhere); "
+                              "restore the folder or retrain")
+    return data
+
+
+def _parse_safetensors(data: bytes, path: Path) -> dict[str, torch.Tensor]:
+    try:
+        return load(data)
     except SafetensorError as exc:
         raise CheckpointError(f"{path} is not a valid safetensors file ({exc}); "
                               "checkpoints are never read with pickle") from exc
+
+
+def _load_net(module: nn.Module, tensors: Mapping[str, torch.Tensor], prefix: str,
+              where: Path) -> None:
+    start = prefix + "."
+    state = {key[len(start):]: value for key, value in tensors.items() if key.startswith(start)}
+    try:
+        module.load_state_dict(state, strict=True)
+    except RuntimeError as exc:
+        raise CheckpointError(f"{where / WEIGHTS_FILE} does not match the config in "
+                              f"{where / CONFIG_FILE}: {exc}") from exc
 
 
 def load_checkpoint(run_dir: str | Path,
                     device: str | torch.device = "cpu") -> tuple[GanPair, dict]:
     """Rebuild the GanPair saved in ``run_dir`` and load its weights onto ``device``.
 
-    Returns ``(pair, document)`` where ``document`` is the parsed ``config.json`` (with
-    ``name``, ``config``, ``step``, ``extra``). Raises CheckpointError for a missing or
-    malformed folder or weights that do not fit the config.
+    The EMA generator, when saved, becomes ``pair.generator_ema``. Returns ``(pair,
+    document)`` where ``document`` is the parsed ``config.json`` (``name``, ``config``,
+    ``step``, ``extra``). Raises CheckpointError for a missing, torn or malformed folder or
+    weights that do not fit the config.
     """
     run_dir = Path(run_dir)
     document = read_checkpoint_config(run_dir)
@@ -117,15 +163,35 @@ def load_checkpoint(run_dir: str | Path,
     except (KeyError, TypeError, ValueError) as exc:
         raise CheckpointError(f"{run_dir / CONFIG_FILE} describes no buildable generator: "
                               f"{exc}") from exc
-    tensors = _load_safetensors(run_dir / WEIGHTS_FILE, device)
-    for prefix, module in (("G.", pair.generator), ("D.", pair.discriminator)):
-        state = {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
-        try:
-            module.load_state_dict(state, strict=True)
-        except RuntimeError as exc:
-            raise CheckpointError(f"{run_dir / WEIGHTS_FILE} does not match the config in "
-                                  f"{run_dir / CONFIG_FILE}: {exc}") from exc
+    data = _read_tensor_file(run_dir, WEIGHTS_FILE, document)
+    tensors = _parse_safetensors(data, run_dir / WEIGHTS_FILE)
+    prefixes = {_weights_prefix(name) for name in pair.net_names} | {EMA_PREFIX}
+    stray = sorted({key.split(".", 1)[0] for key in tensors} - prefixes)
+    if stray:
+        raise CheckpointError(f"{run_dir / WEIGHTS_FILE} holds tensors for unknown nets "
+                              f"{stray}; {document['name']!r} has {sorted(prefixes)}")
+    for name, net in pair.nets.items():
+        _load_net(net, tensors, _weights_prefix(name), run_dir)
+    if any(key.startswith(EMA_PREFIX + ".") for key in tensors):
+        ema = copy.deepcopy(pair.generator).eval().requires_grad_(False)
+        _load_net(ema, tensors, EMA_PREFIX, run_dir)
+        pair.generator_ema = ema
     return pair.to(device), document
+
+
+def load_train_state(run_dir: str | Path, device: str | torch.device = "cpu") -> dict[str, Any]:
+    """The training-state tree saved with the checkpoint in ``run_dir`` (tensors on ``device``)."""
+    run_dir = Path(run_dir)
+    document = read_checkpoint_config(run_dir)
+    data = _read_tensor_file(run_dir, OPTIM_FILE, document)
+    tensors = _parse_safetensors(data, run_dir / OPTIM_FILE)
+    path = run_dir / OPTIM_FILE
+    with safe_open(path, framework="pt") as f:
+        skeleton = (f.metadata() or {}).get("skeleton")
+    if skeleton is None:
+        raise CheckpointError(f"{path} holds no training state skeleton")
+    return decode_state({key: value.to(device) for key, value in tensors.items()},
+                        json.loads(skeleton))
 
 
 def checkpoint_sha256(run_dir: str | Path) -> str:
@@ -137,44 +203,42 @@ def checkpoint_sha256(run_dir: str | Path) -> str:
     return digest.hexdigest()
 
 
-def _optimizer_bytes(optimizers: Mapping[str, torch.optim.Optimizer]) -> bytes:
-    tensors: dict[str, torch.Tensor] = {}
-    groups: dict[str, list] = {}
-    for prefix, optimizer in optimizers.items():
-        state = optimizer.state_dict()
-        for index, param_state in state["state"].items():
-            for name, value in param_state.items():
-                value = value if torch.is_tensor(value) else torch.tensor(value)
-                tensors[f"{prefix}.state.{index}.{name}"] = value.detach().cpu().contiguous()
-        groups[prefix] = state["param_groups"]
-    return save(tensors, metadata={"param_groups": json.dumps(groups)})
+def encode_state(tree: Any, path: str = "") -> tuple[dict[str, torch.Tensor], Any]:
+    """Split a nested tree into ``{dotted path: tensor}`` and a JSON skeleton.
 
-
-def load_optimizer_state(run_dir: str | Path,
-                         optimizers: Mapping[str, torch.optim.Optimizer]) -> None:
-    """Restore the optimizers saved by :func:`save_checkpoint` (same prefixes, same models).
-
-    The optimizers must have been built over the parameters of the loaded pair, in the same
-    order as at saving; their state tensors move to those parameters' devices.
+    Dicts (any JSON-scalar keys), lists, tuples, tensors, and JSON scalars are allowed; tensors
+    are copied to the CPU. :func:`decode_state` inverts it exactly.
     """
-    path = Path(run_dir) / OPTIM_FILE
-    tensors = _load_safetensors(path, "cpu")
-    with safe_open(path, framework="pt") as f:
-        groups = json.loads((f.metadata() or {}).get("param_groups", "{}"))
-    for prefix, optimizer in optimizers.items():
-        if prefix not in groups:
-            raise CheckpointError(f"{path} holds no optimizer {prefix!r} "
-                                  f"(it has {sorted(groups)})")
-        state: dict[int, dict[str, torch.Tensor]] = {}
-        start = f"{prefix}.state."
-        for key, value in tensors.items():
-            if key.startswith(start):
-                index, name = key[len(start):].split(".", 1)
-                state.setdefault(int(index), {})[name] = value
-        for group in groups[prefix]:
-            if isinstance(group.get("betas"), list):
-                group["betas"] = tuple(group["betas"])
-        try:
-            optimizer.load_state_dict({"state": state, "param_groups": groups[prefix]})
-        except (ValueError, KeyError) as exc:
-            raise CheckpointError(f"{path}: optimizer {prefix!r} does not fit: {exc}") from exc
+    tensors: dict[str, torch.Tensor] = {}
+
+    def walk(node: Any, where: str) -> Any:
+        if torch.is_tensor(node):
+            if where in tensors:
+                raise ValueError(f"two tensors of the training state share the key {where!r}")
+            tensors[where] = node.detach().cpu().clone().contiguous()
+            return {"$tensor": where}
+        child = (lambda key: f"{where}.{key}" if where else str(key))
+        if isinstance(node, Mapping):
+            return {"$dict": [[key, walk(value, child(key))] for key, value in node.items()]}
+        if isinstance(node, (list, tuple)):
+            tag = "$tuple" if isinstance(node, tuple) else "$list"
+            return {tag: [walk(value, child(i)) for i, value in enumerate(node)]}
+        if node is None or isinstance(node, (bool, int, float, str)):
+            return node
+        raise TypeError(f"cannot store {type(node).__name__} at {where or 'the root'} of the "
+                        "training state (use tensors, numbers, strings, lists and dicts)")
+
+    return tensors, walk(tree, path)
+
+
+def decode_state(tensors: Mapping[str, torch.Tensor], skeleton: Any) -> Any:
+    """The tree :func:`encode_state` split into ``tensors`` and ``skeleton``."""
+    if isinstance(skeleton, dict):
+        if "$tensor" in skeleton:
+            return tensors[skeleton["$tensor"]]
+        if "$dict" in skeleton:
+            return {key: decode_state(tensors, value) for key, value in skeleton["$dict"]}
+        if "$tuple" in skeleton:
+            return tuple(decode_state(tensors, value) for value in skeleton["$tuple"])
+        return [decode_state(tensors, value) for value in skeleton["$list"]]
+    return skeleton

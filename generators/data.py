@@ -1,17 +1,38 @@
-"""Training images for the generators: decoded once, held in memory as uint8."""
+"""Training images for the generators: decoded once, held in memory as uint8, and served as
+endless shuffled batches whose position is part of a checkpoint.
+
+Three kinds of training data (``generators.registry.DATASET_KINDS``): plain images, images
+with class labels (``labelled_dataset``) and two unaligned domains (one dataset each).
+:class:`BatchStream` draws every batch from the datasets given, sharded across ``torchrun``
+ranks like ``DistributedSampler``.
+"""
 
 from __future__ import annotations
 
+import math
 import warnings
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
+import numpy as np
 import torch
 from PIL import Image, ImageOps
 from torch.utils.data import Dataset
 
 # What a broken, truncated, non-image or oversized file raises while Pillow decodes it.
 _DECODE_ERRORS = (OSError, ValueError, SyntaxError, Image.DecompressionBombError)
+
+
+IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff"})
+
+
+def list_image_files(folder: str | Path) -> list[Path]:
+    """Image files (by suffix) anywhere under ``folder``, sorted; FileNotFoundError if absent."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise FileNotFoundError(f"image folder {folder} does not exist")
+    return sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES
+                  and p.is_file())
 
 
 def load_square_rgb(path: str | Path, resolution: int) -> Image.Image:
@@ -30,25 +51,30 @@ def load_square_rgb(path: str | Path, resolution: int) -> Image.Image:
 
 
 class ImageFolderDataset(Dataset):
-    """Images from ``paths`` as float tensors (3, R, R) in [-1, 1].
+    """Images from ``paths`` as float tensors (3, R, R) in [-1, 1], with optional class labels.
 
     All images are decoded once at construction (training corpora here are small) and kept
     as one uint8 tensor ``images`` of shape (N, 3, R, R). Unreadable files are skipped with one
     warning; ``paths`` lists the images kept and ``skipped`` the (path, reason) pairs left out.
-    Raises ValueError when no image is left.
+    ``labels`` (one int per path) become ``self.labels`` (int64, for the kept images) and items
+    become (image, label) pairs. Raises ValueError when no image is left.
     """
 
-    def __init__(self, paths: Sequence[str | Path], resolution: int):
+    def __init__(self, paths: Sequence[str | Path], resolution: int,
+                 labels: Sequence[int] | None = None):
         if not isinstance(resolution, int) or resolution < 1:
             raise ValueError(f"resolution must be a positive integer, got {resolution!r}")
         paths = [Path(p) for p in paths]
+        if labels is not None and len(labels) != len(paths):
+            raise ValueError(f"got {len(labels)} labels for {len(paths)} images")
         if not paths:
             raise ValueError("ImageFolderDataset got no image paths; give at least one image")
         self.resolution = resolution
         self.paths: list[Path] = []
         self.skipped: list[tuple[Path, str]] = []
         arrays = []
-        for path in paths:
+        kept_labels = []
+        for index, path in enumerate(paths):
             try:
                 image = load_square_rgb(path, resolution)
             except _DECODE_ERRORS as exc:
@@ -56,6 +82,7 @@ class ImageFolderDataset(Dataset):
                 continue
             arrays.append(torch.frombuffer(bytearray(image.tobytes()), dtype=torch.uint8))
             self.paths.append(path)
+            kept_labels.append(0 if labels is None else int(labels[index]))
         if self.skipped:
             examples = "; ".join(f"{p}: {why}" for p, why in self.skipped[:3])
             warnings.warn(f"skipped {len(self.skipped)} of {len(paths)} unreadable image(s) "
@@ -68,9 +95,101 @@ class ImageFolderDataset(Dataset):
                        .view(len(arrays), resolution, resolution, 3)
                        .permute(0, 3, 1, 2)
                        .contiguous())
+        self.labels = None if labels is None else torch.tensor(kept_labels, dtype=torch.int64)
 
     def __len__(self) -> int:
         return self.images.shape[0]
 
-    def __getitem__(self, index: int) -> torch.Tensor:
-        return self.images[index].float().div_(127.5).sub_(1.0)
+    def batch(self, indices: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        """Images ``indices`` as (N, 3, R, R) float in [-1, 1], with their labels if any."""
+        images = self.images[indices].float().div_(127.5).sub_(1.0)
+        return images if self.labels is None else (images, self.labels[indices])
+
+    def __getitem__(self, index: int) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        item = self.batch(torch.tensor([index]))
+        return item[0] if self.labels is None else (item[0][0], item[1][0])
+
+
+def labelled_dataset(items: Sequence[tuple[str | Path, str]],
+                     resolution: int) -> tuple[ImageFolderDataset, list[str]]:
+    """A dataset of (path, class name) pairs; classes are the sorted names, labels index them."""
+    classes = sorted({str(name) for _, name in items})
+    index = {name: i for i, name in enumerate(classes)}
+    dataset = ImageFolderDataset([path for path, _ in items], resolution,
+                                 labels=[index[str(name)] for _, name in items])
+    return dataset, classes
+
+
+class ShardedShuffle:
+    """Endless full batches of indices into ``n`` items, reshuffled every epoch, for one rank.
+
+    As ``DistributedSampler``: every rank draws the same permutation of epoch ``e`` (seeded by
+    ``seed``, ``stream`` and ``e``), pads it to a multiple of ``world_size`` and keeps every
+    ``world_size``-th index from ``rank``; the rank's share is cut into batches of
+    ``batch_size`` (the remainder is dropped). ``state_dict`` is the (epoch, position) pair, so
+    a resumed run continues with the very next batch.
+    """
+
+    def __init__(self, n: int, batch_size: int, seed: int, *, stream: int = 0, rank: int = 0,
+                 world_size: int = 1):
+        share = math.ceil(n / world_size)
+        if not 1 <= batch_size <= share:
+            raise ValueError(f"batch size {batch_size} must be between 1 and the {share} "
+                             f"images of each of {world_size} rank(s)")
+        self.n, self.batch_size, self.seed, self.stream = n, batch_size, seed, stream
+        self.rank, self.world_size = rank, world_size
+        self.batches_per_epoch = share // batch_size
+        self.epoch, self.position = 0, 0
+        self._indices = self._epoch_indices()
+
+    def _epoch_indices(self) -> torch.Tensor:
+        entropy = np.random.SeedSequence([self.seed, self.stream, self.epoch])
+        seed = int(entropy.generate_state(1)[0])
+        order = torch.randperm(self.n, generator=torch.Generator().manual_seed(seed))
+        total = self.world_size * math.ceil(self.n / self.world_size)
+        return order.repeat(math.ceil(total / self.n))[:total][self.rank::self.world_size]
+
+    def next(self) -> torch.Tensor:
+        if self.position == self.batches_per_epoch:
+            self.epoch, self.position = self.epoch + 1, 0
+            self._indices = self._epoch_indices()
+        start = self.position * self.batch_size
+        self.position += 1
+        return self._indices[start:start + self.batch_size]
+
+    def state_dict(self) -> dict[str, int]:
+        return {"epoch": self.epoch, "position": self.position}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        self.epoch, self.position = int(state["epoch"]), int(state["position"])
+        self._indices = self._epoch_indices()
+
+
+class BatchStream:
+    """The training batches of a family: one dataset gives its batches (images, or (images,
+    labels)); several (unaligned domains) give a tuple with one batch of each, each dataset
+    shuffled independently.
+
+    ``batch_size`` is the global batch: each of ``world_size`` ranks draws
+    ``batch_size // world_size`` (at least 1), no more than any dataset's share holds.
+    """
+
+    def __init__(self, datasets: Sequence[ImageFolderDataset], batch_size: int, seed: int, *,
+                 rank: int = 0, world_size: int = 1):
+        self.datasets = list(datasets)
+        smallest_share = min(math.ceil(len(d) / world_size) for d in self.datasets)
+        self.batch_size = min(max(1, batch_size // world_size), smallest_share)
+        self.samplers = [ShardedShuffle(len(d), self.batch_size, seed, stream=i, rank=rank,
+                                        world_size=world_size)
+                         for i, d in enumerate(self.datasets)]
+
+    def next(self) -> Any:
+        batches = tuple(d.batch(s.next()) for d, s in zip(self.datasets, self.samplers))
+        return batches[0] if len(batches) == 1 else batches
+
+    def state_dict(self) -> list[dict[str, int]]:
+        return [s.state_dict() for s in self.samplers]
+
+    def load_state_dict(self, state: Sequence[dict[str, int]]) -> None:
+        for sampler, sampler_state in zip(self.samplers, state, strict=True):
+            sampler.load_state_dict(sampler_state)

@@ -8,7 +8,9 @@ A family registers a builder with its default config as plain data::
 
 and everything else goes through ``create_generator("dcgan", resolution=32)``, which merges
 the overrides into the defaults, rejects unknown keys and returns a :class:`GanPair`.
-``list_generators()`` shows what exists and the defaults of each.
+``list_generators()`` shows what exists and the defaults of each; ``get_family(name)`` also
+tells which training step and which kind of data the family needs (see ``generators.trainer``
+for the step contract).
 """
 
 from __future__ import annotations
@@ -16,57 +18,110 @@ from __future__ import annotations
 import copy
 import importlib
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
 
 from torch import nn
 
 from .losses import LOSSES
 
-Builder = Callable[[dict], "tuple[nn.Module, nn.Module]"]
+Nets = "tuple[nn.Module, nn.Module] | Mapping[str, nn.Module]"
+Builder = Callable[[dict], Nets]
 
 # Modules whose import registers the built-in families (imported on first use, which keeps
-# nets -> registry a one-way import).
-_BUILTIN_MODULES = ("generators.nets.dcgan",)
+# nets -> registry a one-way import). A module that does not exist yet is skipped.
+_BUILTIN_MODULES = ("generators.nets.dcgan", "generators.nets.stylegan",
+                    "generators.nets.cyclegan")
+
+# What a batch of each kind of training data holds (see generators.data.BatchStream).
+DATASET_KINDS = {
+    "images": "unlabelled real images: a batch is an image tensor (N, 3, R, R) in [-1, 1]",
+    "labelled": "images with classes (corpus subfolders or a manifest field): a batch is "
+                "(images, class indices (N,) int64)",
+    "paired": "two unaligned image folders A (--data) and B (--data-b): a batch is "
+              "(images_A, images_B)",
+}
 
 
 @dataclass(frozen=True)
-class _Entry:
+class Family:
+    """A registered GAN family: how to build it, its defaults, its step and its data."""
+
+    name: str
     builder: Builder
     default_config: dict
+    step_class: type | None  # None: generators.steps.AdversarialStep
+    dataset: str
+
+    def resolve_step_class(self) -> type:
+        if self.step_class is not None:
+            return self.step_class
+        from .steps import AdversarialStep  # steps imports registry: resolve lazily
+
+        return AdversarialStep
 
 
-_REGISTRY: dict[str, _Entry] = {}
+_REGISTRY: dict[str, Family] = {}
 
 
 class GanPair(nn.Module):
-    """A generator and its discriminator, built from ``config`` by the family ``name``.
+    """The networks of one family, built from ``config`` by the family ``name``.
 
-    ``generator`` maps latents (N, z_dim) to images (N, 3, R, R) in [-1, 1];
-    ``discriminator`` maps such images to logits (N,).
+    Each net is a named child module: ``generator`` and ``discriminator`` for builders that
+    return a pair (``generator`` maps latents (N, z_dim) to images (N, 3, R, R) in [-1, 1];
+    ``discriminator`` maps images to logits (N,)), or the keys of the mapping a builder returns
+    (e.g. ``G_A``, ``G_B``, ``D_A``, ``D_B``). ``net_names`` lists them in order.
+    ``generator_ema`` is an optional EMA copy of the generator (set by ``load_checkpoint``
+    when the checkpoint holds one); :meth:`sample_model` prefers it.
     """
 
-    def __init__(self, name: str, generator: nn.Module, discriminator: nn.Module, config: dict):
+    def __init__(self, name: str, nets: Mapping[str, nn.Module], config: dict,
+                 dataset: str = "images"):
         super().__init__()
         self.name = name
-        self.generator = generator
-        self.discriminator = discriminator
         self.config = config
+        self.dataset = dataset
+        self.net_names = tuple(nets)
+        for net_name, module in nets.items():
+            self.add_module(net_name, module)
+        self.generator_ema: nn.Module | None = None
+
+    @property
+    def nets(self) -> dict[str, nn.Module]:
+        """Net name -> module (the EMA copy excluded)."""
+        return {name: getattr(self, name) for name in self.net_names}
+
+    def sample_model(self) -> nn.Module:
+        """The module to draw images from: the EMA generator when present, else ``generator``."""
+        if self.generator_ema is not None:
+            return self.generator_ema
+        if "generator" not in self.net_names:
+            raise ValueError(f"generator family {self.name!r} has no net named 'generator' "
+                             f"(it has {list(self.net_names)})")
+        return self.generator
 
     def extra_repr(self) -> str:
         return f"name={self.name!r}, config={self.config}"
 
 
-def register_generator(name: str, default_config: dict) -> Callable[[Builder], Builder]:
-    """Decorator registering ``builder(config) -> (generator, discriminator)`` under ``name``.
+def register_generator(name: str, default_config: dict, *, step_class: type | None = None,
+                       dataset: str = "images") -> Callable[[Builder], Builder]:
+    """Decorator registering ``builder(config)`` under ``name``.
 
+    The builder returns ``(generator, discriminator)`` or a mapping ``{net name: module}``.
     ``default_config`` lists every key the family accepts (architecture and hyperparameters,
-    JSON-friendly values); it must include ``"loss"`` naming an entry of ``losses.LOSSES``.
+    JSON-friendly values); a ``"loss"`` key, when present, must name an entry of
+    ``losses.LOSSES``. ``step_class`` is the training step (default
+    ``generators.steps.AdversarialStep``; contract in ``generators.trainer``); ``dataset`` is
+    one of :data:`DATASET_KINDS`.
     """
+    if dataset not in DATASET_KINDS:
+        raise ValueError(f"dataset must be one of {sorted(DATASET_KINDS)}, got {dataset!r}")
 
     def decorator(builder: Builder) -> Builder:
         if name in _REGISTRY:
             raise ValueError(f"a generator named {name!r} is already registered")
-        _REGISTRY[name] = _Entry(builder, _normalise(copy.deepcopy(default_config)))
+        _REGISTRY[name] = Family(name, builder, _normalise(copy.deepcopy(default_config)),
+                                 step_class, dataset)
         return builder
 
     return decorator
@@ -74,7 +129,19 @@ def register_generator(name: str, default_config: dict) -> Callable[[Builder], B
 
 def _load_builtins() -> None:
     for module in _BUILTIN_MODULES:
-        importlib.import_module(module)
+        try:
+            importlib.import_module(module)
+        except ModuleNotFoundError as exc:
+            if exc.name != module:  # a module that exists but fails to import is a bug
+                raise
+
+
+def get_family(name: str) -> Family:
+    """The registered family ``name``; ValueError listing the registered ones if unknown."""
+    _load_builtins()
+    if name not in _REGISTRY:
+        raise ValueError(f"unknown generator {name!r}; registered: {sorted(_REGISTRY)}")
+    return _REGISTRY[name]
 
 
 def list_generators() -> dict[str, dict]:
@@ -83,27 +150,37 @@ def list_generators() -> dict[str, dict]:
     return {name: copy.deepcopy(entry.default_config) for name, entry in sorted(_REGISTRY.items())}
 
 
+def resolve_config(name: str, **overrides: Any) -> dict:
+    """The family's defaults updated by ``overrides``, validated for keys and loss name.
+
+    JSON arrays in the overrides are read as tuples, so a config read back from
+    ``config.json`` equals the one saved.
+    """
+    family = get_family(name)
+    unknown = sorted(set(overrides) - set(family.default_config))
+    if unknown:
+        raise ValueError(f"unknown config key(s) {unknown} for generator {name!r}; "
+                         f"valid keys: {sorted(family.default_config)}")
+    config = {**copy.deepcopy(family.default_config), **_normalise(copy.deepcopy(overrides))}
+    if "loss" in config and config["loss"] not in LOSSES:
+        raise ValueError(f"unknown loss {config['loss']!r} for generator {name!r}; "
+                         f"choose one of {sorted(LOSSES)}")
+    return config
+
+
 def create_generator(name: str, **overrides: Any) -> GanPair:
     """Build the family ``name`` with its defaults updated by ``overrides``.
 
     Raises ValueError for an unknown family, an unknown config key (the message lists the valid
-    keys) or an invalid value (from the family's builder). JSON arrays in the overrides are
-    read as tuples, so a config read back from ``config.json`` equals the one saved.
+    keys) or an invalid value (from the family's builder).
     """
-    _load_builtins()
-    if name not in _REGISTRY:
-        raise ValueError(f"unknown generator {name!r}; registered: {sorted(_REGISTRY)}")
-    entry = _REGISTRY[name]
-    unknown = sorted(set(overrides) - set(entry.default_config))
-    if unknown:
-        raise ValueError(f"unknown config key(s) {unknown} for generator {name!r}; "
-                         f"valid keys: {sorted(entry.default_config)}")
-    config = {**copy.deepcopy(entry.default_config), **_normalise(copy.deepcopy(overrides))}
-    if config.get("loss") not in LOSSES:
-        raise ValueError(f"unknown loss {config.get('loss')!r} for generator {name!r}; "
-                         f"choose one of {sorted(LOSSES)}")
-    generator, discriminator = entry.builder(config)
-    return GanPair(name, generator, discriminator, config)
+    family = get_family(name)
+    config = resolve_config(name, **overrides)
+    nets = family.builder(config)
+    if not isinstance(nets, Mapping):
+        generator, discriminator = nets
+        nets = {"generator": generator, "discriminator": discriminator}
+    return GanPair(name, nets, config, family.dataset)
 
 
 def _normalise(config: dict) -> dict:

@@ -1,19 +1,37 @@
-"""Sampling a trained generator into a fake corpus: seed-named PNGs plus ``manifest.jsonl``."""
+"""Sampling a trained generator into a fake corpus: PNGs plus ``manifest.jsonl``.
+
+Latent families draw image ``seed{s:06d}.png`` from ``seed_latents([s])``: the seed names the
+image whatever the batch. Conditional families (``dataset="labelled"``) draw seed ``s`` from
+class ``s % num_classes`` by default, or every seed from one class (``class_name``; images then
+go to ``<class>/seed{s:06d}.png``). ``truncation`` (families whose generator's ``forward``
+takes a ``truncation`` argument, e.g. StyleGAN) adds ``_psi<value>`` to the names. Translation
+families (``dataset="paired"``) map the images of a ``source`` folder through the family
+step's ``translate(pair, images, direction)`` hook, one ``<stem>_<direction>.png`` per source.
+"""
 
 from __future__ import annotations
 
+import inspect
+import re
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable
+from typing import Any, Callable, Iterable, Iterator, Sequence
 
+import numpy as np
 import torch
+from torch import nn
 from tqdm.auto import tqdm
 
-from .checkpoint import checkpoint_sha256, load_checkpoint, read_checkpoint_config
+from .checkpoint import checkpoint_sha256, load_checkpoint
+from .data import list_image_files, load_square_rgb
 from .files import append_jsonl, read_jsonl
 from .images import save_png, tensor_to_uint8
+from .registry import GanPair, get_family
 from .runtime import resolve_device
 
 MANIFEST_FILE = "manifest.jsonl"
+DIRECTIONS = ("AtoB", "BtoA")
 
 
 def seed_latents(seeds: Iterable[int], z_dim: int) -> torch.Tensor:
@@ -26,61 +44,173 @@ def seed_latents(seeds: Iterable[int], z_dim: int) -> torch.Tensor:
     return torch.stack(rows) if rows else torch.empty(0, z_dim)
 
 
-def image_name(seed: int) -> str:
-    return f"seed{seed:06d}.png"
+def cycled_labels(seeds: Sequence[int], num_classes: int) -> torch.Tensor:
+    """The default class of each seed: ``seed % num_classes`` (int64)."""
+    return torch.tensor([int(s) % num_classes for s in seeds], dtype=torch.int64)
+
+
+@contextmanager
+def eval_mode(module: nn.Module) -> Iterator[nn.Module]:
+    """``module`` in eval mode and without autograd; its previous mode is restored after."""
+    was_training = module.training
+    module.eval()
+    try:
+        with torch.inference_mode():
+            yield module
+    finally:
+        module.train(was_training)
+
+
+def generate(model: nn.Module, seeds: Sequence[int], device: torch.device, *,
+             labels: torch.Tensor | None = None, truncation: float | None = None) -> torch.Tensor:
+    """Images (N, 3, R, R) in [-1, 1] of a latent generator (eval mode) for ``seeds``."""
+    args = () if labels is None else (labels.to(device),)
+    kwargs = {} if truncation is None else {"truncation": truncation}
+    with eval_mode(model):
+        return model(seed_latents(seeds, model.z_dim).to(device), *args, **kwargs)
+
+
+def image_name(seed: int, class_name: str | None = None, truncation: float | None = None) -> str:
+    """``seed{s:06d}[_psi<t>].png``, under a folder named after the class when given (path
+    separators and leading dots replaced, so a class name cannot leave the output folder)."""
+    name = f"seed{seed:06d}" + ("" if truncation is None else f"_psi{truncation:g}") + ".png"
+    if class_name is None:
+        return name
+    return f"{re.sub(r'[^A-Za-z0-9._-]+', '_', class_name).lstrip('.') or '_'}/{name}"
+
+
+@dataclass(frozen=True)
+class _Job:
+    """One image to write: its path under the output folder, its own manifest fields, and
+    what the producer needs to make it (a seed, or a source image path)."""
+
+    path: str
+    fields: dict
+    item: Any
 
 
 def sample_images(run_dir: str | Path, n: int, out_dir: str | Path, *, seed: int = 0,
-                  batch_size: int = 64, device: str = "auto", progress: bool = True) -> list[dict]:
-    """Write ``n`` images of the checkpoint in ``run_dir`` to ``out_dir``, seeds ``seed..seed+n-1``.
+                  batch_size: int = 64, device: str = "auto", progress: bool = True,
+                  class_name: str | None = None, truncation: float | None = None,
+                  source: str | Path | None = None, direction: str = "AtoB") -> list[dict]:
+    """Write ``n`` images of the checkpoint in ``run_dir`` to ``out_dir``; return their rows.
 
-    Image ``seed{s:06d}.png`` comes from ``seed_latents([s])`` through the generator in eval
-    mode; each new image gets one row in ``out_dir/manifest.jsonl``: ``path`` (relative to
-    ``out_dir``), ``label`` ("fake"), ``generator``, ``checkpoint`` (``run_dir`` as given),
-    ``checkpoint_sha256``, ``seed`` and ``resolution``. Seeds whose row and PNG already exist are
-    skipped, so rerunning after an interruption resumes without duplicating rows. Returns the
-    rows of all ``n`` seeds, in seed order. Raises ValueError if ``out_dir`` already holds one of
-    these seeds from another checkpoint.
+    Latent families use seeds ``seed..seed+n-1``; translation families the first ``n`` images
+    (sorted by path) of ``source``. Each new image gets one row in ``out_dir/manifest.jsonl``:
+    ``path`` (relative to ``out_dir``), ``label`` ("fake"), ``generator``, ``checkpoint``
+    (``run_dir`` as given), ``checkpoint_sha256``, ``seed`` (None for translations),
+    ``resolution``, and ``class`` / ``truncation`` / ``source`` + ``direction`` where they
+    apply. Images whose row and PNG already exist are skipped, so rerunning after an
+    interruption resumes without duplicating rows. Raises ValueError if ``out_dir`` already
+    holds one of these images from another checkpoint, or for options the family lacks.
     """
     if n < 0 or batch_size < 1:
         raise ValueError(f"need n >= 0 and batch_size >= 1, got n={n}, batch_size={batch_size}")
-    out_dir = Path(out_dir)
+    torch_device = resolve_device(device)
+    pair, document = load_checkpoint(run_dir, device=torch_device)
+    if pair.dataset == "paired":
+        jobs, produce = _translation_jobs(pair, n, source, direction, torch_device)
+    else:
+        if source is not None:
+            raise ValueError(f"generator {pair.name!r} draws from latents; --source is only for "
+                             "translation families such as cyclegan")
+        jobs, produce = _latent_jobs(pair, document, n, seed, class_name, truncation,
+                                     torch_device)
+    common = {"label": "fake", "generator": document["name"], "checkpoint": str(run_dir),
+              "checkpoint_sha256": checkpoint_sha256(run_dir),
+              "resolution": document["config"]["resolution"]}
+    return _write_samples(Path(out_dir), jobs, produce, common, batch_size, progress)
+
+
+def _latent_jobs(pair: GanPair, document: dict, n: int, seed: int, class_name: str | None,
+                 truncation: float | None, device: torch.device
+                 ) -> tuple[list[_Job], Callable[[list], torch.Tensor]]:
+    model = pair.sample_model()
+    if truncation is not None and "truncation" not in inspect.signature(model.forward).parameters:
+        raise ValueError(f"generator {pair.name!r} has no truncation; it applies to families "
+                         "with a mapping network such as stylegan")
+    seeds = list(range(seed, seed + n))
+    classes = document.get("extra", {}).get("classes")
+    psi = {} if truncation is None else {"truncation": truncation}
+    if pair.dataset != "labelled":
+        if class_name is not None:
+            raise ValueError(f"generator {pair.name!r} is not conditional; --class applies to "
+                             "conditional families such as cgan")
+        labels = None
+        jobs = [_Job(image_name(s, None, truncation), {"seed": s, **psi}, s) for s in seeds]
+    else:
+        if class_name is not None and class_name not in classes:
+            raise ValueError(f"class {class_name!r} is not one of the {len(classes)} classes of "
+                             f"{document['name']!r}: {classes}")
+        labels = (torch.full((len(seeds),), classes.index(class_name), dtype=torch.int64)
+                  if class_name is not None else cycled_labels(seeds, len(classes)))
+        jobs = [_Job(image_name(s, class_name, truncation),
+                     {"seed": s, "class": classes[int(label)], **psi}, (s, int(label)))
+                for s, label in zip(seeds, labels)]
+
+    def produce(items: list) -> torch.Tensor:
+        if labels is None:
+            return generate(model, items, device, truncation=truncation)
+        batch_seeds = [s for s, _ in items]
+        batch_labels = torch.tensor([label for _, label in items], dtype=torch.int64)
+        return generate(model, batch_seeds, device, labels=batch_labels, truncation=truncation)
+
+    return jobs, produce
+
+
+def _translation_jobs(pair: GanPair, n: int, source: str | Path | None, direction: str,
+                      device: torch.device) -> tuple[list[_Job], Callable[[list], torch.Tensor]]:
+    if source is None:
+        raise ValueError(f"generator {pair.name!r} translates images: give a source folder "
+                         f"(--source DIR) and a direction ({' or '.join(DIRECTIONS)})")
+    if direction not in DIRECTIONS:
+        raise ValueError(f"direction must be one of {DIRECTIONS}, got {direction!r}")
+    translate = getattr(get_family(pair.name).resolve_step_class(), "translate", None)
+    if translate is None:
+        raise ValueError(f"generator family {pair.name!r} provides no translate hook")
+    paths = list_image_files(source)[:n]
+    if not paths:
+        raise ValueError(f"no images found in the source folder {source}")
+    resolution = pair.config["resolution"]
+    jobs = [_Job(f"{path.stem}_{direction}.png",
+                 {"seed": None, "source": str(path), "direction": direction}, path)
+            for path in paths]
+
+    def produce(items: list) -> torch.Tensor:
+        arrays = np.stack([np.asarray(load_square_rgb(p, resolution)) for p in items])
+        images = torch.from_numpy(arrays).permute(0, 3, 1, 2).float().div(127.5).sub(1.0)
+        with torch.inference_mode():
+            return translate(pair.eval(), images.to(device), direction)
+
+    return jobs, produce
+
+
+def _write_samples(out_dir: Path, jobs: list[_Job], produce: Callable[[list], torch.Tensor],
+                   common: dict, batch_size: int, progress: bool) -> list[dict]:
     out_dir.mkdir(parents=True, exist_ok=True)
     manifest = out_dir / MANIFEST_FILE
-    read_checkpoint_config(run_dir)  # a clear error for a folder that is no checkpoint
-    sha256 = checkpoint_sha256(run_dir)
-    seeds = list(range(seed, seed + n))
-
-    rows_by_seed = {row["seed"]: row for row in read_jsonl(manifest, repair=True)}
-    clashes = [s for s in seeds
-               if s in rows_by_seed and rows_by_seed[s].get("checkpoint_sha256") != sha256]
+    rows_by_path = {row["path"]: row for row in read_jsonl(manifest, repair=True)}
+    clashes = [job.path for job in jobs if job.path in rows_by_path
+               and rows_by_path[job.path].get("checkpoint_sha256") != common["checkpoint_sha256"]]
     if clashes:
-        raise ValueError(f"{manifest} already lists seed {clashes[0]} from another checkpoint "
-                         f"({rows_by_seed[clashes[0]].get('checkpoint')}); "
+        raise ValueError(f"{manifest} already lists {clashes[0]} from another checkpoint "
+                         f"({rows_by_path[clashes[0]].get('checkpoint')}); "
                          "sample each checkpoint into its own folder")
-    todo = [s for s in seeds if not (s in rows_by_seed and (out_dir / image_name(s)).exists())]
-
-    if todo:
-        torch_device = resolve_device(device)
-        pair, document = load_checkpoint(run_dir, device=torch_device)
-        generator = pair.generator.eval()
-        with tqdm(total=len(todo), desc=f"sample {document['name']}", unit="img",
-                  disable=not progress) as bar:
-            for start in range(0, len(todo), batch_size):
-                batch = todo[start:start + batch_size]
-                with torch.inference_mode():
-                    images = generator(seed_latents(batch, generator.z_dim).to(torch_device))
-                new_rows = []
-                for s, image in zip(batch, tensor_to_uint8(images)):
-                    save_png(out_dir / image_name(s), image)
-                    if s not in rows_by_seed:
-                        rows_by_seed[s] = {
-                            "path": image_name(s), "label": "fake", "generator": document["name"],
-                            "checkpoint": str(run_dir), "checkpoint_sha256": sha256, "seed": s,
-                            "resolution": document["config"]["resolution"],
-                        }
-                        new_rows.append(rows_by_seed[s])
-                # Rows follow their PNGs, so a listed image always exists in full.
-                append_jsonl(manifest, new_rows)
-                bar.update(len(batch))
-    return [rows_by_seed[s] for s in seeds]
+    todo = [job for job in jobs
+            if not (job.path in rows_by_path and (out_dir / job.path).exists())]
+    with tqdm(total=len(todo), desc=f"sample {common['generator']}", unit="img",
+              disable=not progress or not todo) as bar:
+        for start in range(0, len(todo), batch_size):
+            batch = todo[start:start + batch_size]
+            images = tensor_to_uint8(produce([job.item for job in batch]))
+            new_rows = []
+            for job, image in zip(batch, images):
+                (out_dir / job.path).parent.mkdir(parents=True, exist_ok=True)
+                save_png(out_dir / job.path, image)
+                if job.path not in rows_by_path:
+                    rows_by_path[job.path] = {"path": job.path, **common, **job.fields}
+                    new_rows.append(rows_by_path[job.path])
+            # Rows follow their PNGs, so a listed image always exists in full.
+            append_jsonl(manifest, new_rows)
+            bar.update(len(batch))
+    return [rows_by_path[job.path] for job in jobs]

@@ -1,131 +1,377 @@
-"""Adversarial training of a GanPair from a list of real images, into a self-explaining run folder.
+"""One trainer for every GAN family: a resumable, self-explaining run folder, on 1 or N processes.
 
-A run folder holds, besides the checkpoint files (see ``generators.checkpoint``):
+A run folder holds, besides the checkpoint files (``generators.checkpoint``: ``config.json``,
+``weights.safetensors`` with G, D and EMA G, ``optim.safetensors`` with the step state, every
+rank's RNG state and the data position):
 
-- ``stats.jsonl``: one line per step: ``step``, ``loss_d``, ``loss_g``, ``d_real`` (mean
-  sigmoid D(x)), ``d_fake`` (mean sigmoid D(G(z)) before D's update), ``seconds``;
-- ``samples.png``: an 8x8 grid of the generator (eval mode) on the latents of seeds 0..63, the
-  same images ``sample_images(run_dir, 64, ..., seed=0)`` writes; ``samples_<step>.png`` every
+- ``stats.jsonl``: one line per step: ``step``, ``loss_d``, ``loss_g``, ``d_real`` /
+  ``d_fake`` (the loss's score of D(x) and D(G(z)), averaged over ranks), whatever else the
+  step reports (``skipped``, ``r1``, ``gp``, ...), ``seconds``; every ``diagnostics_every``
+  steps also the mode-collapse figures of ``generators.diagnostics`` (``diversity_ratio``,
+  ``nn_distinct``, ``nn_distinct_fraction``);
+- ``samples.png``: an 8x8 grid of the sampling generator (eval mode, EMA when kept) on the
+  latents of seeds 0..63 (classes cycling for conditional families), the same images
+  ``sample_images(run_dir, 64, ..., seed=0)`` writes; ``samples_<step>.png`` every
   ``sample_every`` steps;
-- ``curves.png``: losses, and D(x) / D(G(z)) against the 0.5 line where D cannot tell.
+- ``curves.png``: losses; D(x) and D(G(z)) against the 0.5 line where D cannot tell; the
+  diversity figures against 1.
 
-The per-step recipe is an object (``AdversarialStep``: a D update on real and detached fake
-images, then a G update on the same fakes, losses from ``generators.losses``); families that
-need more (regularisers, EMA, cycle losses) can bring their own step with the same interface.
+``--resume`` continues the run in place: weights, step state, RNG and data position come back,
+``stats.jsonl`` keeps its rows up to the checkpoint's step, and on the CPU the weights after
+``3 + 3`` steps equal those of 6 uninterrupted steps bit for bit.
+
+Under ``torchrun --nproc_per_node N`` each process trains on its shard of the data with its own
+seed (``seed * N + rank``), the nets are wrapped in DistributedDataParallel, and only rank 0
+writes (``generators.distributed``).
+
+Step contract (a family's ``register_generator(..., step_class=...)``; default
+``generators.steps.AdversarialStep``):
+
+- ``__init__(self, pair: GanPair, device: torch.device, *, amp: bool)``: build optimizers,
+  scalers, EMA, pools from ``pair.config``. Under torchrun the nets in ``pair`` are DDP
+  wrappers: call them through ``forward``; see ``generators.distributed`` for ``unwrap`` and
+  ``no_sync``.
+- ``__call__(batch) -> dict[str, float]``: one training step on a batch of the family's
+  dataset kind (``generators.registry.DATASET_KINDS``); returns ``loss_d``, ``loss_g`` and,
+  where meaningful, ``d_real`` / ``d_fake`` (in [0, 1]) plus any other float statistics.
+  Randomness comes from torch's global generator (seeded per rank, saved in checkpoints).
+- ``state_dict() -> dict`` / ``load_state_dict(state)``: everything needed to continue
+  bit-exactly (optimizers, GradScalers, EMA weights, pools, counters), as a tree of dicts,
+  lists, tensors and JSON scalars (stored without pickle by ``checkpoint.encode_state``).
+- optional ``sample_model() -> nn.Module``: the net to sample from (e.g. the EMA generator);
+  latent generators expose ``z_dim`` and take ``forward(z, [labels], [truncation=psi])``.
+- optional ``preview() -> Tensor (N, 3, R, R)``: images for the grid and diagnostics when the
+  sample model takes no latents (translation families).
+- optional ``@staticmethod translate(pair, images, direction) -> images``: what
+  ``sample_images(..., source=DIR, direction="AtoB"|"BtoA")`` calls (paired families).
 """
 
 from __future__ import annotations
 
 import io
 import json
+import math
 import time
+import warnings
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Any, Sequence
 
 import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from .checkpoint import save_checkpoint
-from .data import ImageFolderDataset
-from .files import atomic_write_bytes, json_safe, read_jsonl
+from .checkpoint import load_checkpoint, load_train_state, read_checkpoint_config, save_checkpoint
+from .data import BatchStream, ImageFolderDataset, labelled_dataset
+from .diagnostics import CollapseProbe
+from .distributed import (DistributedContext, broadcast_flag, gather_to_all, init_distributed,
+                          mean_over_ranks, shutdown_distributed, unwrap, wrap)
+from .files import append_jsonl, atomic_write_bytes, atomic_write_text, json_safe, read_jsonl
 from .images import image_grid, save_png, tensor_to_uint8
-from .losses import get_loss
-from .registry import GanPair, create_generator
-from .runtime import resolve_device, seed_everything
-from .sampling import seed_latents
+from .registry import Family, GanPair, create_generator, get_family, resolve_config
+from .runtime import rng_state, seed_everything, set_rng_state
+from .sampling import cycled_labels, generate
+from .steps import AdversarialStep
+
+__all__ = ["AdversarialStep", "TrainResult", "TrainingDiverged", "plot_training_curves",
+           "read_stats", "train_gan"]
 
 STATS_FILE = "stats.jsonl"
 SAMPLES_FILE = "samples.png"
 CURVES_FILE = "curves.png"
 GRID_SEEDS = range(64)
-STAT_NAMES = ("loss_d", "loss_g", "d_real", "d_fake")
+PROBE_SIZE = 64
+NAN_PATIENCE = 20  # consecutive steps with a non-finite loss before training gives up
 
 
-class AdversarialStep:
-    """One training step of a generator/discriminator pair with Adam and a named GAN loss.
+class TrainingDiverged(RuntimeError):
+    """The losses or weights stopped being finite numbers."""
 
-    Holds the optimizers (``optimizers["G"]``, ``optimizers["D"]``; lr and betas from the config)
-    and, with ``amp`` (CUDA only), float16 autocast with one GradScaler per network.
-    Calling it with a real batch (N, 3, R, R) in [-1, 1] returns the step's statistics.
+
+@dataclass(frozen=True)
+class TrainResult:
+    """Where a training call left its run: the step it started from, the checkpoint's step, the
+    target, and why it stopped early (``"time limit"``) or None when it reached the target."""
+
+    run_dir: Path
+    start_step: int
+    step: int
+    target_steps: int
+    stopped: str | None = None
+
+
+def train_gan(name: str, data: Sequence[Any], out_dir: str | Path, *, steps: int,
+              data_b: Sequence[str | Path] | None = None, seed: int | None = None,
+              device: str = "auto", config_overrides: dict | None = None,
+              sample_every: int = 0, checkpoint_every: int = 0, diagnostics_every: int = 50,
+              max_minutes: float | None = None, resume: bool = False,
+              progress: bool = True) -> TrainResult:
+    """Train the registered family ``name`` into the run folder ``out_dir`` up to ``steps``.
+
+    ``data`` is a list of image paths, or of (path, class name) pairs for a ``"labelled"``
+    family; a ``"paired"`` family takes domain A in ``data`` and domain B in ``data_b``. Images
+    are resized and centre-cropped to the config's resolution. ``device="auto"`` uses CUDA
+    (float16 autocast, channels_last) when present, else the CPU. A checkpoint, ``samples.png``
+    and ``curves.png`` are written every ``checkpoint_every`` steps (0: only at the end) and
+    when ``max_minutes`` runs out; extra grids every ``sample_every`` steps (0: never).
+
+    Without ``resume`` a run already in ``out_dir`` is replaced; with it the run continues
+    from its checkpoint (its saved config and seed; ``config_overrides`` and ``seed`` may only
+    repeat them). Raises ValueError for bad arguments and :class:`TrainingDiverged` when the
+    losses stay non-finite (the last checkpoint is left intact).
     """
-
-    def __init__(self, pair: GanPair, device: torch.device, *, amp: bool = False):
-        config = pair.config
-        self.pair = pair
-        self.device = device
-        self.amp = amp
-        self.channels_last = device.type == "cuda"
-        self.loss = get_loss(config["loss"])
-        self.optimizers = {
-            "G": torch.optim.Adam(pair.generator.parameters(), lr=config["lr"],
-                                  betas=config["betas"]),
-            "D": torch.optim.Adam(pair.discriminator.parameters(), lr=config["lr"],
-                                  betas=config["betas"]),
-        }
-        self.scalers = {name: torch.amp.GradScaler(device.type, enabled=amp)
-                        for name in self.optimizers}
-
-    def _update(self, name: str, loss: torch.Tensor) -> None:
-        optimizer, scaler = self.optimizers[name], self.scalers[name]
-        optimizer.zero_grad(set_to_none=True)
-        scaler.scale(loss).backward()
-        scaler.step(optimizer)
-        scaler.update()
-
-    def __call__(self, real: torch.Tensor) -> dict[str, float]:
-        generator, discriminator = self.pair.generator, self.pair.discriminator
-        real = real.to(self.device, non_blocking=True)
-        if self.channels_last:
-            real = real.contiguous(memory_format=torch.channels_last)
-        z = torch.randn(real.shape[0], generator.z_dim, device=self.device)
-        autocast = torch.autocast(self.device.type, dtype=torch.float16, enabled=self.amp)
-
-        with autocast:
-            fake = generator(z)
-            real_logits = discriminator(real)
-            fake_logits = discriminator(fake.detach())
-            loss_d = self.loss.discriminator(real_logits, fake_logits)
-        self._update("D", loss_d)
-
-        # D's weights get no gradient from G's loss: skipping them saves a third of D's backward.
-        discriminator.requires_grad_(False)
-        try:
-            with autocast:
-                loss_g = self.loss.generator(discriminator(fake))
-            self._update("G", loss_g)
-        finally:
-            discriminator.requires_grad_(True)
-
-        values = torch.stack([
-            loss_d.detach().float(), loss_g.detach().float(),
-            torch.sigmoid(real_logits.detach().float()).mean(),
-            torch.sigmoid(fake_logits.detach().float()).mean(),
-        ]).tolist()  # the step's only host sync
-        return dict(zip(STAT_NAMES, values))
-
-
-def _infinite_batches(dataset: torch.utils.data.Dataset, batch_size: int, seed: int,
-                      pin_memory: bool) -> Iterator[torch.Tensor]:
-    """Shuffled full batches forever; a dataset smaller than a batch gives batches of its size."""
-    loader = torch.utils.data.DataLoader(
-        dataset, batch_size=min(batch_size, len(dataset)), shuffle=True, drop_last=True,
-        num_workers=0, pin_memory=pin_memory, generator=torch.Generator().manual_seed(seed))
-    while True:
-        yield from loader
-
-
-def render_sample_grid(generator: torch.nn.Module, device: torch.device,
-                       seeds: Sequence[int] = GRID_SEEDS, ncols: int = 8) -> np.ndarray:
-    """The generator's images (eval mode) for ``seeds`` tiled into one (H, W, 3) uint8 grid."""
-    was_training = generator.training
-    generator.eval()
+    if steps < 1:
+        raise ValueError(f"steps must be >= 1, got {steps}")
+    if max_minutes is not None and max_minutes <= 0:
+        raise ValueError(f"max_minutes must be positive, got {max_minutes}")
+    context, torch_device = init_distributed(device)
     try:
-        with torch.inference_mode():
-            images = generator(seed_latents(seeds, generator.z_dim).to(device))
+        trainer = _Trainer(get_family(name), data, data_b, Path(out_dir), steps=steps,
+                           seed=seed, device=torch_device, context=context,
+                           overrides=dict(config_overrides or {}), resume=resume)
+        return trainer.run(sample_every=sample_every, checkpoint_every=checkpoint_every,
+                           diagnostics_every=diagnostics_every, max_minutes=max_minutes,
+                           progress=progress)
     finally:
-        generator.train(was_training)
-    return image_grid(tensor_to_uint8(images), ncols=ncols)
+        if context.is_distributed:
+            shutdown_distributed()
+
+
+def _datasets(kind: str, data: Sequence[Any], data_b: Sequence[str | Path] | None,
+              resolution: int) -> tuple[list[ImageFolderDataset], dict, list[str] | None]:
+    """The datasets of a family's kind, their summary for ``config.json``, the class names."""
+    if kind == "paired" and not data_b:
+        raise ValueError("this family trains on two image domains: give domain B (--data-b)")
+    if kind != "paired" and data_b:
+        raise ValueError("only paired families (cyclegan) take a second domain (--data-b)")
+    classes = None
+    if kind == "labelled":
+        if not all(isinstance(item, (tuple, list)) and len(item) == 2 for item in data):
+            raise ValueError("a conditional family needs (path, class name) pairs")
+        dataset, classes = labelled_dataset(data, resolution)
+        datasets = [dataset]
+    else:
+        datasets = [ImageFolderDataset(paths, resolution)
+                    for paths in ([data, data_b] if kind == "paired" else [data])]
+    summary: dict[str, Any] = {}
+    for suffix, dataset in zip(("", "_b"), datasets):
+        summary[f"num_images{suffix}"] = len(dataset)
+        summary[f"skipped_images{suffix}"] = len(dataset.skipped)
+    return datasets, summary, classes
+
+
+class _Trainer:
+    """The state of one training call; ``run`` does the steps."""
+
+    def __init__(self, family: Family, data: Sequence[Any], data_b: Sequence[str | Path] | None,
+                 run_dir: Path, *, steps: int, seed: int | None, device: torch.device,
+                 context: DistributedContext, overrides: dict, resume: bool):
+        self.run_dir, self.steps, self.device, self.context = run_dir, steps, device, context
+        document = read_checkpoint_config(run_dir) if resume else None
+        if document is not None and document["name"] != family.name:
+            raise ValueError(f"{run_dir} holds a {document['name']!r} run, not {family.name!r}")
+        saved_seed = document["extra"]["training"]["seed"] if document else None
+        if seed is not None and saved_seed is not None and seed != saved_seed:
+            raise ValueError(f"{run_dir} was trained with seed {saved_seed}; a resumed run "
+                             f"keeps it (got seed {seed})")
+        self.seed = saved_seed if saved_seed is not None else (seed or 0)
+        config = resolve_config(family.name, **(document["config"] if document else overrides))
+        if document:
+            _check_unchanged(config, resolve_config(family.name, **{**config, **overrides}),
+                             run_dir)
+
+        datasets, summary, classes = _datasets(family.dataset, data, data_b,
+                                               config["resolution"])
+        if classes is not None:
+            config = _with_classes(family.name, config, classes, overrides, document)
+        self.classes = classes
+        seed_everything(self.seed * context.world_size + context.rank)
+        if document:
+            self.pair, _ = load_checkpoint(run_dir, device)
+            self.pair.generator_ema = None  # the step's own EMA is restored from its state
+        else:
+            self.pair = create_generator(family.name, **config)
+        self.pair.to(device)
+        if device.type == "cuda":
+            self.pair.to(memory_format=torch.channels_last)
+            torch.backends.cudnn.benchmark = True
+        self.pair.train()
+        view = self.pair
+        if context.is_distributed:
+            view = GanPair(family.name, {k: wrap(v, device) for k, v in self.pair.nets.items()},
+                           self.pair.config, self.pair.dataset)
+        self.amp = device.type == "cuda"
+        self.step_fn = family.resolve_step_class()(view, device, amp=self.amp)
+        self.stream = BatchStream(datasets, config["batch_size"], self.seed,
+                                  rank=context.rank, world_size=context.world_size)
+        self.real_probe = datasets[-1]
+        self.extra = {
+            "training": {"seed": self.seed, "steps": steps, "device": str(device),
+                         "amp": self.amp, "world_size": context.world_size,
+                         "batch_size": self.stream.batch_size * context.world_size},
+            "dataset": summary,
+        }
+        if classes is not None:
+            self.extra["classes"] = classes
+        self.start_step = 0
+        self.stats: list[dict] = []
+        if document:
+            self._restore(document)
+        self.last_checkpoint = self.start_step if document else None
+        self.probe: CollapseProbe | None = None
+        self.bad_steps = 0
+
+    def _restore(self, document: dict) -> None:
+        """Step state, RNG, data position and the stats rows up to the checkpoint's step."""
+        state = load_train_state(self.run_dir)
+        self.step_fn.load_state_dict(state["step"])
+        self.start_step = document["step"]
+        exact = (state["world_size"] == self.context.world_size
+                 and document["extra"]["dataset"] == self.extra["dataset"])
+        if exact:
+            self.stream.load_state_dict(state["data"])
+            set_rng_state(state["rng"][self.context.rank])
+        else:
+            warnings.warn(f"resuming {self.run_dir} with other data or another number of "
+                          "processes: continuing, but not bit-exactly", stacklevel=3)
+            seed_everything((self.seed + self.start_step) * self.context.world_size
+                            + self.context.rank)
+        self.stats = [row for row in read_stats(self.run_dir) if row["step"] <= self.start_step]
+        if self.context.is_main:
+            atomic_write_text(self.run_dir / STATS_FILE, "".join(
+                json.dumps(json_safe(row)) + "\n" for row in self.stats))
+
+    def run(self, *, sample_every: int, checkpoint_every: int, diagnostics_every: int,
+            max_minutes: float | None, progress: bool) -> TrainResult:
+        main = self.context.is_main
+        if self.start_step >= self.steps:
+            return TrainResult(self.run_dir, self.start_step, self.start_step, self.steps)
+        if main:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            if not self.start_step:
+                (self.run_dir / STATS_FILE).write_text("", encoding="utf-8")
+        started = time.monotonic()
+        step = self.start_step
+        with tqdm(total=self.steps, initial=self.start_step, unit="step",
+                  desc=f"train {self.pair.name}", disable=not (progress and main)) as bar:
+            for step in range(self.start_step + 1, self.steps + 1):
+                tick = time.perf_counter()
+                stats = self.step_fn(self.stream.next())
+                row = {"step": step, **dict(zip(stats, mean_over_ranks(list(stats.values()),
+                                                                        self.device)))}
+                row["seconds"] = round(time.perf_counter() - tick, 6)
+                if main and diagnostics_every > 0 and (step % diagnostics_every == 0
+                                                       or step == self.steps):
+                    row.update(self._diagnose())
+                self.stats.append(row)
+                if main:
+                    append_jsonl(self.run_dir / STATS_FILE, [row], fsync=False)
+                self._guard(step, row)
+                bar.update(1)
+                bar.set_postfix(loss_d=f"{row['loss_d']:.3f}", loss_g=f"{row['loss_g']:.3f}",
+                                refresh=False)
+                if main and sample_every > 0 and step % sample_every == 0:
+                    self._save_grid(f"samples_{step:06d}.png")
+                out_of_time = max_minutes is not None and broadcast_flag(
+                    time.monotonic() - started > 60 * max_minutes, self.device)
+                if (checkpoint_every > 0 and step % checkpoint_every == 0) \
+                        or step == self.steps or out_of_time:
+                    self._checkpoint(step)
+                if out_of_time:
+                    return TrainResult(self.run_dir, self.start_step, step, self.steps,
+                                       "time limit")
+        return TrainResult(self.run_dir, self.start_step, step, self.steps)
+
+    def _guard(self, step: int, row: dict) -> None:
+        """Abort when the weights went non-finite or the losses stayed so for NAN_PATIENCE
+        steps (the default step skips such updates, so its weights stay usable)."""
+        if all(math.isfinite(row[key]) for key in ("loss_d", "loss_g")):
+            self.bad_steps = 0
+            return
+        self.bad_steps += 1
+        weights_ok = all(bool(torch.isfinite(p).all()) for p in self.pair.parameters())
+        if weights_ok and self.bad_steps < NAN_PATIENCE:
+            return
+        why = ("the weights became NaN or infinite" if not weights_ok else
+               f"the losses were not finite for {NAN_PATIENCE} steps in a row")
+        saved = self.last_checkpoint
+        raise TrainingDiverged(
+            f"training {self.pair.name} diverged at step {step}: {why} (loss_d={row['loss_d']}, "
+            f"loss_g={row['loss_g']}). "
+            + (f"The checkpoint in {self.run_dir} (step {saved}) is intact. "
+               if saved is not None else "")
+            + "Lower lr, try loss=hinge or r1_gamma>0 (--set), and train again"
+            + (" with --resume." if saved is not None else "."))
+
+    def _sample_model(self) -> torch.nn.Module | None:
+        """The step's ``sample_model()``, else the pair's generator, else None."""
+        sample_model = getattr(self.step_fn, "sample_model", None)
+        if sample_model is not None:
+            return unwrap(sample_model())
+        return self.pair.sample_model() if "generator" in self.pair.net_names else None
+
+    def _preview(self) -> torch.Tensor | None:
+        """The fixed batch the grid and diagnostics show: seeds 0..63 (classes cycling), or
+        the step's ``preview()`` for families without latents; None when there is neither."""
+        model = self._sample_model()
+        if model is not None and hasattr(model, "z_dim"):
+            labels = cycled_labels(GRID_SEEDS, len(self.classes)) if self.classes else None
+            return generate(model, GRID_SEEDS, self.device, labels=labels)
+        preview = getattr(self.step_fn, "preview", None)
+        return preview() if preview is not None else None
+
+    def _save_grid(self, filename: str) -> None:
+        images = self._preview()
+        if images is not None:
+            save_png(self.run_dir / filename, image_grid(tensor_to_uint8(images)))
+
+    def _diagnose(self) -> dict[str, float]:
+        fakes = self._preview()
+        if fakes is None or len(fakes) < 2:
+            return {}
+        if self.probe is None:
+            order = torch.randperm(len(self.real_probe), generator=torch.Generator().manual_seed(0))
+            real = self.real_probe.batch(order[:PROBE_SIZE])
+            self.probe = CollapseProbe(real[0] if isinstance(real, tuple) else real)
+        return self.probe.measure(fakes)
+
+    def _checkpoint(self, step: int) -> None:
+        rng = gather_to_all(rng_state())  # every rank's generators, for an exact resume
+        if not self.context.is_main:
+            self.last_checkpoint = step
+            return
+        model = self._sample_model()
+        ema = None if model is None or any(model is net for net in self.pair.nets.values()) \
+            else model
+        save_checkpoint(self.run_dir, self.pair, step, self.extra, ema=ema, train_state={
+            "step": self.step_fn.state_dict(), "rng": rng, "data": self.stream.state_dict(),
+            "world_size": self.context.world_size})
+        self.last_checkpoint = step
+        self._save_grid(SAMPLES_FILE)
+        plot_training_curves(self.stats, self.run_dir / CURVES_FILE)
+
+
+def _check_unchanged(saved: dict, requested: dict, run_dir: Path) -> None:
+    changed = sorted(key for key in saved if saved[key] != requested[key])
+    if changed:
+        raise ValueError(f"--resume keeps the config of {run_dir}; these keys differ: "
+                         + ", ".join(f"{k} (saved {saved[k]!r}, given {requested[k]!r})"
+                                     for k in changed)
+                         + ". Train into a new folder to change them.")
+
+
+def _with_classes(name: str, config: dict, classes: list[str], overrides: dict,
+                  document: dict | None) -> dict:
+    """``config`` with ``num_classes`` set from the data's classes (checked against a resumed
+    run's classes and an explicit override)."""
+    if document is not None and document["extra"].get("classes") != classes:
+        raise ValueError(f"the data's classes {classes} differ from the run's "
+                         f"{document['extra'].get('classes')}")
+    wanted = overrides.get("num_classes", len(classes))
+    if wanted != len(classes):
+        raise ValueError(f"num_classes={wanted} was asked for but the data has "
+                         f"{len(classes)} classes: {classes}")
+    return resolve_config(name, **{**config, "num_classes": len(classes)})
 
 
 def read_stats(run_dir: str | Path) -> list[dict]:
@@ -144,8 +390,14 @@ def _smooth(values: np.ndarray) -> np.ndarray:
     return out
 
 
+_CURVE_LABELS = {"loss_d": "D loss", "loss_g": "G loss", "d_real": "D(x) real",
+                 "d_fake": "D(G(z)) fake", "diversity_ratio": "sample / real spread",
+                 "nn_distinct_fraction": "distinct real nearest neighbours"}
+
+
 def plot_training_curves(stats: Sequence[dict], out_png: str | Path) -> None:
-    """Write a two-panel PNG: D and G losses; D(x) and D(G(z)) with the 0.5 line."""
+    """Write a three-panel PNG: D and G losses; D(x) and D(G(z)) with the 0.5 line; the
+    mode-collapse figures (sparse rows, drawn as points) with the line at 1."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
@@ -155,102 +407,39 @@ def plot_training_curves(stats: Sequence[dict], out_png: str | Path) -> None:
         return np.array([np.nan if row.get(name) is None else row[name] for row in stats],
                         dtype=float)
 
-    figure = Figure(figsize=(10, 4), dpi=100, layout="constrained")
+    figure = Figure(figsize=(15, 4), dpi=100)
     FigureCanvasAgg(figure)
-    losses, outputs = figure.subplots(1, 2)
-    panels = ((losses, ("loss_d", "loss_g"), "loss"),
-              (outputs, ("d_real", "d_fake"), "mean sigmoid(D)"))
-    labels = {"loss_d": "D loss", "loss_g": "G loss", "d_real": "D(x) real",
-              "d_fake": "D(G(z)) fake"}
-    for axis, names, ylabel in panels:
+    # Fixed margins: a constrained layout costs more than drawing the curves.
+    figure.subplots_adjust(left=0.05, right=0.99, bottom=0.13, top=0.92, wspace=0.22)
+    losses, outputs, diversity = figure.subplots(1, 3, sharex=True)
+    for axis, names in ((losses, ("loss_d", "loss_g")), (outputs, ("d_real", "d_fake"))):
         for name, colour in zip(names, ("tab:blue", "tab:orange")):
             values = column(name)
             if len(values) > 50:
                 axis.plot(steps, values, color=colour, alpha=0.25, linewidth=0.8)
                 values = _smooth(values)
-            axis.plot(steps, values, color=colour, label=labels[name])
+            axis.plot(steps, values, color=colour, label=_CURVE_LABELS[name])
+    for name, colour in (("diversity_ratio", "tab:green"), ("nn_distinct_fraction", "tab:red")):
+        values = column(name)
+        shown = ~np.isnan(values)
+        diversity.plot(steps[shown], values[shown], color=colour, marker="o", markersize=3,
+                       label=_CURVE_LABELS[name])
+    if np.isnan(column("diversity_ratio")).all():
+        diversity.text(0.5, 0.5, "no diagnostics logged yet\n(see diagnostics_every)",
+                       ha="center", va="center", transform=diversity.transAxes, color="grey")
+    outputs.axhline(0.5, color="grey", linestyle="--", linewidth=1, label="0.5 (D undecided)")
+    outputs.set_ylim(0, 1)
+    diversity.axhline(1.0, color="grey", linestyle="--", linewidth=1,
+                      label="1 (as varied as the data)")
+    diversity.set_ylim(bottom=0)
+    titles = (("losses", "loss"), ("discriminator outputs", "score of D"),
+              ("mode collapse (-> 0: collapsed)", "ratio"))
+    for axis, (title, ylabel) in zip((losses, outputs, diversity), titles):
+        axis.set_title(title)
         axis.set_xlabel("step")
         axis.set_ylabel(ylabel)
         axis.grid(alpha=0.3)
-    outputs.axhline(0.5, color="grey", linestyle="--", linewidth=1, label="0.5 (D undecided)")
-    outputs.set_ylim(0, 1)
-    losses.set_title("losses")
-    outputs.set_title("discriminator outputs")
-    for axis in (losses, outputs):
         axis.legend(loc="best", fontsize="small")
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png")
     atomic_write_bytes(out_png, buffer.getvalue())
-
-
-def train_pair(pair: GanPair, dataset: torch.utils.data.Dataset, run_dir: str | Path, *,
-               steps: int, seed: int = 0, device: str = "auto", sample_every: int = 0,
-               checkpoint_every: int = 0, progress: bool = True,
-               extra_config: dict | None = None) -> Path:
-    """Train ``pair`` on ``dataset`` for ``steps`` steps, writing the run folder ``run_dir``.
-
-    ``run_dir`` is the run folder itself; a run already there is replaced. Seed the global
-    generators before building ``pair`` for reproducible initial weights (``train_gan`` does).
-    """
-    if steps < 1:
-        raise ValueError(f"steps must be >= 1, got {steps}")
-    run_dir = Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    torch_device = resolve_device(device)
-    amp = torch_device.type == "cuda"
-    pair.to(torch_device)
-    if torch_device.type == "cuda":
-        pair.to(memory_format=torch.channels_last)
-    pair.train()
-    step_fn = AdversarialStep(pair, torch_device, amp=amp)
-    batch_size = min(pair.config["batch_size"], len(dataset))
-    batches = _infinite_batches(dataset, batch_size, seed, pin_memory=amp)
-    extra = {**(extra_config or {}),
-             "training": {"seed": seed, "steps": steps, "device": str(torch_device), "amp": amp,
-                          "batch_size": batch_size, "num_images": len(dataset)}}
-
-    stats: list[dict] = []
-
-    def snapshot(step: int) -> None:
-        save_checkpoint(run_dir, pair, step, extra, optimizers=step_fn.optimizers)
-        save_png(run_dir / SAMPLES_FILE, render_sample_grid(pair.generator, torch_device))
-        plot_training_curves(stats, run_dir / CURVES_FILE)
-
-    with open(run_dir / STATS_FILE, "w", encoding="utf-8") as log, \
-            tqdm(range(1, steps + 1), desc=f"train {pair.name}", unit="step",
-                 disable=not progress) as bar:
-        for step in bar:
-            started = time.perf_counter()
-            row = {"step": step, **step_fn(next(batches))}
-            row["seconds"] = round(time.perf_counter() - started, 6)
-            stats.append(row)
-            log.write(json.dumps(json_safe(row)) + "\n")
-            log.flush()
-            bar.set_postfix(loss_d=f"{row['loss_d']:.3f}", loss_g=f"{row['loss_g']:.3f}",
-                            refresh=False)
-            if sample_every > 0 and step % sample_every == 0:
-                save_png(run_dir / f"samples_{step:06d}.png",
-                         render_sample_grid(pair.generator, torch_device))
-            if (checkpoint_every > 0 and step % checkpoint_every == 0) or step == steps:
-                snapshot(step)
-    return run_dir
-
-
-def train_gan(name: str, image_paths: Sequence[str | Path], out_dir: str | Path, *, steps: int,
-              seed: int = 0, device: str = "auto", config_overrides: dict | None = None,
-              sample_every: int = 0, checkpoint_every: int = 0, progress: bool = True) -> Path:
-    """Build the registered family ``name`` (defaults + ``config_overrides``), train it on the
-    images at ``image_paths`` (resized and centre-cropped to the config's resolution) and
-    return the run folder ``out_dir``.
-
-    ``device="auto"`` uses CUDA (float16 autocast, channels_last) when present, else the CPU.
-    A checkpoint, ``samples.png`` and ``curves.png`` are written at the end and every
-    ``checkpoint_every`` steps; extra sample grids every ``sample_every`` steps (0: never).
-    """
-    seed_everything(seed)
-    pair = create_generator(name, **(config_overrides or {}))
-    dataset = ImageFolderDataset(image_paths, pair.config["resolution"])
-    extra = {"dataset": {"num_images": len(dataset), "skipped_images": len(dataset.skipped)}}
-    return train_pair(pair, dataset, out_dir, steps=steps, seed=seed, device=device,
-                      sample_every=sample_every, checkpoint_every=checkpoint_every,
-                      progress=progress, extra_config=extra)

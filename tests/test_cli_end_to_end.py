@@ -71,7 +71,7 @@ def test_evaluate_and_corpus_info(quick_demo, tmp_path):
     info = run_cli("corpus", "info", out / "fake_dcgan", "--json")
     counts = json.loads(info.stdout)["counts"]
     assert counts[0]["generator"] == "dcgan" and counts[0]["total"] == 600
-    det = json.loads(run_cli("detector", "info", out / "detector").stdout)
+    det = json.loads(run_cli("detector", "info", out / "detector", "--json").stdout)
     assert det["kind"] == "spectral" and det["training"]["generators"] == ["dcgan"]
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import pathlib
 import pickle
@@ -14,40 +15,17 @@ from safetensors import SafetensorError
 
 from generators import (checkpoint_sha256, create_generator, list_generators, load_checkpoint,
                         read_stats, sample_images, save_checkpoint, train_gan)
-from generators.checkpoint import CheckpointError, load_optimizer_state
+from generators.checkpoint import CheckpointError
 from generators.data import ImageFolderDataset
 from generators.images import image_grid
 from generators.losses import get_loss
 from generators.runtime import seed_everything
 from generators.sampling import seed_latents
-from generators.trainer import AdversarialStep, plot_training_curves
+from generators.trainer import plot_training_curves
+from generators_support import one_thread, write_blob_images  # noqa: F401 (fixture)
 
 SMALL = {"resolution": 32, "ngf": 16, "ndf": 16, "batch_size": 16}
 TRAIN_STEPS = 100
-BACKGROUND = (200, 40, 90)
-FOREGROUND = (250, 180, 30)
-
-
-def write_blob_images(folder: pathlib.Path, n: int = 64, size: int = 32) -> list[pathlib.Path]:
-    """Reddish images with a yellow disc or yellow stripes: far from grey on purpose, so a
-    generator that learns at all moves its mean colour away from its initial ~0."""
-    rng = np.random.default_rng(0)
-    folder.mkdir(parents=True, exist_ok=True)
-    yy, xx = np.mgrid[:size, :size]
-    paths = []
-    for i in range(n):
-        image = np.empty((size, size, 3), np.uint8)
-        image[...] = BACKGROUND
-        if i % 2:
-            period = int(rng.integers(4, 9))
-            image[((xx + int(rng.integers(0, period))) // (period // 2)) % 2 == 0] = FOREGROUND
-        else:
-            cy, cx = rng.integers(8, 24, 2)
-            image[(yy - cy) ** 2 + (xx - cx) ** 2 < int(rng.integers(4, 10)) ** 2] = FOREGROUND
-        path = folder / f"blob{i:03d}.png"
-        Image.fromarray(image).save(path)
-        paths.append(path)
-    return paths
 
 
 @pytest.fixture(scope="module")
@@ -61,7 +39,7 @@ def trained_run(tmp_path_factory, blob_paths):
     result = train_gan("dcgan", blob_paths, run_dir, steps=TRAIN_STEPS, seed=0, device="cpu",
                        config_overrides=SMALL, sample_every=50, checkpoint_every=50,
                        progress=False)
-    assert result == run_dir
+    assert result.run_dir == run_dir and result.step == TRAIN_STEPS and result.stopped is None
     return run_dir
 
 
@@ -82,7 +60,10 @@ def mean_colour(generator: torch.nn.Module) -> np.ndarray:
 def test_registry_lists_dcgan_with_reference_defaults():
     defaults = list_generators()["dcgan"]
     assert defaults == {"resolution": 64, "nz": 100, "ngf": 64, "ndf": 64, "lr": 2e-4,
-                        "betas": (0.5, 0.999), "batch_size": 64, "loss": "nonsaturating"}
+                        "lr_d": None, "betas": (0.5, 0.999), "batch_size": 64,
+                        "loss": "nonsaturating", "gp_weight": 10.0, "r1_gamma": 0.0,
+                        "r1_every": 16, "spectral_norm": False, "d_norm": "batch",
+                        "ema_beta": 0.0, "ema_rampup": True}
     defaults["nz"] = 1  # a copy: the registry is unchanged
     assert list_generators()["dcgan"]["nz"] == 100
 
@@ -123,7 +104,7 @@ def test_64px_layout_matches_pytorch_examples():
         (3, 64), (64, 128), (128, 256), (256, 512), (512, 1)]
     assert [m.stride for m in g_convs] == [(1, 1)] + [(2, 2)] * 4
     assert [m.stride for m in d_convs] == [(2, 2)] * 4 + [(1, 1)]
-    d_layers = list(pair.discriminator.net)
+    d_layers = [*pair.discriminator.features, pair.discriminator.head]
     assert isinstance(d_layers[1], torch.nn.LeakyReLU)  # no BatchNorm after the first conv
     assert not isinstance(d_layers[-1], (torch.nn.Sigmoid, torch.nn.LeakyReLU))  # a raw logit
     assert sum(isinstance(m, torch.nn.BatchNorm2d) for m in pair.discriminator.modules()) == 3
@@ -206,7 +187,9 @@ def test_training_moves_generator_colours_to_the_data(trained_run, blob_paths):
 
     stats = read_stats(trained_run)
     assert [row["step"] for row in stats] == list(range(1, TRAIN_STEPS + 1))
-    assert set(stats[0]) == {"step", "loss_d", "loss_g", "d_real", "d_fake", "seconds"}
+    assert set(stats[0]) == {"step", "loss_d", "loss_g", "d_real", "d_fake", "skipped",
+                             "seconds"}
+    assert {"diversity_ratio", "nn_distinct", "nn_distinct_fraction"} <= set(stats[49])
     first, last = (np.mean([row["loss_d"] for row in part]) for part in (stats[:5], stats[-20:]))
     assert last < 0.6 * first  # D learns to separate the (easy) data from early fakes
     assert np.mean([row["d_real"] for row in stats[-20:]]) > 0.6
@@ -215,7 +198,7 @@ def test_training_moves_generator_colours_to_the_data(trained_run, blob_paths):
 def test_run_folder_explains_itself(trained_run):
     document = json.loads((trained_run / "config.json").read_text())
     assert document["name"] == "dcgan" and document["step"] == TRAIN_STEPS
-    assert document["version"] == 1
+    assert document["version"] == 2
     assert document["config"] == {**list_generators()["dcgan"], **SMALL, "betas": [0.5, 0.999]}
     assert document["extra"]["training"]["seed"] == 0
     assert document["extra"]["dataset"] == {"num_images": 64, "skipped_images": 0}
@@ -230,22 +213,23 @@ def test_run_folder_explains_itself(trained_run):
 
 def test_training_is_reproducible_from_its_seed(tmp_path, blob_paths):
     runs = [train_gan("dcgan", blob_paths[:20], tmp_path / name, steps=3, seed=7, device="cpu",
-                      config_overrides=SMALL, progress=False) for name in ("a", "b")]
+                      config_overrides=SMALL, progress=False).run_dir for name in ("a", "b")]
     assert checkpoint_sha256(runs[0]) == checkpoint_sha256(runs[1])
     other = train_gan("dcgan", blob_paths[:20], tmp_path / "c", steps=3, seed=8, device="cpu",
-                      config_overrides=SMALL, progress=False)
+                      config_overrides=SMALL, progress=False).run_dir
     assert checkpoint_sha256(other) != checkpoint_sha256(runs[0])
 
 
 def test_small_dataset_uses_its_size_as_batch(tmp_path, blob_paths):
     run = train_gan("dcgan", blob_paths[:5], tmp_path / "run", steps=2, device="cpu",
-                    config_overrides=SMALL, progress=False)
+                    config_overrides=SMALL, progress=False).run_dir
     assert json.loads((run / "config.json").read_text())["extra"]["training"]["batch_size"] == 5
 
 
 def test_plot_training_curves_accepts_missing_values(tmp_path):
     stats = [{"step": i, "loss_d": None if i == 3 else 1.0 / i, "loss_g": 1.0, "d_real": 0.7,
-              "d_fake": 0.3} for i in range(1, 80)]
+              "d_fake": 0.3, **({"diversity_ratio": 0.9, "nn_distinct_fraction": 0.5}
+                                if i % 10 == 0 else {})} for i in range(1, 80)]
     plot_training_curves(stats, tmp_path / "curves.png")
     with Image.open(tmp_path / "curves.png") as curves:
         assert curves.format == "PNG"
@@ -273,36 +257,6 @@ def test_checkpoint_round_trip_gives_identical_outputs(tmp_path):
             assert torch.equal(pair.discriminator(images), loaded.discriminator(images))
 
 
-def test_optimizer_state_round_trip_resumes_exactly(tmp_path):
-    real = torch.rand(8, 3, 16, 16) * 2 - 1
-
-    def fresh():
-        torch.manual_seed(3)
-        pair = create_generator("dcgan", resolution=16, ngf=8, ndf=8, batch_size=8)
-        return pair, AdversarialStep(pair, torch.device("cpu"))
-
-    pair, step = fresh()
-    for _ in range(2):
-        step(real)
-    save_checkpoint(tmp_path, pair, step=2, optimizers=step.optimizers)
-    resumed, _ = load_checkpoint(tmp_path)
-    resumed_step = AdversarialStep(resumed, torch.device("cpu"))
-    load_optimizer_state(tmp_path, resumed_step.optimizers)
-    for name in ("G", "D"):
-        saved = step.optimizers[name].state_dict()
-        restored = resumed_step.optimizers[name].state_dict()
-        assert saved["param_groups"] == restored["param_groups"]
-        for index, state in saved["state"].items():
-            for key, value in state.items():
-                assert torch.equal(value, restored["state"][index][key]), (name, index, key)
-    torch.manual_seed(4)
-    step(real)
-    torch.manual_seed(4)
-    resumed_step(real)
-    for a, b in zip(pair.parameters(), resumed.parameters()):
-        assert torch.equal(a, b)
-
-
 class _TouchOnUnpickle:
     def __init__(self, marker: pathlib.Path):
         self.marker = marker
@@ -320,6 +274,9 @@ def test_load_rejects_a_pickle_payload_without_running_it(tmp_path):
     assert marker.exists()
     marker.unlink()
     (tmp_path / "weights.safetensors").write_bytes(payload)
+    document = json.loads((tmp_path / "config.json").read_text())
+    document["files"]["weights.safetensors"] = hashlib.sha256(payload).hexdigest()
+    (tmp_path / "config.json").write_text(json.dumps(document))  # a consistent forgery
     with pytest.raises(CheckpointError, match="not a valid safetensors file") as caught:
         load_checkpoint(tmp_path)
     assert isinstance(caught.value.__cause__, SafetensorError)
@@ -333,7 +290,12 @@ def test_load_checks_folder_and_weights(tmp_path):
     save_checkpoint(tmp_path / "a", small, step=0)
     save_checkpoint(tmp_path / "b", create_generator("dcgan", resolution=16, ngf=8, ndf=4), step=0)
     (tmp_path / "a" / "weights.safetensors").replace(tmp_path / "b" / "weights.safetensors")
-    with pytest.raises(CheckpointError, match="does not match"):
+    with pytest.raises(CheckpointError, match="does not match the hash"):
+        load_checkpoint(tmp_path / "b")
+    document = json.loads((tmp_path / "b" / "config.json").read_text())
+    del document["files"]  # without the hash, the shapes still catch the mismatch
+    (tmp_path / "b" / "config.json").write_text(json.dumps(document))
+    with pytest.raises(CheckpointError, match="does not match the config"):
         load_checkpoint(tmp_path / "b")
 
 

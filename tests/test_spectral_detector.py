@@ -63,9 +63,13 @@ def detector(data):
 
 def test_registry_lists_and_creates_spectral():
     assert "spectral" in list_detectors()
-    made = create_detector("spectral", n_bins=16, C=0.5)
+    made = create_detector("spectral", n_bins=16, classifier_params={"C": 0.5})
     assert isinstance(made, SpectralDetector) and isinstance(made, Detector)
-    assert made.get_params() == {"n_bins": 16, "window": True, "C": 0.5, "max_iter": 1000}
+    assert made.get_params() == {
+        "features": "fft", "classifier": "logreg", "n_bins": 16, "window": True,
+        "channels": "grey", "tile": 32, "classifier_params": {"C": 0.5}, "calibration": "platt",
+        "seed": 0,
+    }
     with pytest.raises(ValueError, match="spectral"):
         create_detector("no-such-kind")
 
@@ -89,7 +93,7 @@ def test_learned_state(detector, data):
     # The fakes carry more power next to Nyquist: the curve a plot would show.
     reference = detector.reference_
     assert reference["fake_mean"][-4:].mean() > reference["real_mean"][-4:].mean()
-    assert detector.features(data["test"][0][:3]).shape == (3, 32)
+    assert detector.extract_features(data["test"][0][:3]).shape == (3, 32)
 
 
 def test_threshold_is_half_without_validation(data):

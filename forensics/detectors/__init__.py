@@ -1,7 +1,9 @@
 """Detectors behind one registry: create them by kind, list them, load saved bundles.
 
->>> detector = create_detector("spectral", n_bins=64).fit(images, labels)
+>>> detector = create_detector("spectral", features="fft+npr", classifier="gbm")
+>>> detector.fit(images, labels, val_images=val_images, val_labels=val_labels)
 >>> detector.save("runs/spectral"); load_detector("runs/spectral").predict_proba(images)
+>>> create_detector("ensemble", members="spectral:fft,spectral:npr,cnn")
 """
 
 from __future__ import annotations
@@ -18,6 +20,8 @@ from forensics.detectors.base import (
 
 # Built-in detectors register themselves on import.
 from forensics.detectors import spectral as _spectral  # noqa: F401  (isort: skip)
+from forensics.detectors import cnn as _cnn  # noqa: F401  (isort: skip)
+from forensics.detectors import ensemble as _ensemble  # noqa: F401  (isort: skip)
 
 __all__ = [
     "BundleError",
@@ -52,7 +56,8 @@ def load_detector(folder: str | os.PathLike) -> Detector:
 
     Validates detector.json (format, format_version, kind, listed array files) and dispatches
     to the kind's ``load``; raises BundleError saying which folder and why otherwise. Only
-    JSON and pickle-free ``.npz`` arrays are read, so no code from the folder is executed.
+    JSON and pickle-free ``.npz``/``.safetensors`` arrays are read, so no code from the folder
+    is executed.
     """
     manifest = read_manifest(folder)
     registry = registered_detectors()

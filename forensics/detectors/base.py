@@ -1,4 +1,4 @@
-"""The detector contract and its bundle format (a folder of JSON + ``.npz`` arrays, no pickle).
+"""The detector contract and its bundle format (JSON + ``.npz``/``.safetensors`` arrays, no pickle).
 
 Every detector follows the scikit-learn shape: the constructor stores parameters, ``fit``
 learns (attributes ending in ``_``), ``predict_proba`` returns P(fake). This module writes the
@@ -19,6 +19,8 @@ from pathlib import Path
 from typing import Any, ClassVar, TypeVar
 
 import numpy as np
+import safetensors
+import safetensors.numpy
 from sklearn.exceptions import NotFittedError
 
 import forensics
@@ -82,10 +84,16 @@ def registered_detectors() -> dict[str, type[Detector]]:
 # ----------------------------------------------------------------------------- bundle files
 
 
+# Array file formats a bundle may hold; neither can carry a pickle.
+ARRAY_SUFFIXES = (".npz", ".safetensors")
+
+
 def _check_array_file_name(folder: Path, name: object) -> str:
-    """Array files are plain ``*.npz`` names inside the bundle folder (no paths)."""
-    if not isinstance(name, str) or not name.endswith(".npz") or Path(name).name != name:
-        raise BundleError(folder, f"array file entry {name!r} is not a plain '*.npz' file name")
+    """Array files are plain ``*.npz`` or ``*.safetensors`` names inside the bundle folder."""
+    if not isinstance(name, str) or not name.endswith(ARRAY_SUFFIXES) or Path(name).name != name:
+        raise BundleError(
+            folder, f"array file entry {name!r} is not a plain '*.npz' or '*.safetensors' file name"
+        )
     return name
 
 
@@ -114,7 +122,7 @@ def read_manifest(folder: str | os.PathLike) -> dict:
         raise BundleError(folder, f"{MANIFEST_NAME} has no detector 'kind'")
     arrays = manifest.setdefault("arrays", [])
     if not isinstance(arrays, list):
-        raise BundleError(folder, "'arrays' must be a list of .npz file names")
+        raise BundleError(folder, "'arrays' must be a list of .npz/.safetensors file names")
     for name in arrays:
         _check_array_file_name(folder, name)
         if not (folder / name).is_file():
@@ -123,16 +131,26 @@ def read_manifest(folder: str | os.PathLike) -> dict:
 
 
 def load_arrays(folder: str | os.PathLike, name: str) -> dict[str, np.ndarray]:
-    """Load every array of ``folder/name`` (.npz) with ``allow_pickle=False``.
+    """Load every array of ``folder/name``: .npz with ``allow_pickle=False``, or .safetensors.
 
-    Object arrays and pickle payloads are refused before anything is unpickled, so loading
-    never runs code from the file; this and any other unreadable file raises BundleError.
+    Object arrays and pickle payloads are refused before anything is unpickled (safetensors
+    holds only a JSON header and raw numbers), so loading never runs code from the file; this
+    and any other unreadable file raises BundleError.
     """
     folder = Path(folder)
     name = _check_array_file_name(folder, name)
     path = folder / name
     if not path.is_file():
         raise BundleError(folder, f"missing array file {name}")
+    if name.endswith(".safetensors"):
+        try:
+            return safetensors.numpy.load_file(path)
+        except (safetensors.SafetensorError, OSError, ValueError) as error:
+            raise BundleError(
+                folder,
+                f"array file {name} is not a valid .safetensors file ({error}); "
+                "nothing from it was executed",
+            ) from None
     arrays = None
     try:
         loaded = np.load(path, allow_pickle=False)
@@ -163,11 +181,15 @@ def _json_default(value: object) -> object:
     raise TypeError(f"{type(value).__name__} {value!r} cannot be written to {MANIFEST_NAME}")
 
 
-def _npz_bytes(arrays: Mapping[str, np.ndarray]) -> bytes:
-    """Serialise arrays to .npz bytes, refusing object arrays (they would need pickle)."""
+def _array_file_bytes(name: str, arrays: Mapping[str, np.ndarray]) -> bytes:
+    """Serialise arrays to .npz or .safetensors bytes (by ``name``), refusing object arrays."""
     for key, value in arrays.items():
         if np.asarray(value).dtype.hasobject:
             raise TypeError(f"array {key!r} has dtype object, which a bundle cannot hold")
+    if name.endswith(".safetensors"):
+        return safetensors.numpy.save(
+            {key: np.ascontiguousarray(value) for key, value in arrays.items()}
+        )
     buffer = io.BytesIO()
     np.savez(buffer, **{key: np.asarray(value) for key, value in arrays.items()})
     return buffer.getvalue()
@@ -207,10 +229,18 @@ class Detector(abc.ABC):
 
     Learned attributes: ``threshold_`` (scores >= it are called fake), ``training_info_``
     (a free-form JSON-ready summary the caller may extend, e.g. corpora and counts per
-    generator) and ``validation_metrics_`` (``binary_metrics`` on the validation data, or None).
+    generator), ``validation_metrics_`` (``binary_metrics`` on the validation data, or None)
+    and ``calibration_`` (how scores became probabilities, JSON-ready, or None; saved in
+    detector.json and set again before ``_restore`` runs).
+
+    Class data: ``known_failure_modes`` (short sentences for the model card) and
+    ``variant_param`` (the parameter an ensemble member spec ``kind:variant`` sets, or None).
     """
 
     kind: ClassVar[str] = ""
+    known_failure_modes: ClassVar[tuple[str, ...]] = ()
+    variant_param: ClassVar[str | None] = None
+    calibration_: dict[str, Any] | None = None
 
     @abc.abstractmethod
     def get_params(self) -> dict[str, Any]:
@@ -222,8 +252,17 @@ class Detector(abc.ABC):
         """How images are turned into model input, as plain data for callers and the bundle."""
 
     @abc.abstractmethod
-    def _fit(self, images: Sequence[np.ndarray], labels: np.ndarray) -> None:
-        """Learn the model from validated training images and 0/1 labels."""
+    def _fit(
+        self,
+        images: Sequence[np.ndarray],
+        labels: np.ndarray,
+        validation: tuple[Sequence[np.ndarray], np.ndarray] | None,
+    ) -> None:
+        """Learn the model from validated training images and 0/1 labels.
+
+        ``validation`` is the validated (images, labels) pair passed to ``fit``, or None;
+        detectors that early-stop or calibrate use it (``fit`` picks the threshold on it after).
+        """
 
     @abc.abstractmethod
     def _predict_proba(self, images: Sequence[np.ndarray]) -> np.ndarray:
@@ -231,7 +270,7 @@ class Detector(abc.ABC):
 
     @abc.abstractmethod
     def _arrays(self) -> dict[str, dict[str, np.ndarray]]:
-        """Learned arrays to save: .npz file name -> {array name: array}."""
+        """Learned arrays to save: .npz or .safetensors file name -> {array name: array}."""
 
     @abc.abstractmethod
     def _restore(self, folder: Path, arrays: dict[str, dict[str, np.ndarray]]) -> None:
@@ -263,7 +302,8 @@ class Detector(abc.ABC):
             _check_images(val_images, "val_images")
             y_val = _check_labels(val_labels, len(val_images), "val_labels")
 
-        self._fit(images, y)
+        self.calibration_ = None
+        self._fit(images, y, None if y_val is None else (val_images, y_val))
         self.threshold_ = 0.5
         self.validation_metrics_ = None
         if y_val is not None:
@@ -295,6 +335,18 @@ class Detector(abc.ABC):
         """Verdict per image: 1 (fake) where P(fake) >= ``threshold_``, else 0 (real)."""
         return (self.predict_proba(images) >= self.threshold_).astype(np.int64)
 
+    def predict_proba_with_members(
+        self, images: Sequence[np.ndarray]
+    ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        """P(fake) and, for detectors made of members (ensembles), each member's P(fake).
+
+        Plain detectors have no members: ``(predict_proba(images), {})``.
+        """
+        return self.predict_proba(images), {}
+
+    def _save_parts(self, folder: Path) -> None:
+        """Write what lives beside the array files (an ensemble's member bundles); default none."""
+
     def save(self, folder: str | os.PathLike) -> Path:
         """Write the bundle folder (created if missing): array files first, detector.json last.
 
@@ -313,16 +365,21 @@ class Detector(abc.ABC):
             "preprocessing": self.preprocessing,
             "training": self.training_info_,
             "validation": self.validation_metrics_,
+            "calibration": self.calibration_,
+            "known_failure_modes": list(self.known_failure_modes),
             "arrays": sorted(arrays),
             "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
             "library_version": forensics.__version__,
         }
         # Serialise everything before writing anything, so a bad value leaves no partial bundle.
         text = json.dumps(manifest, indent=2, allow_nan=False, default=_json_default) + "\n"
-        files = {_check_array_file_name(folder, n): _npz_bytes(a) for n, a in arrays.items()}
+        files = {
+            _check_array_file_name(folder, n): _array_file_bytes(n, a) for n, a in arrays.items()
+        }
         folder.mkdir(parents=True, exist_ok=True)
         for name, data in files.items():
             atomic_write_bytes(folder / name, data)
+        self._save_parts(folder)
         atomic_write_bytes(folder / MANIFEST_NAME, text.encode("utf-8"))
         fsync_folder(folder)
         return folder
@@ -331,8 +388,8 @@ class Detector(abc.ABC):
     def load(cls, folder: str | os.PathLike) -> Detector:
         """Rebuild a fitted detector from a bundle folder written by ``save``.
 
-        Reads only JSON and ``.npz`` arrays (``allow_pickle=False``); raises BundleError when
-        the folder is not a bundle of this kind or a file is missing, unreadable or refused.
+        Reads only JSON, ``.npz`` (``allow_pickle=False``) and ``.safetensors``; raises BundleError
+        when the folder is not a bundle of this kind or a file is missing, unreadable or refused.
         """
         folder = Path(folder)
         manifest = read_manifest(folder)
@@ -348,6 +405,7 @@ class Detector(abc.ABC):
             detector = cls(**params)
         except (TypeError, ValueError) as error:
             raise BundleError(folder, f"'params' do not fit {cls.__name__} ({error})") from None
+        detector.calibration_ = manifest.get("calibration")
         detector._restore(folder, {name: load_arrays(folder, name) for name in manifest["arrays"]})
         detector.threshold_ = float(threshold)
         detector.training_info_ = manifest.get("training") or {}

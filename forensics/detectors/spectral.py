@@ -1,8 +1,11 @@
-"""Spectral detector: logistic regression on azimuthally averaged log power spectra.
+"""Spectral detectors: a classifier on frequency-spectrum features, calibrated on validation.
 
-After Durall et al. (CVPR 2020): GAN upsampling distorts the high-frequency end of the power
-spectrum, which a linear model on the 1-D azimuthal spectrum picks up from few examples. The
-features work at any image size without resizing (see ``forensics.features.spectrum``).
+After Durall et al. (CVPR 2020) and Frank et al. (ICML 2020): GAN upsampling distorts the
+high-frequency end of the spectrum, which a simple classifier on spectral features picks up
+from few examples. The features (``forensics.features``: ``fft``, ``dct``, ``residual``,
+``npr`` or "+" joins) work at any image size without resizing; the classifier (``logreg``,
+``svm``, ``gbm``, see ``forensics.detectors.classifiers``) gives a raw score that Platt
+scaling, fit on the validation split, turns into P(fake).
 """
 
 from __future__ import annotations
@@ -12,166 +15,173 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from sklearn.linear_model import LogisticRegression
-from sklearn.pipeline import Pipeline
-from sklearn.preprocessing import StandardScaler
 
 from forensics.detectors.base import BundleError, Detector, register_detector
-from forensics.features.spectrum import azimuthal_spectra
+from forensics.detectors.calibration import PlattCalibration
+from forensics.detectors.classifiers import CLASSIFIERS, Scorer, fit_scorer, scorer_from_arrays
+from forensics.features import azimuthal_spectra, create_features, feature_parameters
+from forensics.features.registry import FeatureExtractor
 
 __all__ = ["SpectralDetector"]
 
 WEIGHTS_FILE = "weights.npz"
 _REFERENCE_KEYS = ("real_mean", "real_std", "fake_mean", "fake_std")
+CALIBRATIONS = ("platt", "none")
 
 
 @register_detector("spectral")
 class SpectralDetector(Detector):
-    """StandardScaler + class-balanced LogisticRegression on ``azimuthal_spectra`` features.
+    """Spectral features -> StandardScaler + classifier -> Platt scaling -> P(fake).
 
-    Learned: ``model_`` (the sklearn Pipeline), ``reference_`` (mean and std of the training
-    spectra of real and of fake images, float64 (n_bins,) each, for plots and explanations),
-    plus the ``threshold_``, ``training_info_`` and ``validation_metrics_`` of every Detector.
+    Learned: ``scorer_`` (the fitted classifier as arrays), ``calibrator_`` (a
+    ``PlattCalibration``, also described by ``calibration_``), ``reference_`` (mean and std
+    of the grey azimuthal FFT spectra, ``n_bins`` long, of the real and of the fake training
+    images, for plots and explanations whatever the features), plus the ``threshold_``,
+    ``training_info_`` and ``validation_metrics_`` of every Detector.
     """
 
+    known_failure_modes = (
+        "Resizing and JPEG re-compression shift the spectrum the features read; evaluate with "
+        "`forensics robustness` before trusting verdicts on processed images.",
+        "It knows the upsampling traces of the generators it was trained on; check unseen "
+        "architectures with `forensics evaluate --leave-one-out`.",
+        "Strongly periodic content (fabric, grids, halftone prints) can mimic upsampling peaks.",
+        "Tiny images give coarse spectra; DCT features need images at least one tile large.",
+    )
+    variant_param = "features"
+
     def __init__(
-        self, n_bins: int = 64, window: bool = True, C: float = 1.0, max_iter: int = 1000
+        self,
+        features: str = "fft",
+        classifier: str = "logreg",
+        n_bins: int = 64,
+        window: bool = True,
+        channels: str = "grey",
+        tile: int = 32,
+        classifier_params: dict[str, Any] | None = None,
+        calibration: str = "platt",
+        seed: int = 0,
     ):
+        self.features = features
+        self.classifier = classifier
         self.n_bins = n_bins
         self.window = window
-        self.C = C
-        self.max_iter = max_iter
+        self.channels = channels
+        self.tile = tile
+        self.classifier_params = classifier_params
+        self.calibration = calibration
+        self.seed = seed
 
     def get_params(self) -> dict[str, Any]:
         """Constructor parameters as a JSON-ready dict."""
         return {
+            "features": self.features,
+            "classifier": self.classifier,
             "n_bins": self.n_bins,
             "window": self.window,
-            "C": self.C,
-            "max_iter": self.max_iter,
+            "channels": self.channels,
+            "tile": self.tile,
+            "classifier_params": self.classifier_params,
+            "calibration": self.calibration,
+            "seed": self.seed,
         }
+
+    def feature_extractor(self) -> FeatureExtractor:
+        """The feature recipe these parameters describe; ValueError if they are invalid."""
+        shared = {"n_bins": self.n_bins, "window": self.window, "channels": self.channels,
+                  "tile": self.tile}
+        accepted = feature_parameters(self.features)
+        return create_features(self.features, **{k: v for k, v in shared.items() if k in accepted})
 
     @property
     def preprocessing(self) -> dict[str, Any]:
-        """Feature recipe: grey luma, Hann window, log power, azimuthal average; no resizing."""
+        """Feature recipe, classifier and standardisation; images are never resized."""
         return {
-            "features": "azimuthal_spectrum",
-            "grey": "ITU-R 601 luma in [0, 1]",
+            **self.feature_extractor().describe(),
+            "grey": "ITU-R 601 luma in [0, 1]" if self.channels == "grey" else None,
             "window": "hann" if self.window else None,
             "n_bins": self.n_bins,
-            "radius": "per-axis frequency / Nyquist, corners beyond 1 left out",
-            "resize": None,
+            "classifier": self.classifier,
+            "standardisation": "per-feature mean and variance of the training set",
         }
 
-    def features(self, images: Sequence[np.ndarray]) -> np.ndarray:
-        """The detector's input features: azimuthal spectra, float64 (N, n_bins)."""
-        spectra = azimuthal_spectra(images, n_bins=self.n_bins, window=self.window)
-        return spectra.astype(np.float64)
+    def extract_features(self, images: Sequence[np.ndarray]) -> np.ndarray:
+        """The classifier's input rows, float64 (N, n_features)."""
+        return self.feature_extractor()(images)
 
-    def _new_model(self) -> Pipeline:
-        """The unfitted pipeline this detector's parameters describe."""
-        return Pipeline(
-            [
-                ("scaler", StandardScaler()),
-                (
-                    "classifier",
-                    LogisticRegression(C=self.C, max_iter=self.max_iter, class_weight="balanced"),
-                ),
-            ]
-        )
+    def _check_params(self) -> None:
+        """Validate the parameters that are not the feature recipe's (checked when built)."""
+        if self.classifier not in CLASSIFIERS:
+            raise ValueError(f"classifier must be one of {', '.join(CLASSIFIERS)}, "
+                             f"got {self.classifier!r}")
+        if self.calibration not in CALIBRATIONS:
+            raise ValueError(f"calibration must be one of {CALIBRATIONS}, got {self.calibration!r}")
+        if self.classifier_params is not None and not isinstance(self.classifier_params, dict):
+            raise ValueError(f"classifier_params must be a dict, got {self.classifier_params!r}")
 
-    def _fit(self, images: Sequence[np.ndarray], labels: np.ndarray) -> None:
-        """Fit the pipeline and keep per-class reference curves."""
-        x = self.features(images)
-        self.model_ = self._new_model().fit(x, labels)
-        real, fake = x[labels == 0], x[labels == 1]
-        self.reference_ = {
-            "real_mean": real.mean(axis=0),
-            "real_std": real.std(axis=0),
-            "fake_mean": fake.mean(axis=0),
-            "fake_std": fake.std(axis=0),
-        }
+    def _fit(
+        self,
+        images: Sequence[np.ndarray],
+        labels: np.ndarray,
+        validation: tuple[Sequence[np.ndarray], np.ndarray] | None,
+    ) -> None:
+        """Fit the classifier on train; Platt-calibrate it on validation when there is one."""
+        self._check_params()
+        x = self.extract_features(images)
+        self.scorer_ = fit_scorer(self.classifier, x, labels, self.classifier_params, self.seed)
+        self.calibrator_ = PlattCalibration()
+        if validation is not None and self.calibration == "platt":
+            val_images, val_labels = validation
+            raw = self.scorer_.decision(self.extract_features(val_images))
+            self.calibrator_ = PlattCalibration.fit(raw, val_labels)
+        self.calibration_ = self.calibrator_.to_dict()
+        curves = azimuthal_spectra(images, n_bins=self.n_bins, window=self.window)
+        real, fake = curves[labels == 0].astype(np.float64), curves[labels == 1].astype(np.float64)
+        self.reference_ = {"real_mean": real.mean(axis=0), "real_std": real.std(axis=0),
+                           "fake_mean": fake.mean(axis=0), "fake_std": fake.std(axis=0)}
+        # Two training rows whose scores are saved, so a reload can prove it reproduces them.
+        self.probe_features_ = np.stack([x[labels == 0][0], x[labels == 1][0]])
 
     def _proba_of_features(self, x: np.ndarray) -> np.ndarray:
-        """P(fake) from feature rows; classes_ are [0, 1], so column 1 is fake."""
-        return self.model_.predict_proba(x)[:, 1]
+        return self.calibrator_(self.scorer_.decision(x))
 
     def _predict_proba(self, images: Sequence[np.ndarray]) -> np.ndarray:
         """P(fake) float64 (N,) for validated images."""
-        return self._proba_of_features(self.features(images))
-
-    def _probe(self) -> np.ndarray:
-        """Scores of the two reference mean curves, saved to verify a reload reproduces them."""
-        means = np.stack([self.reference_["real_mean"], self.reference_["fake_mean"]])
-        return self._proba_of_features(means)
+        return self._proba_of_features(self.extract_features(images))
 
     def _arrays(self) -> dict[str, dict[str, np.ndarray]]:
-        """The fitted scaler and classifier, reference curves and probe scores."""
-        scaler = self.model_.named_steps["scaler"]
-        classifier = self.model_.named_steps["classifier"]
-        weights = {
-            "scaler_mean": scaler.mean_,
-            "scaler_scale": scaler.scale_,
-            "scaler_var": scaler.var_,
-            "scaler_n_samples_seen": np.asarray(scaler.n_samples_seen_, dtype=np.int64),
-            "coef": classifier.coef_,
-            "intercept": classifier.intercept_,
-            "classes": classifier.classes_.astype(np.int64),
-            "n_iter": np.asarray(classifier.n_iter_, dtype=np.int64),
-            "probe_proba": self._probe(),
-        }
+        """The classifier arrays, reference curves and the probe rows with their scores."""
+        weights = dict(self.scorer_.arrays())
         weights.update({f"reference_{key}": self.reference_[key] for key in _REFERENCE_KEYS})
+        weights["probe_features"] = self.probe_features_
+        weights["probe_proba"] = self._proba_of_features(self.probe_features_)
         return {WEIGHTS_FILE: weights}
 
     def _restore(self, folder: Path, arrays: dict[str, dict[str, np.ndarray]]) -> None:
-        """Rebuild the fitted pipeline by setting sklearn's fitted attributes (no pickle)."""
+        """Rebuild scorer, calibration and references from arrays and detector.json."""
         if WEIGHTS_FILE not in arrays:
             raise BundleError(folder, f"detector.json does not list {WEIGHTS_FILE}")
         w = arrays[WEIGHTS_FILE]
-        n = self.n_bins
-        expected = {
-            "scaler_mean": (n,),
-            "scaler_scale": (n,),
-            "scaler_var": (n,),
-            "scaler_n_samples_seen": (),
-            "coef": (1, n),
-            "intercept": (1,),
-            "classes": (2,),
-            "n_iter": (1,),
-            "probe_proba": (2,),
-            **{f"reference_{key}": (n,) for key in _REFERENCE_KEYS},
-        }
+        try:
+            self._check_params()
+            n_features = self.feature_extractor().n_features
+            scorer: Scorer = scorer_from_arrays(self.classifier, w, n_features)
+            self.calibrator_ = PlattCalibration.from_dict(self.calibration_)
+        except ValueError as error:
+            raise BundleError(folder, f"{WEIGHTS_FILE}: {error}") from None
+        expected = {"probe_features": (2, n_features), "probe_proba": (2,),
+                    **{f"reference_{key}": (self.n_bins,) for key in _REFERENCE_KEYS}}
         for key, shape in expected.items():
-            if key not in w:
-                raise BundleError(folder, f"{WEIGHTS_FILE} lacks array {key!r}")
-            if w[key].shape != shape or not np.issubdtype(w[key].dtype, np.number):
-                raise BundleError(
-                    folder,
-                    f"{WEIGHTS_FILE}[{key!r}] is {w[key].dtype} {w[key].shape}, "
-                    f"expected numbers of shape {shape}",
-                )
-        if list(w["classes"]) != [0, 1]:
-            raise BundleError(folder, f"classes must be [0, 1], got {list(w['classes'])}")
-
-        model = self._new_model()
-        scaler = model.named_steps["scaler"]
-        scaler.mean_ = w["scaler_mean"].astype(np.float64)
-        scaler.scale_ = w["scaler_scale"].astype(np.float64)
-        scaler.var_ = w["scaler_var"].astype(np.float64)
-        scaler.n_samples_seen_ = int(w["scaler_n_samples_seen"])
-        scaler.n_features_in_ = n
-        classifier = model.named_steps["classifier"]
-        classifier.coef_ = w["coef"].astype(np.float64)
-        classifier.intercept_ = w["intercept"].astype(np.float64)
-        classifier.classes_ = w["classes"].astype(np.int64)
-        classifier.n_iter_ = w["n_iter"].astype(np.int32)
-        classifier.n_features_in_ = n
-        self.model_ = model
+            if key not in w or w[key].shape != shape or not np.issubdtype(w[key].dtype, np.number):
+                found = f"{w[key].dtype} {w[key].shape}" if key in w else "nothing"
+                raise BundleError(folder, f"{WEIGHTS_FILE}[{key!r}] holds {found}, "
+                                          f"expected numbers of shape {shape}")
+        self.scorer_ = scorer
         self.reference_ = {key: w[f"reference_{key}"].astype(np.float64) for key in _REFERENCE_KEYS}
-
-        if not np.allclose(self._probe(), w["probe_proba"], rtol=1e-9, atol=1e-12):
+        self.probe_features_ = w["probe_features"].astype(np.float64)
+        if not np.allclose(self._proba_of_features(self.probe_features_), w["probe_proba"],
+                           rtol=1e-9, atol=1e-12):
             raise BundleError(
                 folder,
-                "the rebuilt model does not reproduce the scores saved with it "
-                "(corrupt weights or an incompatible scikit-learn version)",
+                "the rebuilt model does not reproduce the scores saved with it (corrupt weights)",
             )

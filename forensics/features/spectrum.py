@@ -14,7 +14,7 @@ a peak at the diagonal frequency (Nyquist, Nyquist).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from functools import lru_cache
 
 import numpy as np
@@ -24,18 +24,27 @@ from scipy.signal.windows import hann
 MAX_RADIUS = float(np.sqrt(2.0))  # the corner (Nyquist, Nyquist) of a spectrum normalised per axis
 
 __all__ = [
+    "CHANNELS",
     "check_rgb_image",
+    "check_positive_int",
+    "check_channels",
     "to_grey",
+    "image_planes",
+    "map_by_shape",
     "log_power_spectrum",
     "azimuthal_spectrum",
     "azimuthal_spectra",
+    "planes_azimuthal_spectra",
 ]
+
+# Which planes a feature is computed on: the luma, or each of R, G and B.
+CHANNELS = {"grey": 1, "rgb": 3}
 
 # ITU-R BT.601 luma weights for R, G, B.
 _LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)
 # Keeps log() finite where the power is exactly zero (e.g. a flat image).
 _EPS = 1e-10
-# Images per FFT call in azimuthal_spectra: bounds memory for large batches of large images.
+# Images per batched transform in map_by_shape: bounds memory for large batches of large images.
 _CHUNK = 32
 
 
@@ -53,6 +62,20 @@ def check_rgb_image(image: np.ndarray, label: str = "image") -> None:
     raise ValueError(f"{label} must be an RGB uint8 array of shape (H, W, 3), got {got}")
 
 
+def check_positive_int(value: object, name: str) -> int:
+    """``value`` as an int; raise ValueError unless it is a positive integer."""
+    if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < 1:
+        raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    return int(value)
+
+
+def check_channels(channels: object) -> str:
+    """Raise ValueError unless ``channels`` is one of CHANNELS ("grey" or "rgb")."""
+    if channels not in CHANNELS:
+        raise ValueError(f"channels must be one of {sorted(CHANNELS)}, got {channels!r}")
+    return str(channels)
+
+
 def _luma(pixels: np.ndarray) -> np.ndarray:
     """Luma in [0, 1] of uint8 RGB pixels along the last axis (any leading shape)."""
     return (pixels.astype(np.float32) @ _LUMA) / np.float32(255.0)
@@ -62,6 +85,41 @@ def to_grey(image: np.ndarray) -> np.ndarray:
     """ITU-R 601 luma of an RGB uint8 image (H, W, 3) as float32 (H, W) in [0, 1]."""
     check_rgb_image(image)
     return _luma(image)
+
+
+def image_planes(stack: np.ndarray, channels: str = "grey") -> np.ndarray:
+    """Float32 planes (N, C, H, W) in [0, 1] of a uint8 stack (N, H, W, 3).
+
+    ``channels="grey"`` gives one ITU-R 601 luma plane (C = 1), ``"rgb"`` the three colour
+    planes (C = 3).
+    """
+    if check_channels(channels) == "grey":
+        return _luma(stack)[:, None]
+    return np.moveaxis(stack, -1, 1).astype(np.float32, order="C") / np.float32(255.0)
+
+
+def map_by_shape(
+    images: Sequence[np.ndarray],
+    extract: Callable[[np.ndarray], np.ndarray],
+    n_features: int,
+    chunk: int = _CHUNK,
+) -> np.ndarray:
+    """Apply a batched ``extract`` to images of any sizes; float32 (N, n_features) in input order.
+
+    Images that share a shape are stacked, ``chunk`` at a time, into a uint8 (n, H, W, 3)
+    array and passed to ``extract``, which returns (n, n_features); so every transform runs
+    once per stack, never per image and never on resized pixels.
+    """
+    by_shape: dict[tuple[int, int], list[int]] = {}
+    for index, image in enumerate(images):
+        check_rgb_image(image, f"images[{index}]")
+        by_shape.setdefault(image.shape[:2], []).append(index)
+    out = np.empty((len(images), n_features), dtype=np.float32)
+    for indices in by_shape.values():
+        for start in range(0, len(indices), chunk):
+            part = indices[start : start + chunk]
+            out[part] = extract(np.stack([images[i] for i in part]))
+    return out
 
 
 @lru_cache(maxsize=64)
@@ -106,9 +164,10 @@ def log_power_spectrum(image: np.ndarray, window: bool = True) -> np.ndarray:
 def _radial_bins(height: int, width: int, n_bins: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Radial binning of a centred (H, W) spectrum into ``n_bins`` bins of radius in [0, sqrt 2].
 
-    Returns (pixels, bins, spread): the flat indices of the pixels (all of them), the bin of each, and a (n_bins, n_bins) matrix
-    that maps per-bin means to the output curve, copying non-empty bins and linearly
-    interpolating empty ones from their neighbours (small images leave some bins empty).
+    Returns (pixels, bins, spread): the flat indices of the pixels (all of them), the bin of
+    each, and a (n_bins, n_bins) matrix that maps per-bin means to the output curve, copying
+    non-empty bins and linearly interpolating empty ones from their neighbours (small images
+    leave some bins empty).
     """
     fy = scipy.fft.fftshift(scipy.fft.fftfreq(height)) * 2.0  # Nyquist -> +-1
     fx = scipy.fft.fftshift(scipy.fft.fftfreq(width)) * 2.0
@@ -142,10 +201,11 @@ def _azimuthal_average(log_power: np.ndarray, n_bins: int) -> np.ndarray:
     return (sums.reshape(n, n_bins) @ spread).astype(np.float32)
 
 
-def _check_n_bins(n_bins: int) -> None:
-    """Raise ValueError unless ``n_bins`` is a positive integer."""
-    if not isinstance(n_bins, (int, np.integer)) or isinstance(n_bins, bool) or n_bins < 1:
-        raise ValueError(f"n_bins must be a positive integer, got {n_bins!r}")
+def planes_azimuthal_spectra(planes: np.ndarray, n_bins: int, window: bool) -> np.ndarray:
+    """Azimuthal log power spectra of planes (N, C, H, W): float32 (N, C * n_bins), plane-major."""
+    n, c, height, width = planes.shape
+    curves = _azimuthal_average(_log_power(planes.reshape(n * c, height, width), window), n_bins)
+    return curves.reshape(n, c * n_bins)
 
 
 def azimuthal_spectrum(image: np.ndarray, n_bins: int = 64, window: bool = True) -> np.ndarray:
@@ -156,29 +216,22 @@ def azimuthal_spectrum(image: np.ndarray, n_bins: int = 64, window: bool = True)
     n_bins / sqrt(2) the corners, where upsampling artifacts show. Any image size gives the
     same length; bins that no frequency falls in (tiny images) are interpolated, never NaN.
     """
-    _check_n_bins(n_bins)
-    return _azimuthal_average(log_power_spectrum(image, window)[None], int(n_bins))[0]
+    n_bins = check_positive_int(n_bins, "n_bins")
+    return _azimuthal_average(log_power_spectrum(image, window)[None], n_bins)[0]
 
 
 def azimuthal_spectra(
-    images: Sequence[np.ndarray], n_bins: int = 64, window: bool = True
+    images: Sequence[np.ndarray], n_bins: int = 64, window: bool = True, channels: str = "grey"
 ) -> np.ndarray:
-    """Azimuthal spectra (N, n_bins) float32 of a batch of RGB uint8 images of any sizes.
+    """Azimuthal spectra (N, C * n_bins) float32 of a batch of RGB uint8 images of any sizes.
 
-    Images that share a shape are transformed together in one batched FFT; the result equals
-    calling ``azimuthal_spectrum`` on each image, in the input order.
+    With the default grey channel the result equals calling ``azimuthal_spectrum`` on each
+    image, in the input order; ``channels="rgb"`` concatenates the R, G and B curves. Images
+    that share a shape are transformed together in one batched FFT.
     """
-    _check_n_bins(n_bins)
-    n_bins = int(n_bins)
-    by_shape: dict[tuple[int, int], list[int]] = {}
-    for index, image in enumerate(images):
-        check_rgb_image(image, f"images[{index}]")
-        by_shape.setdefault(image.shape[:2], []).append(index)
-
-    out = np.empty((len(images), n_bins), dtype=np.float32)
-    for indices in by_shape.values():
-        for start in range(0, len(indices), _CHUNK):
-            chunk = indices[start : start + _CHUNK]
-            grey = _luma(np.stack([images[i] for i in chunk]))
-            out[chunk] = _azimuthal_average(_log_power(grey, window), n_bins)
-    return out
+    n_bins = check_positive_int(n_bins, "n_bins")
+    return map_by_shape(
+        images,
+        lambda stack: planes_azimuthal_spectra(image_planes(stack, channels), n_bins, window),
+        CHANNELS[check_channels(channels)] * n_bins,
+    )

@@ -1,12 +1,20 @@
-"""DCGAN (Radford et al. 2016) as in pytorch/examples ``dcgan/main.py``, sized by resolution.
+"""DCGAN (Radford et al. 2016) as in pytorch/examples ``dcgan/main.py``, sized by resolution, and
+its class-conditional variant ``cgan``.
 
 Generator: ConvT(nz -> ngf*m, 4, 1, 0) + BN + ReLU gives 4x4; each ConvT(k4, s2, p1) + BN + ReLU
 doubles the size and halves the channels down to ngf; a last ConvT(k4, s2, p1) to 3 channels +
 Tanh. With m = R / 8 a 64 px model has the example's ngf*8 -> ngf*4 -> ngf*2 -> ngf -> 3.
 
-Discriminator: the mirror image: Conv(k4, s2, p1) + LeakyReLU(0.2) without BN, then
-Conv(k4, s2, p1) + BN + LeakyReLU doubling channels down to 4x4, and Conv(-> 1, 4, 1, 0)
-giving one logit per image (no sigmoid: the losses work on logits).
+Discriminator: the mirror image: Conv(k4, s2, p1) + LeakyReLU(0.2) without normalisation, then
+Conv(k4, s2, p1) + BN + LeakyReLU doubling channels down to 4x4 (``features``), and
+Conv(-> 1, 4, 1, 0) (``head``) giving one logit per image (no sigmoid: the losses work on
+logits). ``d_norm="none"`` drops the BatchNorms (needed by WGAN-GP, whose penalty is per
+image); ``spectral_norm`` wraps every D convolution in spectral normalisation (Miyato et al.).
+
+``cgan`` (Mirza & Osindero; projection D of Miyato & Koyama 2018): G takes z concatenated
+with a learned class embedding (``embed_dim``); D adds <embed(y), sum of its 4x4 features> to
+the logit. The classes are the training data's (corpus subfolders or a manifest field), so
+``num_classes`` is set by the trainer from the data.
 
 The transposed convolutions (k4, s2) are the upsampler whose checkerboard/spectral traces the
 detectors look for; keep them as they are.
@@ -18,8 +26,10 @@ import math
 
 import torch
 from torch import nn
+from torch.nn.utils.parametrizations import spectral_norm
 
 from ..registry import register_generator
+from .validation import adam_betas, number_in, positive_int
 
 DCGAN_DEFAULTS = {
     "resolution": 64,
@@ -27,10 +37,19 @@ DCGAN_DEFAULTS = {
     "ngf": 64,
     "ndf": 64,
     "lr": 2e-4,
+    "lr_d": None,
     "betas": (0.5, 0.999),
     "batch_size": 64,
     "loss": "nonsaturating",
+    "gp_weight": 10.0,
+    "r1_gamma": 0.0,
+    "r1_every": 16,
+    "spectral_norm": False,
+    "d_norm": "batch",
+    "ema_beta": 0.0,
+    "ema_rampup": True,
 }
+CGAN_DEFAULTS = {**DCGAN_DEFAULTS, "resolution": 32, "num_classes": 10, "embed_dim": 32}
 
 
 def _num_doublings(resolution: int) -> int:
@@ -42,14 +61,18 @@ def _num_doublings(resolution: int) -> int:
 
 
 class DCGANGenerator(nn.Module):
-    """Latents (N, nz) or (N, nz, 1, 1) -> images (N, 3, R, R) in [-1, 1]."""
+    """Latents (N, nz) or (N, nz, 1, 1) [and class indices (N,)] -> images (N, 3, R, R) in
+    [-1, 1]."""
 
-    def __init__(self, resolution: int, nz: int, ngf: int):
+    def __init__(self, resolution: int, nz: int, ngf: int, num_classes: int = 0,
+                 embed_dim: int = 0):
         super().__init__()
         doublings = _num_doublings(resolution)
         channels = ngf * 2 ** (doublings - 1)
+        self.embed = nn.Embedding(num_classes, embed_dim) if num_classes else None
         layers: list[nn.Module] = [
-            nn.ConvTranspose2d(nz, channels, 4, 1, 0, bias=False),
+            nn.ConvTranspose2d(nz + (embed_dim if num_classes else 0), channels, 4, 1, 0,
+                               bias=False),
             nn.BatchNorm2d(channels),
             nn.ReLU(inplace=True),
         ]
@@ -65,16 +88,18 @@ class DCGANGenerator(nn.Module):
         self.z_dim = nz
         self.resolution = resolution
 
-    def forward(self, z: torch.Tensor) -> torch.Tensor:
-        if z.dim() == 2:
-            z = z[:, :, None, None]
-        return self.net(z)
+    def forward(self, z: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        z = z.flatten(1)
+        if self.embed is not None:
+            z = torch.cat([z, self.embed(_require_labels(labels))], dim=1)
+        return self.net(z[:, :, None, None])
 
 
 class DCGANDiscriminator(nn.Module):
-    """Images (N, 3, R, R) -> real/fake logits (N,)."""
+    """Images (N, 3, R, R) [and class indices (N,)] -> real/fake logits (N,)."""
 
-    def __init__(self, resolution: int, ndf: int):
+    def __init__(self, resolution: int, ndf: int, num_classes: int = 0,
+                 batch_norm: bool = True):
         super().__init__()
         doublings = _num_doublings(resolution)
         layers: list[nn.Module] = [
@@ -85,20 +110,33 @@ class DCGANDiscriminator(nn.Module):
         for _ in range(doublings - 1):
             layers += [
                 nn.Conv2d(channels, channels * 2, 4, 2, 1, bias=False),
-                nn.BatchNorm2d(channels * 2),
+                *([nn.BatchNorm2d(channels * 2)] if batch_norm else []),
                 nn.LeakyReLU(0.2, inplace=True),
             ]
             channels *= 2
-        layers.append(nn.Conv2d(channels, 1, 4, 1, 0, bias=False))
-        self.net = nn.Sequential(*layers)
+        self.features = nn.Sequential(*layers)
+        self.head = nn.Conv2d(channels, 1, 4, 1, 0, bias=False)
+        self.embed = nn.Embedding(num_classes, channels) if num_classes else None
         self.resolution = resolution
 
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return self.net(images).flatten()
+    def forward(self, images: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        features = self.features(images)
+        logits = self.head(features).flatten()
+        if self.embed is not None:
+            pooled = features.sum(dim=(2, 3))
+            logits = logits + (self.embed(_require_labels(labels)) * pooled).sum(dim=1)
+        return logits
+
+
+def _require_labels(labels: torch.Tensor | None) -> torch.Tensor:
+    if labels is None:
+        raise ValueError("a conditional net needs class indices (N,) besides its input")
+    return labels
 
 
 def init_dcgan_weights(module: nn.Module) -> None:
-    """DCGAN init: conv weights N(0, 0.02); BatchNorm weight N(1, 0.02), bias 0."""
+    """DCGAN init: conv weights N(0, 0.02); BatchNorm weight N(1, 0.02), bias 0. Class
+    embeddings keep PyTorch's N(0, 1), on the scale of z."""
     if isinstance(module, (nn.Conv2d, nn.ConvTranspose2d)):
         nn.init.normal_(module.weight, 0.0, 0.02)
         if module.bias is not None:
@@ -108,25 +146,44 @@ def init_dcgan_weights(module: nn.Module) -> None:
         nn.init.zeros_(module.bias)
 
 
-def _positive_int(config: dict, key: str) -> int:
-    value = config[key]
-    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-        raise ValueError(f"DCGAN {key} must be a positive integer, got {value!r}")
-    return value
+def _build(config: dict, num_classes: int = 0,
+           embed_dim: int = 0) -> tuple[DCGANGenerator, DCGANDiscriminator]:
+    family = "DCGAN"
+    for key in ("batch_size", "r1_every"):
+        positive_int(family, config, key)
+    number_in(family, config, "lr", 0, low_open=True)
+    if config["lr_d"] is not None:
+        number_in(family, config, "lr_d", 0, low_open=True)
+    for key in ("gp_weight", "r1_gamma"):
+        number_in(family, config, key, 0)
+    number_in(family, config, "ema_beta", 0, 1)  # 0: no EMA (1 is refused by the EMA itself)
+    adam_betas(family, config)
+    if config["d_norm"] not in ("batch", "none"):
+        raise ValueError(f"DCGAN d_norm must be 'batch' or 'none', got {config['d_norm']!r}")
+    if config["loss"] == "wgan-gp" and config["d_norm"] == "batch":
+        raise ValueError("WGAN-GP penalises each image's gradient, which BatchNorm in D couples "
+                         "across the batch: set d_norm=none")
+    resolution = config["resolution"]
+    generator = DCGANGenerator(resolution, positive_int(family, config, "nz"),
+                               positive_int(family, config, "ngf"), num_classes, embed_dim)
+    discriminator = DCGANDiscriminator(resolution, positive_int(family, config, "ndf"),
+                                       num_classes, batch_norm=config["d_norm"] == "batch")
+    generator.apply(init_dcgan_weights)
+    discriminator.apply(init_dcgan_weights)
+    if discriminator.embed is not None:
+        nn.init.normal_(discriminator.embed.weight, 0.0, 0.02)
+    if config["spectral_norm"]:
+        for conv in [m for m in discriminator.modules() if isinstance(m, nn.Conv2d)]:
+            spectral_norm(conv)
+    return generator, discriminator
 
 
 @register_generator("dcgan", DCGAN_DEFAULTS)
 def build_dcgan(config: dict) -> tuple[DCGANGenerator, DCGANDiscriminator]:
-    resolution = config["resolution"]
-    _positive_int(config, "batch_size")
-    if not isinstance(config["lr"], (int, float)) or not config["lr"] > 0:
-        raise ValueError(f"DCGAN lr must be a positive number, got {config['lr']!r}")
-    betas = config["betas"]
-    if not (isinstance(betas, tuple) and len(betas) == 2 and all(0 <= b < 1 for b in betas)):
-        raise ValueError(f"DCGAN betas must be two numbers in [0, 1), got {betas!r}")
-    generator = DCGANGenerator(resolution, _positive_int(config, "nz"),
-                               _positive_int(config, "ngf"))
-    discriminator = DCGANDiscriminator(resolution, _positive_int(config, "ndf"))
-    generator.apply(init_dcgan_weights)
-    discriminator.apply(init_dcgan_weights)
-    return generator, discriminator
+    return _build(config)
+
+
+@register_generator("cgan", CGAN_DEFAULTS, dataset="labelled")
+def build_cgan(config: dict) -> tuple[DCGANGenerator, DCGANDiscriminator]:
+    return _build(config, positive_int("cgan", config, "num_classes"),
+                  positive_int("cgan", config, "embed_dim"))

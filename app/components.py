@@ -1,0 +1,376 @@
+"""App logic as plain functions: configuration, safe folder browsing, scoring, verdicts, exports.
+
+Nothing here imports streamlit, so every function is unit-tested without a browser. The pages
+(``Home.py``, ``pages/``) only lay out what these functions return.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import json
+import os
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from PIL import ExifTags, Image
+
+from forensics.cli import APP_DEFAULT_DETECTOR as DEFAULT_DETECTOR
+from forensics.cli import APP_DEFAULT_ROOT as DEFAULT_ROOT
+from forensics.cli import APP_ENV_DETECTOR as ENV_DETECTOR
+from forensics.cli import APP_ENV_MAX_BYTES as ENV_MAX_BYTES
+from forensics.cli import APP_ENV_MAX_PIXELS as ENV_MAX_PIXELS
+from forensics.cli import APP_ENV_ROOT as ENV_ROOT
+from forensics.corpus import MANIFEST_NAME
+from forensics.detectors import Detector
+from forensics.detectors.cnn import CNNDetector
+from forensics.images import DEFAULT_LIMITS, IMAGE_EXTENSIONS, ImageError, ImageLimits, load_image
+from forensics.perturb import jpeg, resize
+
+
+UPLOAD_TYPES = sorted(ext.lstrip(".") for ext in IMAGE_EXTENSIONS)
+DEFAULT_BAND = 0.15
+# Degraded copies for the stability check: what a re-save or a resize by a website does.
+STABILITY_COPIES: dict[str, Callable[[np.ndarray], np.ndarray]] = {
+    "JPEG 90": lambda image: jpeg(image, 90, check=False),
+    "downscale 0.75": lambda image: resize(image, 0.75, interpolation="area", check=False),
+}
+FAKE, REAL, UNCERTAIN, UNSURE = "fake", "real", "uncertain", "unsure"
+TABLE_COLUMNS = ["file", "verdict", "p_fake", *STABILITY_COPIES, "stability", "members_agree",
+                 "width", "height", "sha256", "error"]
+
+
+# --- configuration and safe folders -------------------------------------------------------------
+
+@dataclass(frozen=True)
+class AppConfig:
+    """What ``forensics app`` hands the app through environment variables."""
+
+    detector: Path
+    root: Path
+    limits: ImageLimits = DEFAULT_LIMITS
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] = os.environ) -> AppConfig:
+        """Read the ``FORENSICS_APP_*`` variables; defaults: the demo's bundle and ``runs``."""
+        limits = ImageLimits(
+            max_pixels=int(env.get(ENV_MAX_PIXELS, DEFAULT_LIMITS.max_pixels)),
+            max_bytes=int(env.get(ENV_MAX_BYTES, DEFAULT_LIMITS.max_bytes)),
+        )
+        return cls(detector=Path(env.get(ENV_DETECTOR, DEFAULT_DETECTOR)),
+                   root=Path(env.get(ENV_ROOT, DEFAULT_ROOT)), limits=limits)
+
+
+def resolve_under(root: str | os.PathLike, relative: str | os.PathLike) -> Path:
+    """``root / relative`` resolved, refusing anything that ends up outside ``root``.
+
+    Absolute paths, ``..`` and symlinks that leave the root all raise ValueError.
+    """
+    base = Path(root).resolve()
+    if Path(relative).is_absolute():
+        raise ValueError(f"{relative}: only folders under the app root {base} can be opened")
+    target = (base / relative).resolve()
+    if not target.is_relative_to(base):
+        raise ValueError(f"{relative}: outside the app root {base}; refused")
+    return target
+
+
+def is_corpus(folder: Path) -> bool:
+    """A folder ``forensics.corpus.discover_corpus`` can read (manifest or real/fake layout)."""
+    return (folder / MANIFEST_NAME).is_file() or (folder / "real").is_dir() or (
+        folder / "fake").is_dir()
+
+
+def is_training_run(folder: Path) -> bool:
+    """A generator run folder written by ``forensics zoo train``."""
+    return (folder / "stats.jsonl").is_file() and (folder / "config.json").is_file()
+
+
+def is_robustness_run(folder: Path) -> bool:
+    """A robustness output folder: metrics as CSV (or JSON) next to the curves."""
+    return any(folder.glob("*metrics*.csv")) or any(folder.glob("*metrics*.json"))
+
+
+def find_folders(root: str | os.PathLike, accept: Callable[[Path], bool],
+                 max_depth: int = 4) -> list[str]:
+    """POSIX paths, relative to ``root``, of folders under it (itself included) that ``accept``.
+
+    Symlinked folders are not followed, so the walk never leaves the root.
+    """
+    base = Path(root).resolve()
+    if not base.is_dir():
+        return []
+    found = []
+    for dirpath, dirnames, _ in os.walk(base):
+        here = Path(dirpath)
+        depth = len(here.relative_to(base).parts)
+        dirnames[:] = sorted(d for d in dirnames
+                             if not d.startswith(".") and depth < max_depth)
+        if accept(here):
+            found.append(here.relative_to(base).as_posix())
+    return found
+
+
+# --- scoring and verdicts -------------------------------------------------------------------------
+
+@dataclass
+class ImageResult:
+    """One uploaded file after scoring: ``p_fake`` is None when ``error`` says why it failed."""
+
+    name: str
+    sha256: str
+    p_fake: float | None = None
+    copies: dict[str, float] = field(default_factory=dict)
+    members: dict[str, float] = field(default_factory=dict)
+    width: int = 0
+    height: int = 0
+    error: str = ""
+
+
+def sha256_hex(data: bytes) -> str:
+    """SHA-256 of ``data`` as 64 hex digits."""
+    return hashlib.sha256(data).hexdigest()
+
+
+def decode_upload(name: str, data: bytes, limits: ImageLimits = DEFAULT_LIMITS) -> np.ndarray:
+    """Decode uploaded bytes through the toolkit's safe decoder; raises ImageError."""
+    return load_image(data, limits=limits, name=name)
+
+
+def score_upload(detector: Detector, name: str, data: bytes,
+                 limits: ImageLimits = DEFAULT_LIMITS) -> ImageResult:
+    """Decode and score an upload and its degraded copies; a bad file sets ``error``."""
+    result = ImageResult(name=name, sha256=sha256_hex(data))
+    try:
+        image = decode_upload(name, data, limits)
+    except ImageError as exc:
+        result.error = exc.reason
+        return result
+    result.height, result.width = image.shape[:2]
+    batch = [image, *(make(image) for make in STABILITY_COPIES.values())]
+    scores, members = detector.predict_proba_with_members(batch)
+    result.p_fake = float(scores[0])
+    result.copies = {label: float(s) for label, s in zip(STABILITY_COPIES, scores[1:])}
+    result.members = {name: float(s[0]) for name, s in members.items()}
+    return result
+
+
+def is_fake(p_fake: float, threshold: float) -> bool:
+    """The detector's call: P(fake) at or above the threshold."""
+    return p_fake >= threshold
+
+
+def in_uncertain_band(p_fake: float, threshold: float, band: float) -> bool:
+    """Whether P(fake) lies within ``band`` of the threshold (too close to call)."""
+    return abs(p_fake - threshold) < band
+
+
+def flipped_copies(result: ImageResult, threshold: float) -> list[str]:
+    """Names of degraded copies whose call differs from the original's."""
+    original = is_fake(result.p_fake, threshold)
+    return [label for label, s in result.copies.items() if is_fake(s, threshold) != original]
+
+
+def members_agree(result: ImageResult, threshold: float) -> bool | None:
+    """Whether all ensemble members make the same call at ``threshold``; None without members."""
+    if not result.members:
+        return None
+    return len({is_fake(s, threshold) for s in result.members.values()}) == 1
+
+
+def verdict(result: ImageResult, threshold: float, band: float) -> str:
+    """``uncertain`` inside the band, ``unsure`` when a degraded copy flips the call, else the call.
+
+    Returns "" for a file that could not be scored.
+    """
+    if result.p_fake is None:
+        return ""
+    if in_uncertain_band(result.p_fake, threshold, band):
+        return UNCERTAIN
+    if flipped_copies(result, threshold):
+        return UNSURE
+    return FAKE if is_fake(result.p_fake, threshold) else REAL
+
+
+def verdict_sentence(result: ImageResult, threshold: float, band: float) -> str:
+    """One line explaining the verdict in words."""
+    call = verdict(result, threshold, band)
+    if not call:
+        return f"Not scored: {result.error}"
+    p = result.p_fake
+    if call == UNCERTAIN:
+        return (f"P(fake) {p:.2f} is within ±{band:.2f} of the threshold {threshold:.2f}: "
+                "too close to call.")
+    if call == UNSURE:
+        flips = ", ".join(flipped_copies(result, threshold))
+        side = "fake" if is_fake(p, threshold) else "real"
+        return f"Looks {side} (P(fake) {p:.2f}), but the call flips after {flips}: unsure."
+    side = "above" if call == FAKE else "below"
+    return (f"P(fake) {p:.2f} is {side} the threshold {threshold:.2f} and stays there after "
+            f"{' and '.join(STABILITY_COPIES)}.")
+
+
+def result_row(result: ImageResult, threshold: float, band: float) -> dict[str, Any]:
+    """One row of the batch table (keys: ``TABLE_COLUMNS``)."""
+    scored = result.p_fake is not None
+    row: dict[str, Any] = {
+        "file": result.name,
+        "verdict": verdict(result, threshold, band) or "error",
+        "p_fake": round(result.p_fake, 4) if scored else None,
+    }
+    row.update({label: round(result.copies[label], 4) if scored else None
+                for label in STABILITY_COPIES})
+    row["stability"] = (("flips" if flipped_copies(result, threshold) else "stable")
+                        if scored else "")
+    row["members_agree"] = members_agree(result, threshold)
+    row.update(width=result.width or None, height=result.height or None, sha256=result.sha256,
+               error=result.error)
+    return row
+
+
+def rows_to_csv(rows: Sequence[Mapping[str, Any]]) -> str:
+    """The batch table as CSV text (header ``TABLE_COLUMNS``)."""
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=TABLE_COLUMNS, extrasaction="ignore")
+    writer.writeheader()
+    writer.writerows(rows)
+    return buffer.getvalue()
+
+
+def rows_to_json(rows: Sequence[Mapping[str, Any]], threshold: float, band: float,
+                 detector: str) -> str:
+    """The batch table as a JSON document with the settings it was made under."""
+    return json.dumps({"detector": detector, "threshold": threshold, "uncertain_band": band,
+                       "results": list(rows)}, indent=2)
+
+
+# --- evidence --------------------------------------------------------------------------------
+
+def image_metadata(name: str, data: bytes) -> dict[str, Any]:
+    """Format, size, colour mode, EXIF tags and SHA-256 of an upload that decoded without error.
+
+    Only the header is read here; the pixels went through the safe decoder already.
+    """
+    with Image.open(io.BytesIO(data)) as img:
+        exif = {ExifTags.TAGS.get(tag, str(tag)): _exif_text(value)
+                for tag, value in img.getexif().items()}
+        meta = {"file": name, "format": img.format, "width": img.width, "height": img.height,
+                "mode": img.mode, "frames": getattr(img, "n_frames", 1), "bytes": len(data),
+                "sha256": sha256_hex(data), "exif": exif}
+    return meta
+
+
+def _exif_text(value: Any) -> str:
+    """An EXIF value as short text (bytes shown by length)."""
+    if isinstance(value, bytes):
+        return f"<{len(value)} bytes>"
+    return str(value)[:200]
+
+
+def spectrum_chart_rows(comparison: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """Long-form rows (radius, series, mean, low, high) for the azimuthal spectrum chart.
+
+    ``comparison`` is what ``forensics.explain.azimuthal_vs_reference`` returns: ``radius``,
+    the ``image`` curve and the bundle's ``reference`` curves (or None). Reference series get
+    a band of +-1 std; the image's band is the curve itself.
+    """
+    series = {"this image": (comparison["image"], np.zeros(len(comparison["image"])))}
+    reference = comparison.get("reference")
+    if reference:
+        for label in ("real", "fake"):
+            series[f"training {label} (mean ± std)"] = (reference[f"{label}_mean"],
+                                                         reference[f"{label}_std"])
+    return [{"radius": float(r), "series": name, "mean": float(m), "low": float(m - s),
+             "high": float(m + s)}
+            for name, (mean, std) in series.items()
+            for r, m, s in zip(comparison["radius"], mean, std)]
+
+
+def has_cnn(detector: Detector) -> bool:
+    """Whether the detector is a CNN or an ensemble with a CNN member (Grad-CAM needs one)."""
+    members = getattr(detector, "members_", {}).values()
+    return any(isinstance(d, CNNDetector) for d in (detector, *members))
+
+
+# --- corpora and runs ------------------------------------------------------------------------
+
+def sample_paths(paths: Sequence[Path], n: int, seed: int = 0) -> list[Path]:
+    """Up to ``n`` of ``paths`` drawn without replacement, the same ones for the same seed."""
+    if len(paths) <= n:
+        return list(paths)
+    picks = np.random.default_rng(seed).choice(len(paths), size=n, replace=False)
+    return [paths[i] for i in sorted(picks)]
+
+
+def read_json(path: Path) -> Any:
+    """A JSON file's content, or None when it is missing or unreadable."""
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+
+
+def folder_stamp(folder: Path) -> float:
+    """Latest modification time of a folder and its manifest: changes when the corpus does."""
+    manifest = folder / MANIFEST_NAME
+    return max(folder.stat().st_mtime, manifest.stat().st_mtime if manifest.is_file() else 0.0)
+
+
+# --- robustness results ------------------------------------------------------------------------
+
+ROBUSTNESS_DIMENSIONS = ("detector", "generator", "family", "level")
+_NOT_METRICS = {"level", "n", "n_real", "n_fake", "n_errors", "n_images", "n_scored", "seed",
+                "threshold"}
+
+
+def metrics_file(folder: Path) -> Path | None:
+    """The metrics table of a robustness folder (``forensics.report``): JSON first, else CSV."""
+    for pattern in ("*metrics*.json", "*metrics*.csv"):
+        found = sorted(folder.glob(pattern))
+        if found:
+            return found[0]
+    return None
+
+
+def load_metrics(path: Path) -> pd.DataFrame:
+    """A robustness metrics table from CSV, a JSON list of rows or ``{"metrics": [...]}``.
+
+    Without a ``family`` column, one is derived from the perturbation id (``jpeg_pil/q=90`` ->
+    ``jpeg_pil``).
+    """
+    if path.suffix == ".csv":
+        table = pd.read_csv(path)
+    else:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        rows = data.get("metrics", []) if isinstance(data, dict) else data
+        table = pd.DataFrame(rows)
+    if "family" not in table and "perturbation" in table:
+        table["family"] = table["perturbation"].astype(str).str.split("/").str[0]
+    return table
+
+
+def metric_columns(table: pd.DataFrame) -> list[str]:
+    """Numeric columns that hold metrics (not dimensions or counts)."""
+    return [c for c in table.columns
+            if c not in _NOT_METRICS and c not in ROBUSTNESS_DIMENSIONS
+            and pd.api.types.is_numeric_dtype(table[c])]
+
+
+def metric_records(table: pd.DataFrame) -> list[dict[str, Any]]:
+    """Table rows as dicts, None (not NaN) where a value is missing, as the report has them."""
+    return [{k: (None if isinstance(v, float) and np.isnan(v) else v) for k, v in row.items()}
+            for row in table.to_dict("records")]
+
+
+def select_rows(table: pd.DataFrame, **choices: str | None) -> pd.DataFrame:
+    """Rows matching every non-None ``column=value`` choice; absent columns are ignored."""
+    mask = pd.Series(True, index=table.index)
+    for column, value in choices.items():
+        if value is not None and column in table:
+            mask &= table[column].astype(str) == value
+    return table[mask]

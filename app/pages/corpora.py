@@ -1,0 +1,132 @@
+"""Corpora page: browse corpora and generator training runs under the app root."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import streamlit as st
+
+import components as C
+import ui
+from forensics.corpus import LABEL_NAMES, Corpus, CorpusError, discover_corpus
+from forensics.images import ImageError, load_image
+
+
+@st.cache_data(show_spinner="Reading the corpus…", max_entries=16)
+def corpus(folder: str, stamp: float) -> Corpus:
+    """A discovered corpus; ``stamp`` (the folder's mtime) rereads a changed one."""
+    return discover_corpus(folder)
+
+
+@st.cache_data(show_spinner=False, max_entries=1024)
+def thumbnail(path: str, stamp: float) -> np.ndarray | str:
+    """An image file's pixels through the safe decoder, or the reason it cannot be shown."""
+    try:
+        return load_image(path)
+    except ImageError as exc:
+        return exc.reason
+
+
+@st.cache_data(show_spinner=False, max_entries=16)
+def run_stats(folder: str, stamp: float) -> pd.DataFrame:
+    """A generator run's stats.jsonl as a table indexed by step."""
+    from generators import read_stats
+
+    return pd.DataFrame(read_stats(folder)).set_index("step")
+
+
+def show_corpus(folder: Path) -> None:
+    """Counts, manifest metadata and a sample grid of one corpus."""
+    try:
+        found = corpus(str(folder), C.folder_stamp(folder))
+    except CorpusError as exc:
+        st.error(str(exc))
+        return
+    cols = st.columns(4)
+    cols[0].metric("Images", len(found.items))
+    cols[1].metric("Real", sum(it.label == 0 for it in found.items))
+    cols[2].metric("Fake", sum(it.label == 1 for it in found.items))
+    cols[3].metric("Layout", found.layout)
+
+    counts = pd.DataFrame(found.counts())
+    left, right = st.columns([3, 2])
+    with left:
+        st.subheader("Counts per generator and split")
+        st.dataframe(counts, hide_index=True, width="stretch")
+    with right:
+        st.subheader("Images per generator")
+        st.bar_chart(counts, x="generator", y="total", color="label", height=220,
+                     horizontal=True)
+
+    meta = [{"path": it.path.relative_to(found.root).as_posix(), "label": LABEL_NAMES[it.label],
+             "generator": it.generator or "-", "split": it.split,
+             **{k: str(v) for k, v in it.meta.items()}} for it in found.items]
+    with st.expander(f"Manifest metadata ({len(meta)} rows)"):
+        st.dataframe(pd.DataFrame(meta), hide_index=True, width="stretch")
+
+    st.subheader("Samples")
+    groups = ["all", *sorted({row["generator"] for row in meta})]
+    left, right = st.columns([2, 1])
+    group = left.selectbox("Show", groups, key="grid_group",
+                           format_func=lambda g: "real" if g == "-" else g)
+    seed = right.number_input("Draw", 0, 10_000, 0, key="grid_seed",
+                              help="Another number draws other images.")
+    items = [it for it in found.items if group == "all" or (it.generator or "-") == group]
+    picks = C.sample_paths([it.path for it in items], 24, seed=int(seed))
+    by_path = {it.path: it for it in items}
+    for start in range(0, len(picks), 8):
+        for column, path in zip(st.columns(8), picks[start:start + 8]):
+            pixels = thumbnail(str(path), path.stat().st_mtime) if path.exists() else "missing"
+            item = by_path[path]
+            caption = f"{item.generator or 'real'} · {item.split}"
+            if isinstance(pixels, str):
+                column.caption(f"{path.name}: {pixels}")
+            else:
+                column.image(pixels, caption=caption, width="stretch")
+
+
+def show_run(folder: Path) -> None:
+    """Config, curves, sample grid and statistics of one generator training run."""
+    config = C.read_json(folder / "config.json") or {}
+    stats = run_stats(str(folder), (folder / "stats.jsonl").stat().st_mtime)
+    cols = st.columns(4)
+    cols[0].metric("Generator", str(config.get("name", config.get("generator", "-"))))
+    cols[1].metric("Steps", int(stats.index.max()) if len(stats) else 0)
+    cols[2].metric("Resolution", str(config.get("resolution", "-")))
+    final = stats.iloc[-1] if len(stats) else {}
+    cols[3].metric("Final D(x) − D(G(z))",
+                   f"{final['d_real'] - final['d_fake']:.2f}"
+                   if "d_real" in stats and "d_fake" in stats else "-")
+    left, right = st.columns(2)
+    with left:
+        st.subheader("Losses")
+        st.line_chart(stats[[c for c in ("loss_d", "loss_g") if c in stats]], height=240)
+    with right:
+        st.subheader("Discriminator outputs")
+        st.line_chart(stats[[c for c in ("d_real", "d_fake") if c in stats]], height=240)
+    for name, caption in (("samples.png", "Samples on fixed seeds"),
+                          ("curves.png", "Training curves as saved by the run")):
+        if (folder / name).is_file():
+            st.image(str(folder / name), caption=caption)
+    evaluation = C.read_json(folder / "evaluation.json")
+    if evaluation:
+        with st.expander("evaluation.json"):
+            st.json(evaluation)
+    with st.expander("config.json"):
+        st.json(config)
+
+
+cfg = ui.config()
+st.title("Corpora and training runs")
+st.caption(f"Only folders under `{cfg.root}` can be opened.")
+kind = st.radio("Browse", ["Corpora", "Training runs"], horizontal=True, key="browse_kind")
+if kind == "Training runs":
+    chosen = ui.pick_folder("training runs", cfg.root, C.is_training_run, key="run")
+    if chosen is not None:
+        show_run(chosen)
+else:
+    chosen = ui.pick_folder("corpora", cfg.root, C.is_corpus, key="corpus")
+    if chosen is not None:
+        show_corpus(chosen)

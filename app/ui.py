@@ -1,0 +1,59 @@
+"""Streamlit glue shared by the pages: cached loaders and small layout helpers."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import streamlit as st
+
+import components
+from forensics.detectors import BundleError, Detector, load_detector
+
+
+def config() -> components.AppConfig:
+    """The app's configuration (from the environment ``forensics app`` sets)."""
+    return components.AppConfig.from_env()
+
+
+@st.cache_resource(show_spinner="Loading the detector…")
+def _load(folder: str, key: str) -> Detector:
+    """The detector of a bundle; a new ``key`` (see ``detector_key``) reloads a rewritten one."""
+    return load_detector(folder)
+
+
+def detector_key(folder: Path) -> str:
+    """Identifies a bundle's current contents: path and detector.json modification time."""
+    return f"{folder.resolve()}@{(folder / 'detector.json').stat().st_mtime_ns}"
+
+
+def detector(folder: Path) -> Detector:
+    """The cached detector of ``folder``; for a missing or broken bundle: why, then stop."""
+    if not (folder / "detector.json").is_file():
+        st.error(f"No detector bundle at `{folder}`. Start the app with "
+                 "`forensics app --detector BUNDLE`, or plain `forensics app` to train the demo's.")
+        st.stop()
+    try:
+        return _load(str(folder.resolve()), detector_key(folder))
+    except BundleError as exc:
+        st.error(f"{exc}. Retrain it with `forensics detector train` or pick another bundle.")
+        st.stop()
+
+
+def how_to_read(text: str) -> None:
+    """The collapsible help that opens every evidence panel."""
+    with st.expander("How to read this"):
+        st.markdown(text)
+
+
+def pick_folder(label: str, root: Path, accept: Callable[[Path], bool],
+                key: str) -> Path | None:
+    """A select box of folders under ``root`` that ``accept``; None (with a note) when none."""
+    choices = components.find_folders(root, accept)
+    if not choices:
+        st.info(f"No {label} found under `{root}`. Start the app with `--root` pointing at "
+                "the folder that holds them.")
+        return None
+    relative = st.selectbox(label.capitalize(), choices, key=key,
+                            format_func=lambda c: c if c != "." else "(root)")
+    return components.resolve_under(root, relative)

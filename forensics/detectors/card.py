@@ -1,0 +1,88 @@
+"""Model cards: what a bundle was trained on, how it decides, how it scored, where it fails."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from forensics.detectors.base import read_manifest, registered_detectors
+
+__all__ = ["model_card", "format_model_card"]
+
+_CARD_KEYS = ("kind", "params", "threshold", "calibration", "preprocessing", "training",
+              "validation", "created", "library_version")
+_METRICS = (("ap", "AP"), ("roc_auc", "ROC-AUC"), ("eer", "EER"), ("accuracy", "accuracy"),
+            ("real_accuracy", "real acc."), ("fake_accuracy", "fake acc."), ("ece", "ECE"))
+
+
+def model_card(folder: str | os.PathLike) -> dict[str, Any]:
+    """The card of a bundle folder as JSON-ready data (call ``load_detector`` first to validate).
+
+    Failure modes come from the bundle, or from the kind when an older bundle has none;
+    an ensemble's card lists its members' cards under ``members``.
+    """
+    folder = Path(folder)
+    manifest = read_manifest(folder)
+    card: dict[str, Any] = {"bundle": str(folder), **{k: manifest.get(k) for k in _CARD_KEYS}}
+    kind_class = registered_detectors().get(manifest["kind"])
+    card["known_failure_modes"] = (manifest.get("known_failure_modes")
+                                   or list(getattr(kind_class, "known_failure_modes", ())))
+    members = (manifest.get("params") or {}).get("members")
+    if manifest["kind"] == "ensemble" and isinstance(members, list):
+        card["members"] = {m["name"]: model_card(folder / "members" / m["name"]) for m in members}
+    return card
+
+
+def _metrics_line(metrics: dict[str, Any] | None) -> str:
+    if not metrics:
+        return "none (trained without a validation split)"
+    parts = [f"{label} {metrics[key]:.3f}" for key, label in _METRICS
+             if isinstance(metrics.get(key), (int, float))]
+    return f"{metrics.get('n', '?')} images: " + ", ".join(parts)
+
+
+def _calibration_line(calibration: Any) -> str:
+    if not calibration:
+        return "none: scores are the model's own probabilities"
+    if isinstance(calibration, dict):
+        method = calibration.get("method", "?")
+        numbers = ", ".join(f"{k} {v:.4g}" for k, v in {**calibration.get("weights", {}),
+                                                        **calibration}.items()
+                            if isinstance(v, float))
+        fit_on = calibration.get("n_val")
+        return f"{method}" + (f" ({numbers})" if numbers else "") + (
+            f", fit on {fit_on} validation images" if fit_on else "")
+    return str(calibration)
+
+
+def format_model_card(card: dict[str, Any], indent: str = "") -> str:
+    """The card as readable text."""
+    training = card.get("training") or {}
+    params = card.get("params") or {}
+    recipe = ", ".join(f"{k}={v}" for k, v in params.items() if k != "members")
+    counts = training.get("counts") or {}
+    lines = [
+        f"{card['kind']} detector  {card['bundle']}",
+        f"  created {card.get('created')} with gan-forensics {card.get('library_version')}",
+        f"  parameters: {recipe or '-'}",
+        f"  trained on {training.get('n_images', '?')} images ({training.get('n_real', '?')} real, "
+        f"{training.get('n_fake', '?')} fake), validated on {training.get('n_val_images', 0)}",
+    ]
+    for corpus in training.get("corpora") or []:
+        lines.append(f"    corpus {corpus}")
+    if training.get("generators"):
+        lines.append(f"    generators: {', '.join(training['generators'])}")
+    if counts:
+        lines.append("    counts: " + ", ".join(f"{k} {v}" for k, v in counts.items()))
+    lines += [
+        f"  threshold: {card['threshold']:.4f} (P(fake) >= it is called fake; chosen on "
+        "validation for the best balanced accuracy)",
+        f"  calibration: {_calibration_line(card.get('calibration'))}",
+        f"  validation: {_metrics_line(card.get('validation'))}",
+        "  known failure modes:",
+        *[f"    - {mode}" for mode in card.get("known_failure_modes") or ["none recorded"]],
+    ]
+    for name, member in (card.get("members") or {}).items():
+        lines += [f"  member {name}:", format_model_card(member, "    ")]
+    return "\n".join(indent + line for line in "\n".join(lines).splitlines())

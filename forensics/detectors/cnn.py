@@ -1,0 +1,541 @@
+"""Fine-tuned CNN detector: an ImageNet timm backbone trained with the CNNDetection recipe.
+
+After Wang et al. (CVPR 2020): an ImageNet-pretrained CNN with a single logit, fine-tuned on
+real vs generated images with random crops (never resizing, which would wash out the traces of
+upsampling), flips, and Gaussian blur and JPEG each applied with probability p, so that the
+network cannot take "sharp PNG" or "never compressed" as the sign of a fake.
+
+Choices that answer the published detectors' users (``REFERENCES.md``):
+
+* Images of any size are scored whole; those larger than ``tile_size`` are split into tiles whose
+  logits are averaged, never resized.
+* The logit is Platt-calibrated on validation data, so P(fake) is a probability and the saved
+  threshold is meaningful.
+* Weights come from files on disk (``forensics.backbones``) and the bundle holds them as
+  safetensors, which cannot carry code.
+* ``input="npr"`` feeds the network the NPR residual x - up(down(x)) (Tan et al., CVPR 2024).
+"""
+
+from __future__ import annotations
+
+import copy
+import functools
+import math
+import os
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from sklearn.metrics import average_precision_score
+from sklearn.model_selection import train_test_split
+from torch import nn
+from torch.nn import functional as F
+from tqdm.auto import tqdm
+
+from forensics.backbones import DEFAULT_BACKBONE, create_backbone, normalisation
+from forensics.detectors.base import BundleError, Detector, register_detector
+from forensics.detectors.calibration import PlattCalibration
+from forensics.perturb import random_augment
+
+__all__ = ["CNNDetector", "npr_residual", "tile_boxes"]
+
+WEIGHTS_FILE = "weights.safetensors"
+CURVES_FILE = "training_curves.png"
+_NETWORK_PREFIX = "backbone."
+_INPUTS = ("rgb", "npr")
+_DEVICES = ("auto", "cpu", "cuda")
+# Seed of the fixed random image whose logit is saved to check that a reload reproduces it.
+_PROBE_SEED = 20240601
+# Tolerance of that check: loose enough for another device or mixed precision, tight enough
+# for a network that is not the one saved.
+_PROBE_TOLERANCE = 5e-2
+
+Box = tuple[slice, slice]
+
+
+def npr_residual(x: torch.Tensor) -> torch.Tensor:
+    """Neighbouring-pixel residual x - NNup(NNdown(x)) of (..., H, W) tensors, any H and W.
+
+    Nearest-neighbour halving keeps the even rows and columns; doubling them back and
+    subtracting leaves the local pixel relations that generator upsampling imposes.
+    """
+    height, width = x.shape[-2:]
+    down = x[..., ::2, ::2]
+    up = down.repeat_interleave(2, dim=-2).repeat_interleave(2, dim=-1)
+    return x - up[..., :height, :width]
+
+
+def tile_boxes(height: int, width: int, tile: int) -> list[Box]:
+    """Tiles of at most ``tile`` px per side covering an image, in row-major order.
+
+    An image that fits is one box. Otherwise tiles sit on a grid of step ``tile``, the last
+    row and column moved back to end at the border, so every tile has the same shape and no
+    pixel is left out (the last ones overlap their neighbours).
+    """
+
+    def starts(side: int) -> list[int]:
+        if side <= tile:
+            return [0]
+        return sorted(set(range(0, side - tile, tile)) | {side - tile})
+
+    tile_h, tile_w = min(height, tile), min(width, tile)
+    return [(slice(top, top + tile_h), slice(left, left + tile_w))
+            for top in starts(height) for left in starts(width)]
+
+
+@functools.cache
+def _idle_cpus() -> int:
+    """CPUs this process may use that were not busy when first asked (at least 1).
+
+    Torch's CPU threads spin while they wait for each other, so on a shared machine extra
+    threads cost more than they bring: on 2 cores under a load of 12, fine-tuning ran 11x
+    faster on 1 thread than on 2 (and used 20x less CPU time).
+    """
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    try:
+        busy = round(os.getloadavg()[0])
+    except (AttributeError, OSError):  # no load average on this platform
+        busy = 0
+    return max(1, min(cpus or 1, (cpus or 1) - busy))
+
+
+def _random_crop(image: np.ndarray, size: int, rng: np.random.Generator) -> np.ndarray:
+    """A random ``size`` x ``size`` crop; sides shorter than ``size`` are reflect-padded first."""
+    height, width = image.shape[:2]
+    pad_h, pad_w = max(0, size - height), max(0, size - width)
+    if pad_h or pad_w:
+        image = np.pad(image, ((pad_h // 2, pad_h - pad_h // 2),
+                               (pad_w // 2, pad_w - pad_w // 2), (0, 0)), mode="reflect")
+        height, width = image.shape[:2]
+    top = int(rng.integers(0, height - size + 1))
+    left = int(rng.integers(0, width - size + 1))
+    return image[top:top + size, left:left + size]
+
+
+def _batches(n: int, size: int, rng: np.random.Generator) -> Iterator[np.ndarray]:
+    """Endless batches of ``size`` indices into range(n): shuffled passes, one after another."""
+    queue = np.empty(0, dtype=np.intp)
+    while True:
+        while len(queue) < size:
+            queue = np.concatenate([queue, rng.permutation(n)])
+        batch, queue = queue[:size], queue[size:]
+        yield batch
+
+
+class _Network(nn.Module):
+    """A timm backbone with one logit, its input normalisation (and optional NPR) built in.
+
+    Takes float RGB in [0, 1], (N, 3, H, W); ``features`` and ``head`` are exposed separately
+    for Grad-CAM, whose maps are the output of ``features`` (the last convolutional stage).
+    """
+
+    def __init__(self, backbone: nn.Module, npr: bool):
+        super().__init__()
+        self.backbone = backbone
+        self.npr = npr
+        mean, std = normalisation(backbone)
+        self.register_buffer("mean", torch.tensor(mean).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(std).view(1, 3, 1, 1), persistent=False)
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        x = (x - self.mean) / self.std
+        return self.backbone.forward_features(npr_residual(x) if self.npr else x)
+
+    def head(self, features: torch.Tensor) -> torch.Tensor:
+        return self.backbone.forward_head(features)[:, 0]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(x))
+
+
+@register_detector("cnn")
+class CNNDetector(Detector):
+    """A fine-tuned timm CNN scoring whole images (or tiles of large ones) without resizing.
+
+    Parameters:
+        backbone: timm model name; ImageNet weights from ``weights``, a pip package
+            (``tf_efficientnet_lite0``..``lite2``) or the local hub cache.
+        pretrained: start from ImageNet weights; False trains from random init.
+        weights: path of a local weights file (.safetensors or a weights_only torch file).
+        input: "rgb", or "npr" for the residual x - up(down(x)).
+        crop_size: largest side of the random training crops. The crops used are no larger
+            than the median shorter side of the training images, so that a corpus of small
+            images is not padded (the network then sees at training the sizes it scores);
+            images smaller than the crop are reflect-padded.
+        tile_size: images with a side above it are scored as the mean logit of tiles.
+        epochs: at most this many epochs of ``steps_per_epoch`` steps (None: one pass).
+        batch_size, lr, weight_decay: AdamW training (also the inference batch size).
+        patience: stop after this many epochs without a better validation AP.
+        p_blur, blur_sigma, p_jpeg, jpeg_quality: ``forensics.perturb.random_augment``.
+        flip: random horizontal flips.
+        val_fraction: share of the training images held out when ``fit`` gets no validation.
+        device: "auto" (CUDA when present), "cpu" or "cuda"; CUDA trains with mixed precision
+            and channels_last.
+        threads: CPU threads for torch (None: the CPUs that are idle at first use).
+        seed: seeds the crops, augmentation, batches and head initialisation.
+        progress: show a tqdm bar while training (on a terminal).
+
+    Learned: ``network_`` (the torch module, in eval mode), ``calibrator_`` (the
+    ``PlattCalibration`` of its logit, described by ``calibration_``), ``fit_summary_``
+    (per-epoch history, best epoch, time, device; merged into ``training_info_``, so a loaded
+    bundle has it there), and the ``threshold_``, ``training_info_`` and
+    ``validation_metrics_`` of every Detector.
+    """
+
+    variant_param = "input"  # ensemble member "cnn:npr"
+    known_failure_modes = (
+        "Trained on few images it learns the training generators' artifacts; expect lower "
+        "scores on unseen generators (see `forensics evaluate --leave-one-out`).",
+        "Resizing (especially downscaling) wipes out the upsampling traces it relies on; "
+        "score images at their stored size.",
+        "Real images whose processing differs from the training reals (other cameras, "
+        "heavier JPEG, screenshots) can be called fake; train on format-matched data.",
+        "Images much smaller than the training crop give less reliable scores.",
+    )
+
+    def __init__(
+        self,
+        backbone: str = DEFAULT_BACKBONE,
+        pretrained: bool = True,
+        weights: str | None = None,
+        input: str = "rgb",  # noqa: A002 - the documented parameter name
+        crop_size: int = 64,
+        tile_size: int = 256,
+        epochs: int = 15,
+        steps_per_epoch: int | None = None,
+        batch_size: int = 32,
+        lr: float = 1e-3,
+        weight_decay: float = 1e-2,
+        patience: int = 3,
+        p_blur: float = 0.5,
+        blur_sigma: Sequence[float] = (0.0, 3.0),
+        p_jpeg: float = 0.5,
+        jpeg_quality: Sequence[int] = (30, 100),
+        flip: bool = True,
+        val_fraction: float = 0.2,
+        device: str = "auto",
+        threads: int | None = None,
+        seed: int = 0,
+        progress: bool = True,
+    ):
+        self.backbone = backbone
+        self.pretrained = pretrained
+        self.weights = weights
+        self.input = input
+        self.crop_size = crop_size
+        self.tile_size = tile_size
+        self.epochs = epochs
+        self.steps_per_epoch = steps_per_epoch
+        self.batch_size = batch_size
+        self.lr = lr
+        self.weight_decay = weight_decay
+        self.patience = patience
+        self.p_blur = p_blur
+        self.blur_sigma = blur_sigma
+        self.p_jpeg = p_jpeg
+        self.jpeg_quality = jpeg_quality
+        self.flip = flip
+        self.val_fraction = val_fraction
+        self.device = device
+        self.threads = threads
+        self.seed = seed
+        self.progress = progress
+
+    def get_params(self) -> dict[str, Any]:
+        """Constructor parameters as a JSON-ready dict."""
+        params = {name: getattr(self, name) for name in (
+            "backbone", "pretrained", "weights", "input", "crop_size", "tile_size", "epochs",
+            "steps_per_epoch", "batch_size", "lr", "weight_decay", "patience", "p_blur",
+            "blur_sigma", "p_jpeg", "jpeg_quality", "flip", "val_fraction", "device", "threads",
+            "seed", "progress")}
+        params["weights"] = None if self.weights is None else os.fspath(self.weights)
+        params["blur_sigma"] = list(self.blur_sigma)
+        params["jpeg_quality"] = list(self.jpeg_quality)
+        return params
+
+    @property
+    def preprocessing(self) -> dict[str, Any]:
+        """How images reach the network, for callers and the bundle."""
+        network = getattr(self, "network_", None)
+        return {
+            "input": "npr residual x - up(down(x))" if self.input == "npr" else "rgb",
+            "scale": "uint8 / 255, then (x - mean) / std of the backbone",
+            "mean": None if network is None else network.mean.flatten().tolist(),
+            "std": None if network is None else network.std.flatten().tolist(),
+            "resize": None,
+            "train_crop": {"size": f"min({self.crop_size}, median shorter side of the "
+                                   "training images)", "pad": "reflect", "flip": self.flip},
+            "train_augmentation": {"p_blur": self.p_blur, "blur_sigma": list(self.blur_sigma),
+                                   "p_jpeg": self.p_jpeg, "jpeg_quality": list(self.jpeg_quality)},
+            "inference": f"whole image; sides over {self.tile_size} px: mean logit of tiles",
+            "calibration": "platt (logistic on the logit), fit on validation data",
+        }
+
+    # ------------------------------------------------------------------------- helpers
+
+    def _check_params(self) -> None:
+        """Raise ValueError for parameters that cannot work, naming the parameter."""
+        if self.input not in _INPUTS:
+            raise ValueError(f"input must be one of {', '.join(_INPUTS)}, got {self.input!r}")
+        if self.device not in _DEVICES:
+            raise ValueError(f"device must be one of {', '.join(_DEVICES)}, got {self.device!r}")
+        for name in ("crop_size", "tile_size", "epochs", "batch_size", "patience"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        if self.batch_size < 2:
+            raise ValueError("batch_size must be at least 2 (batch norm needs two samples)")
+        if not 0 < self.val_fraction < 1:
+            raise ValueError(f"val_fraction must be in (0, 1), got {self.val_fraction!r}")
+
+    def torch_device(self) -> torch.device:
+        """The device this detector runs on; also sets the CPU thread count."""
+        if self.device == "cuda" or (self.device == "auto" and torch.cuda.is_available()):
+            if not torch.cuda.is_available():
+                raise RuntimeError("device='cuda' was asked for but CUDA is not available")
+            return torch.device("cuda")
+        torch.set_num_threads(self.threads or _idle_cpus())
+        return torch.device("cpu")
+
+    def _new_network(self, pretrained: bool) -> _Network:
+        """The untrained network: ImageNet weights if ``pretrained``, a fresh 1-logit head."""
+        backbone = create_backbone(self.backbone, pretrained=pretrained,
+                                   weights=self.weights if pretrained else None, num_classes=1)
+        return _Network(backbone, npr=self.input == "npr")
+
+    def to_tensor(self, batch: np.ndarray, device: torch.device) -> torch.Tensor:
+        """uint8 (N, H, W, 3) -> float (N, 3, H, W) in [0, 1] on ``device``; CUDA: channels_last."""
+        x = torch.from_numpy(np.ascontiguousarray(batch)).to(device).permute(0, 3, 1, 2)
+        return x.float().div_(255).contiguous(memory_format=_memory_format(device))
+
+    def augment(self, image: np.ndarray, rng: np.random.Generator,
+                crop: int | None = None) -> np.ndarray:
+        """One training view of ``image``: blur and JPEG as ``random_augment``, crop, flip.
+
+        Returns uint8 (crop, crop, 3), ``crop`` defaulting to ``crop_size``. As in
+        CNNDetection, blur and JPEG act on the whole image before cropping, so crops do not
+        line up with the 8x8 JPEG grid.
+        """
+        out = random_augment(image, rng, p_blur=self.p_blur, blur_sigma=tuple(self.blur_sigma),
+                             p_jpeg=self.p_jpeg, jpeg_quality=tuple(self.jpeg_quality))
+        out = _random_crop(out, crop or self.crop_size, rng)
+        if self.flip and rng.random() < 0.5:
+            out = out[:, ::-1]
+        return out
+
+    def logits(self, images: Sequence[np.ndarray], network: nn.Module | None = None) -> np.ndarray:
+        """Raw logits float64 (N,) of whole images, or the mean over tiles of large ones.
+
+        Images and tiles of one shape share batches of ``batch_size``; nothing is resized.
+        """
+        network = self.network_ if network is None else network
+        device = next(network.parameters()).device
+        pieces = [(index, image[box]) for index, image in enumerate(images)
+                  for box in tile_boxes(*image.shape[:2], self.tile_size)]
+        by_shape: dict[tuple[int, ...], list[int]] = {}
+        for k, (_, piece) in enumerate(pieces):
+            by_shape.setdefault(piece.shape, []).append(k)
+        sums = np.zeros(len(images))
+        counts = np.zeros(len(images))
+        network.eval()
+        with torch.inference_mode(), _autocast(device):
+            for members in by_shape.values():
+                for start in range(0, len(members), self.batch_size):
+                    chunk = members[start:start + self.batch_size]
+                    batch = np.stack([pieces[k][1] for k in chunk])
+                    out = network(self.to_tensor(batch, device)).float().cpu().numpy()
+                    owners = [pieces[k][0] for k in chunk]
+                    np.add.at(sums, owners, out)
+                    np.add.at(counts, owners, 1)
+        return sums / counts
+
+    def proba_from_logits(self, logits: np.ndarray) -> np.ndarray:
+        """Calibrated P(fake) of raw logits."""
+        return self.calibrator_(logits)
+
+    # ------------------------------------------------------------------------- training
+
+    def _fit(
+        self,
+        images: Sequence[np.ndarray],
+        labels: np.ndarray,
+        validation: tuple[Sequence[np.ndarray], np.ndarray] | None,
+    ) -> None:
+        """Fine-tune with early stopping on validation AP, keep the best epoch, calibrate."""
+        self._check_params()
+        if validation is None:
+            images, val_images, labels, val_labels = train_test_split(
+                list(images), labels, test_size=self.val_fraction, stratify=labels,
+                random_state=self.seed)
+        else:
+            val_images, val_labels = validation
+        if len(np.unique(val_labels)) < 2:
+            raise ValueError("validation data must hold real and fake images: early stopping "
+                             "and calibration need both")
+        started = time.perf_counter()
+        device = self.torch_device()
+        rng = np.random.default_rng(self.seed)
+        torch.manual_seed(self.seed)
+        crop = min(self.crop_size, int(np.median([min(im.shape[:2]) for im in images])))
+        network = _place(self._new_network(self.pretrained), device)
+        optimiser = torch.optim.AdamW(network.parameters(), lr=self.lr,
+                                      weight_decay=self.weight_decay)
+        steps = self.steps_per_epoch or math.ceil(len(images) / self.batch_size)
+        batches = _batches(len(images), self.batch_size, rng)
+        scaler = torch.amp.GradScaler("cuda", enabled=_amp_dtype(device) == torch.float16)
+        history: list[dict[str, float]] = []
+        best: tuple[float, float] | None = None
+        # disable=None: the bar shows on a terminal only, so logs and CI stay readable.
+        with tqdm(total=self.epochs * steps, desc="cnn training", unit="step",
+                  disable=None if self.progress else True) as bar:
+            for epoch in range(1, self.epochs + 1):
+                network.train()
+                losses = []
+                for _ in range(steps):
+                    index = next(batches)
+                    views = np.stack([self.augment(images[i], rng, crop) for i in index])
+                    x = self.to_tensor(views, device)
+                    losses.append(self._train_step(network, optimiser, scaler, x, labels[index]))
+                    bar.update()
+                    bar.set_postfix(epoch=epoch, loss=f"{np.mean(losses[-20:]):.3f}")
+                val_logits = self.logits(val_images, network)
+                history.append({"epoch": epoch, "train_loss": float(np.mean(losses)),
+                                **_validation_scores(val_logits, val_labels)})
+                # Better AP wins; at equal AP (often 1.0 on small data) the lower loss does.
+                key = (history[-1]["val_ap"], -history[-1]["val_loss"])
+                if best is None or key > best:
+                    best, best_epoch, best_logits = key, epoch, val_logits
+                    best_state = copy.deepcopy(network.state_dict())
+                elif epoch - best_epoch >= self.patience:
+                    break
+        network.load_state_dict(best_state)
+        self.network_ = network.eval()
+        self.calibrator_ = PlattCalibration.fit(best_logits, np.asarray(val_labels))
+        self.calibration_ = self.calibrator_.to_dict()
+        self.fit_summary_ = {
+            "history": history,
+            "best_epoch": best_epoch,
+            "train_crop": crop,
+            "stopped_early": len(history) < self.epochs,
+            "train_seconds": round(time.perf_counter() - started, 1),
+            "device": str(device),
+            "held_out_from_train": len(val_labels) if validation is None else 0,
+        }
+
+    @staticmethod
+    def _train_step(network: nn.Module, optimiser: torch.optim.Optimizer,
+                    scaler: torch.amp.GradScaler, x: torch.Tensor, labels: np.ndarray) -> float:
+        """One AdamW step on BCE-with-logits (mixed precision on CUDA); returns the loss."""
+        y = torch.as_tensor(labels, dtype=torch.float32, device=x.device)
+        with _autocast(x.device):
+            logits = network(x)
+        loss = F.binary_cross_entropy_with_logits(logits.float(), y)
+        optimiser.zero_grad(set_to_none=True)
+        scaler.scale(loss).backward()
+        scaler.step(optimiser)
+        scaler.update()
+        return loss.item()
+
+    def fit(self, images: Sequence[np.ndarray], labels: Sequence[int], *,
+            val_images: Sequence[np.ndarray] | None = None,
+            val_labels: Sequence[int] | None = None) -> CNNDetector:
+        """Fit as every Detector; ``fit_summary_`` joins ``training_info_``.
+
+        Without validation data, ``val_fraction`` of the training images is held out for
+        early stopping and calibration, and the threshold stays 0.5 (of a calibrated P).
+        """
+        super().fit(images, labels, val_images=val_images, val_labels=val_labels)
+        self.training_info_.update(self.fit_summary_)
+        return self
+
+    def _predict_proba(self, images: Sequence[np.ndarray]) -> np.ndarray:
+        """Calibrated P(fake) float64 (N,) for validated images."""
+        self.torch_device()  # applies the thread setting
+        return self.proba_from_logits(self.logits(images))
+
+    # ------------------------------------------------------------------------- bundle
+
+    def _probe_logit(self) -> float:
+        """Logit of a fixed random image in float32 (no mixed precision), saved with the
+        weights to check that a reload, on any device, rebuilds the same network."""
+        probe = np.random.default_rng(_PROBE_SEED).integers(
+            0, 256, (1, self.crop_size, self.crop_size, 3), dtype=np.uint8)
+        device = next(self.network_.parameters()).device
+        with torch.inference_mode():
+            return float(self.network_.eval()(self.to_tensor(probe, device))[0])
+
+    def _arrays(self) -> dict[str, dict[str, np.ndarray]]:
+        """Network tensors and the probe logit, in one safetensors file."""
+        tensors = {key: value.detach().cpu().numpy()
+                   for key, value in self.network_.state_dict().items()}
+        tensors["probe_logit"] = np.asarray([self._probe_logit()])
+        return {WEIGHTS_FILE: tensors}
+
+    def save(self, folder: str | os.PathLike) -> Path:
+        """Write the bundle, with ``training_curves.png`` when the training history is known."""
+        self._check_fitted()
+        history = self.training_info_.get("history")
+        if history:
+            from forensics.plots import plot_training_history
+
+            plot_training_history(history, Path(folder) / CURVES_FILE,
+                                  self.training_info_.get("best_epoch"),
+                                  title=f"CNN detector ({self.backbone}, input {self.input})")
+        return super().save(folder)
+
+    def _restore(self, folder: Path, arrays: dict[str, dict[str, np.ndarray]]) -> None:
+        """Rebuild the network from the bundle's tensors alone (no ImageNet weights needed)."""
+        if WEIGHTS_FILE not in arrays:
+            raise BundleError(folder, f"detector.json does not list {WEIGHTS_FILE}")
+        tensors = arrays[WEIGHTS_FILE]
+        if tensors.get("probe_logit", np.empty(0)).shape != (1,):
+            raise BundleError(folder, f"{WEIGHTS_FILE} lacks a 'probe_logit' array of shape (1,)")
+        try:
+            self.calibrator_ = PlattCalibration.from_dict(self.calibration_)
+            self._check_params()
+            network = self._new_network(pretrained=False)
+            state = {key: torch.from_numpy(value) for key, value in tensors.items()
+                     if key.startswith(_NETWORK_PREFIX)}
+            network.load_state_dict(state, strict=True)
+        except (RuntimeError, ValueError) as error:
+            raise BundleError(folder, f"{WEIGHTS_FILE} does not fit a {self.backbone} "
+                                      f"network ({error})") from None
+        self.network_ = _place(network, self.torch_device()).eval()
+        expected = float(tensors["probe_logit"][0])
+        if not math.isclose(self._probe_logit(), expected, rel_tol=_PROBE_TOLERANCE,
+                            abs_tol=_PROBE_TOLERANCE):
+            raise BundleError(folder, "the rebuilt network does not reproduce the logit saved "
+                                      "with it (corrupt weights or an incompatible timm version)")
+
+
+def _memory_format(device: torch.device) -> torch.memory_format:
+    """channels_last on CUDA, where convolutions run faster in it; the default elsewhere."""
+    return torch.channels_last if device.type == "cuda" else torch.contiguous_format
+
+
+def _place(network: nn.Module, device: torch.device) -> nn.Module:
+    """``network`` on ``device`` in that device's memory format."""
+    return network.to(device=device, memory_format=_memory_format(device))
+
+
+def _validation_scores(logits: np.ndarray, labels: np.ndarray) -> dict[str, float]:
+    """BCE loss and AP of validation logits: the numbers early stopping looks at."""
+    loss = F.binary_cross_entropy_with_logits(
+        torch.from_numpy(logits), torch.as_tensor(labels, dtype=torch.float64))
+    return {"val_loss": float(loss), "val_ap": float(average_precision_score(labels, logits))}
+
+
+def _amp_dtype(device: torch.device) -> torch.dtype | None:
+    """Mixed-precision type on CUDA (bfloat16 where supported, else float16); None on CPU."""
+    if device.type != "cuda":
+        return None
+    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+
+
+def _autocast(device: torch.device) -> torch.autocast:
+    """Autocast context: mixed precision on CUDA, a no-op on the CPU."""
+    dtype = _amp_dtype(device)
+    return torch.autocast(device.type, dtype=dtype, enabled=dtype is not None)

@@ -1,0 +1,494 @@
+"""Robustness runs: every image under every perturbation of a grid, scored by every detector.
+
+The work is cut into *units*: a chunk of ``batch_size`` consecutive images times one perturbation
+family (see :mod:`forensics.grid`). Chunks depend only on the image list, so a resumed run, a
+run with another number of workers and a ``torchrun`` run with any number of ranks score the same
+batches and get bit-identical scores (a detector's scores can change in the last bits with the
+batch around them). A chunk is decoded once for all its families, each unit
+perturbs it level by level and scores each batch with all detectors on a worker pool, and the
+unit's rows are appended to the rank's results shard in one write with flush + fsync.
+
+An output folder holds:
+
+* ``run.json``: what the run is over (detectors with their sha256, corpora, split, images, grid);
+  a rerun with other inputs is refused unless ``fresh`` starts it over;
+* ``shards/rank-NNNNN.jsonl``: append-only rows, one file per rank; a rerun reads every shard
+  (ignoring a last line cut off by a kill), skips what is done and appends the rest;
+* ``results.jsonl``: all rows merged by rank 0, one per (image, detector, perturbation), sorted
+  by path, detector and grid order, with the fields in :data:`FIELDS`.
+
+Under ``torchrun`` (``RANK`` and ``WORLD_SIZE`` set) rank r takes chunks r, r + N, ...; rank 0
+waits at a gloo barrier for the others, then merges.
+"""
+
+from __future__ import annotations
+
+import datetime
+import hashlib
+import json
+import logging
+import os
+import shutil
+from collections import deque
+from collections.abc import Iterable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from tqdm.auto import tqdm
+
+import forensics
+from forensics.corpus import LABEL_NAMES, Corpus, discover_corpus
+from forensics.detectors import Detector, load_detector
+from forensics.evaluation import resolve_split
+from forensics.files import atomic_write_text, fsync_folder
+from forensics.grid import families, load_grid
+from forensics.images import ImageError
+from forensics.perturb import Perturbation
+from forensics.scoring import _predict as predict_batch
+from forensics.scoring import decode_batches
+
+__all__ = [
+    "FIELDS",
+    "RESULTS_FILE",
+    "RUN_FILE",
+    "RobustnessError",
+    "RunMismatchError",
+    "RunResult",
+    "bundle_sha256",
+    "perturbation_seed",
+    "read_results",
+    "run_robustness",
+]
+
+log = logging.getLogger(__name__)
+
+RUN_FORMAT = "gan-forensics-robustness"
+RUN_FORMAT_VERSION = 1
+RUN_FILE = "run.json"
+RESULTS_FILE = "results.jsonl"
+SHARDS_DIR = "shards"
+FIELDS = ("path", "label", "generator", "detector", "perturbation", "family", "level", "score",
+          "error")
+# run.json keys that must match for a rerun to continue the same run.
+_IDENTITY_KEYS = ("detectors", "corpora", "split", "batch_size", "grid", "images_sha256")
+# A rank that finishes early waits at the barrier for the slowest; shards can run for hours.
+_BARRIER_TIMEOUT = datetime.timedelta(days=2)
+
+Key = tuple[str, str, str]  # (path, detector, perturbation id)
+
+
+class RobustnessError(ValueError):
+    """Inputs a robustness run cannot use; the message says which and what to do."""
+
+
+class RunMismatchError(RobustnessError):
+    """An output folder that holds a run over other inputs than the ones given."""
+
+
+@dataclass(frozen=True)
+class RunImage:
+    """One image of a run: ``relpath`` (to its corpus root) seeds its random perturbations."""
+
+    path: str
+    relpath: str
+    label: int
+    generator: str | None
+
+
+@dataclass(frozen=True)
+class RunResult:
+    """A finished run as rank 0 sees it: its folder, its run.json and the merged rows."""
+
+    out: Path
+    manifest: dict[str, Any]
+    rows: list[dict[str, Any]]
+
+
+# --- inputs ---------------------------------------------------------------------------------
+
+def bundle_sha256(folder: str | os.PathLike) -> str:
+    """SHA-256 over every file of a detector bundle (relative paths and contents, sorted)."""
+    folder = Path(folder)
+    digest = hashlib.sha256()
+    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+        digest.update(path.relative_to(folder).as_posix().encode() + b"\0")
+        digest.update(hashlib.sha256(path.read_bytes()).digest())
+    return digest.hexdigest()
+
+
+def detector_names(bundles: Sequence[str | os.PathLike]) -> list[str]:
+    """Short unique names for bundle folders: the folder name, plus parents where names clash."""
+    parts = [Path(b).resolve().parts for b in bundles]
+    if len(set(parts)) < len(parts):
+        raise RobustnessError("the same detector bundle is given twice")
+    depth = 1
+    while len({p[-depth:] for p in parts}) < len(parts):
+        depth += 1
+    return ["/".join(p[-depth:]) for p in parts]
+
+
+def _stable_key(text: str) -> bytes:
+    return hashlib.sha256(text.encode("utf-8", "surrogateescape")).digest()
+
+
+def perturbation_seed(relpath: str, perturbation_id: str) -> int:
+    """The seed of ``perturbation_id`` on an image: the same in every run, on every rank."""
+    return int.from_bytes(_stable_key(f"{relpath}\n{perturbation_id}")[:8], "big")
+
+
+def select_images(corpora: Sequence[Corpus], split: str,
+                  limit: int | None = None) -> list[RunImage]:
+    """The images of ``split`` ("all" for every split) in the corpora, in corpus and path order.
+
+    ``limit`` keeps at most that many of each (label, generator), picked by a hash of the
+    relative path so that the choice is stable and spread over the corpus.
+    """
+    images: dict[str, RunImage] = {}
+    for corpus in corpora:
+        for item in corpus.select(split=split):
+            rel = item.path.relative_to(corpus.root).as_posix()
+            image = RunImage(str(item.path), rel, item.label, item.generator)
+            images.setdefault(image.path, image)
+    chosen = list(images.values())
+    if limit is not None:
+        groups: dict[tuple[int, str | None], list[RunImage]] = {}
+        for image in chosen:
+            groups.setdefault((image.label, image.generator), []).append(image)
+        keep = {im.path for group in groups.values()
+                for im in sorted(group, key=lambda im: _stable_key(im.relpath))[:limit]}
+        chosen = [im for im in chosen if im.path in keep]
+    return chosen
+
+
+def _run_split(detectors: Sequence[Detector], corpora: Sequence[Corpus], split: str) -> str:
+    """``auto``: ``test`` if any detector was trained on one of the corpora (so none is scored
+    on its own training images), else ``all``."""
+    if split != "auto":
+        return split
+    resolved = {resolve_split(det, corpora, "auto") for det in detectors}
+    return "test" if "test" in resolved else "all"
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """Everything a run is over, checked and loaded."""
+
+    names: list[str]
+    detectors: list[Detector]
+    images: list[RunImage]
+    perturbations: list[Perturbation]
+    manifest: dict[str, Any]
+
+
+def _plan(bundles: Sequence[str | os.PathLike], corpus_dirs: Sequence[str | os.PathLike],
+          grid: str | os.PathLike | Sequence[Perturbation], split: str, limit: int | None,
+          batch_size: int) -> _Plan:
+    """Load the detectors, the grid and the image list, and describe them in run.json form."""
+    if not bundles or not corpus_dirs:
+        raise RobustnessError("a robustness run needs at least one detector bundle and one corpus")
+    if batch_size < 1 or (limit is not None and limit < 1):
+        raise RobustnessError(
+            f"batch_size and limit must be positive, got {batch_size} and {limit}")
+    bundles = [Path(b).resolve() for b in bundles]
+    detectors = [load_detector(b) for b in bundles]
+    names = detector_names(bundles)
+    perturbations = list(grid) if not isinstance(grid, (str, os.PathLike)) else load_grid(grid)
+    if not perturbations:
+        raise RobustnessError("the grid holds no perturbations")
+    corpora = [discover_corpus(Path(d).resolve()) for d in corpus_dirs]
+    split = _run_split(detectors, corpora, split)
+    images = select_images(corpora, split, limit)
+    if not images:
+        raise RobustnessError(f"no images in split {split!r} of {', '.join(map(str, corpus_dirs))}")
+    listing = "\n".join(f"{im.path}\t{im.label}\t{im.generator}" for im in images)
+    manifest = {
+        "format": RUN_FORMAT,
+        "format_version": RUN_FORMAT_VERSION,
+        "detectors": [{"name": n, "sha256": bundle_sha256(b)} for n, b in zip(names, bundles)],
+        "corpora": [str(c.root) for c in corpora],
+        "split": split,
+        "limit": limit,
+        "batch_size": batch_size,
+        "grid": [p.id for p in perturbations],
+        "images": len(images),
+        "images_sha256": hashlib.sha256(listing.encode("utf-8", "surrogateescape")).hexdigest(),
+        "thresholds": {n: float(d.threshold_) for n, d in zip(names, detectors)},
+        "bundles": {n: str(b) for n, b in zip(names, bundles)},
+        "library_version": forensics.__version__,
+    }
+    return _Plan(names, detectors, images, perturbations, manifest)
+
+
+def _prepare_folder(out: Path, manifest: dict[str, Any], fresh: bool) -> None:
+    """Start ``out`` (or start it over with ``fresh``), or check that it holds this same run."""
+    run_file = out / RUN_FILE
+    if fresh:
+        shutil.rmtree(out / SHARDS_DIR, ignore_errors=True)
+        (out / RESULTS_FILE).unlink(missing_ok=True)
+    elif run_file.is_file():
+        try:
+            old = json.loads(run_file.read_text(encoding="utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError) as error:
+            raise RunMismatchError(f"{run_file} is not valid JSON ({error}); pass --fresh to "
+                                   "start the run over") from None
+        differ = [k for k in _IDENTITY_KEYS if old.get(k) != manifest[k]]
+        if differ:
+            raise RunMismatchError(
+                f"{out} holds a robustness run over other inputs ({', '.join(differ)} differ); "
+                "use another output folder, or pass --fresh to discard its results"
+            )
+        return
+    elif (out / SHARDS_DIR).exists():
+        raise RunMismatchError(f"{out} has results but no {RUN_FILE}; pass --fresh to discard them")
+    atomic_write_text(run_file, json.dumps(manifest, indent=2) + "\n")  # run.json before shards
+    fsync_folder(out)
+
+
+# --- the results store ----------------------------------------------------------------------
+
+def _read_jsonl(path: Path) -> tuple[list[dict[str, Any]], int]:
+    """Rows of a JSONL file and the byte length of its whole lines.
+
+    A last line without its newline, or that is not JSON, is what a kill during a write leaves:
+    it is ignored. A bad line before the last is damage, and raises ValueError.
+    """
+    data = path.read_bytes()
+    rows, end = [], 0
+    lines = data.split(b"\n")
+    for number, line in enumerate(lines[:-1], 1):  # lines[-1] is the text after the last newline
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError:
+            if number < len(lines) - 1:
+                raise ValueError(f"{path} line {number} is not JSON: the file is damaged; "
+                                 "rerun with --fresh to start over") from None
+            break
+        end += len(line) + 1
+    return rows, end
+
+
+def read_results(out: str | os.PathLike) -> list[dict[str, Any]]:
+    """The merged rows of a finished run folder (its ``results.jsonl``)."""
+    return _read_jsonl(Path(out) / RESULTS_FILE)[0]
+
+
+def _key(row: dict[str, Any]) -> Key:
+    return row["path"], row["detector"], row["perturbation"]
+
+
+class _ShardWriter:
+    """Appends rows to one rank's shard: whole lines, one write per unit, flushed and fsync'd."""
+
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        end = _read_jsonl(path)[1] if path.exists() else 0
+        self._file = open(path, "ab")
+        self._file.truncate(end)  # drop a line cut off by a kill before appending after it
+
+    def append(self, rows: Iterable[dict[str, Any]]) -> None:
+        data = "".join(json.dumps(row) + "\n" for row in rows).encode("utf-8")
+        self._file.write(data)
+        self._file.flush()
+        os.fsync(self._file.fileno())
+
+    def close(self) -> None:
+        self._file.close()
+
+
+def _shard_rows(out: Path) -> list[dict[str, Any]]:
+    """Rows of every shard in ``out`` (from any earlier number of ranks)."""
+    return [row for path in sorted((out / SHARDS_DIR).glob("rank-*.jsonl"))
+            for row in _read_jsonl(path)[0]]
+
+
+def _merge(out: Path, plan: _Plan) -> list[dict[str, Any]]:
+    """Write ``results.jsonl``: shard rows, each key once, sorted; all of the plan must be done."""
+    order = {p.id: i for i, p in enumerate(plan.perturbations)}
+    detector_order = {n: i for i, n in enumerate(plan.names)}
+    unique = {_key(row): row for row in reversed(_shard_rows(out))}  # the first row of a key wins
+    rows = sorted(unique.values(), key=lambda r: (r["path"], detector_order[r["detector"]],
+                                                  order[r["perturbation"]]))
+    expected = len(plan.images) * len(plan.names) * len(plan.perturbations)
+    if len(rows) != expected:
+        raise RuntimeError(f"{out}: {len(rows)} of {expected} results are done; rerun the same "
+                           "command to finish the run")
+    atomic_write_text(out / RESULTS_FILE, "".join(json.dumps(row) + "\n" for row in rows))
+    return rows
+
+
+# --- scoring one unit -----------------------------------------------------------------------
+
+Outcome = tuple[float | None, str]  # (score, error)
+
+
+def _perturb(image: np.ndarray | ImageError, relpath: str,
+             perturbation: Perturbation) -> np.ndarray | str:
+    """The perturbed image, or why there is none."""
+    if isinstance(image, ImageError):
+        return image.reason
+    try:
+        return perturbation.apply(image, seed=perturbation_seed(relpath, perturbation.id))
+    except Exception as error:  # noqa: BLE001 - a per-image failure is reported, not raised
+        return f"perturbation {perturbation.id} failed: {error}"
+
+
+def score_unit(images: Sequence[np.ndarray | ImageError], relpaths: Sequence[str],
+               perturbations: Sequence[Perturbation],
+               detectors: Sequence[Detector]) -> list[list[list[Outcome]]]:
+    """Outcomes ``[perturbation][detector][image]`` of a chunk of decoded images.
+
+    Images that failed to decode, perturb or score get (None, reason) instead of a score.
+    """
+    outcomes = []
+    for perturbation in perturbations:
+        perturbed = [_perturb(im, rel, perturbation) for im, rel in zip(images, relpaths)]
+        good = [im for im in perturbed if not isinstance(im, str)]
+        per_detector = []
+        for detector in detectors:
+            scores = iter(predict_batch(detector, good))  # (score, error, ensemble members)
+            per_detector.append([(None, im) if isinstance(im, str) else next(scores)[:2]
+                                 for im in perturbed])
+        outcomes.append(per_detector)
+    return outcomes
+
+
+# --- the runner -----------------------------------------------------------------------------
+
+class _World:
+    """This process's rank among ``torchrun`` processes (rank 0 of 1 without torchrun)."""
+
+    def __init__(self) -> None:
+        self.rank = int(os.environ.get("RANK", 0))
+        self.size = int(os.environ.get("WORLD_SIZE", 1))
+        self._owns_group = False
+        if self.size > 1:
+            import torch
+            import torch.distributed as dist
+
+            self._dist = dist
+            if not dist.is_initialized():  # gloo: ranks only exchange a flag and a barrier
+                dist.init_process_group("gloo", timeout=_BARRIER_TIMEOUT)
+                self._owns_group = True
+            if torch.cuda.is_available():  # one GPU per rank of a node for CUDA detectors
+                local_rank = int(os.environ.get("LOCAL_RANK", 0))
+                torch.cuda.set_device(local_rank % torch.cuda.device_count())
+
+    def broadcast(self, value: Any) -> Any:
+        """Rank 0's ``value`` on every rank."""
+        if self.size == 1:
+            return value
+        box = [value]
+        self._dist.broadcast_object_list(box, src=0)
+        return box[0]
+
+    def barrier(self) -> None:
+        if self.size > 1:
+            self._dist.barrier()
+
+    def close(self) -> None:
+        if self._owns_group:
+            self._dist.destroy_process_group()
+
+
+def _run_shard(out: Path, plan: _Plan, world: _World, workers: int, progress: bool) -> None:
+    """Score this rank's chunks that are not done yet, appending rows to its shard."""
+    batch_size = plan.manifest["batch_size"]
+    groups = families(plan.perturbations)
+    done = {_key(row) for row in _shard_rows(out)}
+    chunks = [plan.images[i:i + batch_size] for i in range(0, len(plan.images), batch_size)]
+    pending = []  # (chunk, families with work left)
+    for chunk in chunks[world.rank::world.size]:
+        todo = [family for family, perts in groups.items()
+                if any((im.path, name, p.id) not in done
+                       for im in chunk for name in plan.names for p in perts)]
+        if todo:
+            pending.append((chunk, todo))
+    total = sum(len(chunk) * len(groups[f]) for chunk, todo in pending for f in todo)
+    log.info("%d images x %d perturbations x %d detectors: %d image-perturbations to do%s",
+             len(plan.images), len(plan.perturbations), len(plan.names), total,
+             f" on rank {world.rank} of {world.size}" if world.size > 1 else "")
+    if not pending:
+        return
+
+    writer = _ShardWriter(out / SHARDS_DIR / f"rank-{world.rank:05d}.jsonl")
+    # Threads, not processes: decoding, JPEG, OpenCV and FFTs release the GIL, the detectors are
+    # loaded once and shared, and a GPU keeps one context. Process pools measured 4x slower on
+    # 2 cores (benchmarks/RESULTS.md); processes scale out through torchrun ranks instead.
+    executor = ThreadPoolExecutor(workers)
+    in_flight: deque[tuple[list[RunImage], str, Future]] = deque()
+    bar = tqdm(total=total, desc="robustness", unit="img", disable=not progress or world.rank)
+
+    def finish() -> None:
+        chunk, family, future = in_flight.popleft()
+        perts = groups[family]
+        rows = []
+        for pert, per_detector in zip(perts, future.result()):
+            for name, outcomes in zip(plan.names, per_detector):
+                for image, (score, error) in zip(chunk, outcomes):
+                    if (image.path, name, pert.id) not in done:
+                        rows.append({"path": image.path, "label": LABEL_NAMES[image.label],
+                                     "generator": image.generator, "detector": name,
+                                     "perturbation": pert.id, "family": family,
+                                     "level": pert.level, "score": score, "error": error})
+        writer.append(rows)
+        bar.update(len(chunk) * len(perts))
+
+    # Pending chunks are full except perhaps the very last one, so decode_batches cuts exactly
+    # these chunks out of their concatenated paths.
+    paths = [Path(im.path) for chunk, _ in pending for im in chunk]
+    try:
+        decoded = decode_batches(paths, batch_size=batch_size, workers=workers)
+        for (chunk, todo), batch in zip(pending, decoded, strict=True):
+            images = [image for _, image in batch]
+            relpaths = [im.relpath for im in chunk]
+            for family in todo:
+                future = executor.submit(score_unit, images, relpaths, groups[family],
+                                         plan.detectors)
+                in_flight.append((chunk, family, future))
+                while len(in_flight) > 2 * workers:  # bound memory, keep the workers busy
+                    finish()
+        while in_flight:
+            finish()
+    finally:  # on Ctrl-C: drop queued units, let running ones end; written rows are durable
+        executor.shutdown(wait=True, cancel_futures=True)
+        bar.close()
+        writer.close()
+
+
+def run_robustness(bundles: Sequence[str | os.PathLike], corpus_dirs: Sequence[str | os.PathLike],
+                   out: str | os.PathLike, *,
+                   grid: str | os.PathLike | Sequence[Perturbation] = "default",
+                   split: str = "auto", limit: int | None = None, batch_size: int = 64,
+                   workers: int = 2, fresh: bool = False,
+                   progress: bool = True) -> RunResult | None:
+    """Score the corpora's images under every perturbation of ``grid`` with every detector.
+
+    ``grid`` is a built-in grid name, a grid file or a list of perturbations; ``split`` is
+    "auto", "train", "val", "test" or "all"; ``limit`` caps the images per (label, generator);
+    ``workers`` threads perturb and score. Resumes what ``out`` holds (RunMismatchError if it
+    holds another run, unless ``fresh``). Under ``torchrun`` each rank
+    scores its share; rank 0 merges and gets the RunResult, the other ranks get None.
+    """
+    out = Path(out)
+    world = _World()
+    try:
+        plan = _plan(bundles, corpus_dirs, grid, split, limit, batch_size)
+        problem = None
+        if world.rank == 0:
+            try:
+                _prepare_folder(out, plan.manifest, fresh)
+            except RunMismatchError as error:
+                problem = str(error)
+        problem = world.broadcast(problem)
+        if problem:
+            raise RunMismatchError(problem)
+        _run_shard(out, plan, world, max(1, workers), progress)
+        world.barrier()
+        if world.rank:
+            return None
+        return RunResult(out, plan.manifest, _merge(out, plan))
+    finally:
+        world.close()

@@ -1,0 +1,193 @@
+"""Sample quality from feature arrays: Frechet distance, KID and k-NN precision/recall.
+
+The figures depend on the feature extractor, so every name carries it: ``FD_<backbone>``
+(the Frechet Inception Distance when the backbone is Inception-v3 with the FID weights),
+``KID_<backbone>``, ``precision_<backbone>``, ``recall_<backbone>``. Features come from any
+pooled image model (:func:`embed_images`); ``forensics zoo metrics`` uses the offline
+ImageNet backbones of ``forensics.backbones`` and, when the user has its weights locally,
+torchvision's Inception-v3 (:func:`inception_feature_model`).
+
+- Frechet distance (Heusel et al. 2017): |mu1 - mu2|^2 + tr(S1 + S2 - 2 (S1 S2)^(1/2)), the
+  trace of the square root from the eigenvalues of the symmetric S1^(1/2) S2 S1^(1/2), or, for
+  sets smaller than the feature size, from the singular values of the centred A B^T: exact
+  for the rank-deficient covariances of small sets, where a general sqrtm is unstable.
+- KID (Binkowski et al. 2018): the unbiased MMD^2 with the kernel (x.y / d + 1)^3, averaged
+  over random subsets; the subset size shrinks to the smaller set, so small sets still work.
+- Precision / recall (Kynkaanniemi et al. 2019): the share of fakes inside some real image's
+  k-NN ball, and of reals inside some fake's.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from .data import load_square_rgb
+
+
+def _as_features(features: np.ndarray, what: str, minimum: int = 2) -> np.ndarray:
+    array = np.asarray(features, dtype=np.float64)
+    if array.ndim != 2 or array.shape[0] < minimum:
+        raise ValueError(f"{what} must be an (N >= {minimum}, D) feature array, got shape "
+                         f"{array.shape}")
+    return array
+
+
+def frechet_distance(features_a: np.ndarray, features_b: np.ndarray) -> float:
+    """Frechet distance between Gaussians fitted to two (N, D) feature sets (>= 2 rows each)."""
+    a, b = _as_features(features_a, "features_a"), _as_features(features_b, "features_b")
+    if a.shape[1] != b.shape[1]:
+        raise ValueError(f"feature sizes differ: {a.shape[1]} vs {b.shape[1]}")
+    centred_a, centred_b = a - a.mean(0), b - b.mean(0)
+    scale_a, scale_b = len(a) - 1, len(b) - 1
+    if min(len(a), len(b)) < a.shape[1]:
+        # Few images, many features: the nonzero eigenvalues of S_a S_b are the squared
+        # singular values of A B^T / sqrt(scale), a small (N_a, N_b) problem.
+        singular = np.linalg.svd(centred_a @ centred_b.T, compute_uv=False)
+        trace_root = singular.sum() / np.sqrt(scale_a * scale_b)
+    else:
+        cov_a = centred_a.T @ centred_a / scale_a
+        cov_b = centred_b.T @ centred_b / scale_b
+        values, vectors = np.linalg.eigh(cov_a)
+        root_a = (vectors * np.sqrt(np.clip(values, 0, None))) @ vectors.T
+        cross = np.linalg.eigvalsh(root_a @ cov_b @ root_a)
+        trace_root = np.sqrt(np.clip(cross, 0, None)).sum()
+    difference = a.mean(0) - b.mean(0)
+    return float(difference @ difference + (centred_a ** 2).sum() / scale_a
+                 + (centred_b ** 2).sum() / scale_b - 2 * trace_root)
+
+
+def kernel_distance(features_a: np.ndarray, features_b: np.ndarray, *, num_subsets: int = 100,
+                    subset_size: int = 1000, seed: int = 0) -> tuple[float, float, int]:
+    """KID: (mean, std over subsets, subset size) of the unbiased polynomial-kernel MMD^2.
+
+    Each subset draws ``min(subset_size, len(a), len(b))`` rows of each set without
+    replacement.
+    """
+    a, b = _as_features(features_a, "features_a"), _as_features(features_b, "features_b")
+    size = min(subset_size, len(a), len(b))
+    rng = np.random.default_rng(seed)
+    dim = a.shape[1]
+
+    def kernel(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+        return (x @ y.T / dim + 1) ** 3
+
+    values = []
+    for _ in range(num_subsets):
+        x = a[rng.choice(len(a), size, replace=False)]
+        y = b[rng.choice(len(b), size, replace=False)]
+        k_xx, k_yy, k_xy = kernel(x, x), kernel(y, y), kernel(x, y)
+        off_diagonal = (k_xx.sum() - np.trace(k_xx)) + (k_yy.sum() - np.trace(k_yy))
+        within = off_diagonal / (size * (size - 1))
+        values.append(within - 2 * k_xy.mean())
+    return float(np.mean(values)), float(np.std(values)), size
+
+
+def _distances(a: np.ndarray, b: np.ndarray, block: int = 1024) -> np.ndarray:
+    """Euclidean distances (len(a), len(b)), computed in row blocks."""
+    squared_b = (b * b).sum(1)
+    rows = []
+    for start in range(0, len(a), block):
+        x = a[start:start + block]
+        squared = (x * x).sum(1)[:, None] + squared_b[None, :] - 2 * x @ b.T
+        rows.append(np.sqrt(np.clip(squared, 0, None)))
+    return np.concatenate(rows)
+
+
+def _knn_radii(features: np.ndarray, k: int) -> np.ndarray:
+    """Distance of each row to its k-th nearest other row."""
+    return np.partition(_distances(features, features), k, axis=1)[:, k]
+
+
+def precision_recall(real_features: np.ndarray, fake_features: np.ndarray,
+                     k: int = 3) -> tuple[float, float]:
+    """Improved precision and recall (Kynkaanniemi et al.) with k-NN balls; needs > k rows."""
+    real = _as_features(real_features, "real_features", k + 1)
+    fake = _as_features(fake_features, "fake_features", k + 1)
+    real_radii, fake_radii = _knn_radii(real, k), _knn_radii(fake, k)
+    fake_to_real = _distances(fake, real)
+    precision = (fake_to_real <= real_radii[None, :]).any(1).mean()
+    recall = (fake_to_real.T <= fake_radii[None, :]).any(1).mean()
+    return float(precision), float(recall)
+
+
+def quality_report(real_features: np.ndarray, fake_features: np.ndarray, backbone: str, *,
+                   kid_subsets: int = 100, kid_subset_size: int = 1000, k: int = 3) -> dict:
+    """All figures for one feature space, each key naming ``backbone``."""
+    kid, kid_std, size = kernel_distance(real_features, fake_features, num_subsets=kid_subsets,
+                                         subset_size=kid_subset_size)
+    precision, recall = precision_recall(real_features, fake_features, k)
+    return {
+        f"FD_{backbone}": frechet_distance(real_features, fake_features),
+        f"KID_{backbone}": kid,
+        f"KID_{backbone}_std": kid_std,
+        f"precision_{backbone}": precision,
+        f"recall_{backbone}": recall,
+        "kid_subset_size": size,
+        "knn_k": k,
+        "n_real": len(real_features),
+        "n_fake": len(fake_features),
+    }
+
+
+def embed_images(paths: Sequence[str | Path], model: nn.Module, *, size: int,
+                 mean: Sequence[float], std: Sequence[float], device: str | torch.device = "cpu",
+                 batch_size: int = 32) -> np.ndarray:
+    """Pooled features (N, D) float64 of the images at ``paths``.
+
+    Each image is decoded to RGB, its shorter side resized to ``size`` (bicubic, antialiased
+    when shrinking) and centre-cropped, scaled to [0, 1] and normalised with ``mean`` / ``std``
+    (the backbone's own), then run through ``model`` in eval mode.
+    """
+    if not paths:
+        raise ValueError("no images to embed")
+    model = model.eval().to(device)
+    mean_t = torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1)
+    std_t = torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1)
+    features = []
+    with torch.inference_mode():
+        for start in range(0, len(paths), batch_size):
+            arrays = np.stack([np.asarray(load_square_rgb(p, size))
+                               for p in paths[start:start + batch_size]])
+            images = torch.from_numpy(arrays).permute(0, 3, 1, 2).float().div(255)
+            output = model(((images - mean_t) / std_t).to(device))
+            features.append(output.flatten(1).double().cpu().numpy())
+    return np.concatenate(features)
+
+
+INCEPTION_SIZE = 299
+
+
+def inception_feature_model(weights: str | Path) -> nn.Module:
+    """torchvision's Inception-v3 with the state dict in ``weights`` (``.safetensors``, or a
+    ``.pth`` read with ``torch.load(weights_only=True)``), its classifier replaced by the
+    identity: 2048 pooled features for 299 px input normalised with mean = std = 0.5.
+
+    These are torchvision's ImageNet weights; the TF-FID weights of pytorch-fid differ slightly
+    in architecture, so figures match published FIDs only approximately.
+    """
+    from torchvision.models import inception_v3
+
+    from safetensors.torch import load_file
+
+    path = Path(weights)
+    try:
+        state = (load_file(path) if path.suffix == ".safetensors"
+                 else torch.load(path, map_location="cpu", weights_only=True))
+    except FileNotFoundError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - any decoding failure means "not a state dict"
+        raise ValueError(f"{path} could not be read as a state dict ({exc})") from exc
+    model = inception_v3(weights=None, aux_logits=True, init_weights=False,
+                         transform_input=False)
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as exc:
+        raise ValueError(f"{path} is not a torchvision inception_v3 state dict: {exc}") from exc
+    model.aux_logits, model.AuxLogits = False, None
+    model.fc = nn.Identity()
+    return model.eval()

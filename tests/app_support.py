@@ -1,0 +1,90 @@
+"""A small root for the app tests: two tiny corpora, a spectral bundle, a run, robustness results.
+
+Built in a couple of seconds: 32 px patches of the bundled photos as the real images and
+nearest-neighbour upsampled noise (the periodic trace GAN upsampling leaves) as the fakes.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from forensics.bundled import write_bundled_corpus
+from forensics.images import encode_png, save_png
+from forensics.training import train_detector
+
+APP_DIR = Path(__file__).resolve().parent.parent / "app"
+if str(APP_DIR) not in sys.path:
+    sys.path.insert(0, str(APP_DIR))
+
+
+def upsampled_noise(rng: np.random.Generator, size: int = 32) -> np.ndarray:
+    """A fake-looking RGB uint8 image: smooth noise at half size, doubled by pixel repetition."""
+    small = rng.integers(0, 256, (size // 2, size // 2, 3)).astype(np.float64)
+    small = (small + np.roll(small, 1, 0) + np.roll(small, 1, 1)) / 3
+    return np.repeat(np.repeat(small, 2, 0), 2, 1).astype(np.uint8)
+
+
+def photo_png(size: int = 96) -> bytes:
+    """PNG bytes of a real photograph crop (scikit-image's coffee, never in the training set)."""
+    from skimage import data
+
+    return encode_png(np.ascontiguousarray(data.coffee()[100:100 + size, 200:200 + size]))
+
+
+# An ensemble of the spectral detector and a tiny untrained-backbone CNN: per-member scores and
+# Grad-CAM without the cost of a real backbone.
+ENSEMBLE = {"members": [
+    {"name": "spectral", "kind": "spectral", "params": {"n_bins": 32}},
+    {"name": "cnn", "kind": "cnn", "params": {
+        "backbone": "test_efficientnet", "pretrained": False, "crop_size": 32, "epochs": 1,
+        "steps_per_epoch": 2, "batch_size": 8, "progress": False}},
+]}
+_SHARED: dict[Path, Path] = {}
+
+
+def shared_app_root(base: Path) -> tuple[Path, Path]:
+    """``(root, bundle)`` of an ensemble app root under ``base``, built once per process."""
+    root = base / "app_root"
+    if root not in _SHARED:
+        root.mkdir()
+        _SHARED[root] = build_app_root(root, ensemble=True)
+    return root, _SHARED[root]
+
+
+def build_app_root(root: Path, ensemble: bool = False) -> Path:
+    """Write the test root and return the path of its detector bundle (``root/detector``).
+
+    The bundle is a spectral detector, or with ``ensemble`` the ENSEMBLE of spectral and CNN.
+    """
+    write_bundled_corpus(root / "real32", size=32, count=90, seed=0)
+    rng = np.random.default_rng(0)
+    for i in range(90):
+        save_png(upsampled_noise(rng), root / "fake_nn" / "fake" / "nn_upsample" / f"{i:03d}.png")
+    bundle = root / "detector"
+    kind, params = ("ensemble", ENSEMBLE) if ensemble else ("spectral", {"n_bins": 32})
+    train_detector(kind, [root / "real32", root / "fake_nn"], bundle, params=params,
+                   progress=False)
+
+    run = root / "gan_run"
+    run.mkdir()
+    (run / "config.json").write_text(json.dumps({"name": "dcgan", "resolution": 32, "step": 3}))
+    (run / "stats.jsonl").write_text("".join(
+        json.dumps({"step": s, "loss_d": 1.2 - 0.1 * s, "loss_g": 0.8 + 0.1 * s,
+                    "d_real": 0.6, "d_fake": 0.4}) + "\n" for s in range(1, 4)))
+    save_png(upsampled_noise(rng, 64), run / "samples.png")
+    save_png(upsampled_noise(rng, 64), run / "curves.png")
+
+    robust = root / "robustness"
+    rows = ["detector,generator,family,perturbation,level,ap,roc_auc,accuracy"]
+    for gen in ("nn_upsample", "dcgan"):
+        for q, ap in ((100, 0.99), (90, 0.9), (70, 0.7)):
+            rows.append(f"spectral,{gen},jpeg_pil,jpeg_pil/q={q},{q},{ap},{ap},{ap - 0.05}")
+        for s, ap in ((1.0, 0.99), (0.5, 0.6)):
+            rows.append(f"spectral,{gen},resize,resize/scale={s},{s},{ap},{ap},{ap - 0.1}")
+    robust.mkdir()
+    (robust / "metrics.csv").write_text("\n".join(rows) + "\n")
+    return bundle

@@ -1,0 +1,50 @@
+"""`forensics app`: trains the default detector when missing, then Streamlit replaces the CLI."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+
+import pytest
+
+from app_support import build_app_root
+from forensics import cli
+
+
+@pytest.fixture
+def exec_calls(monkeypatch):
+    """Capture os.execve instead of replacing the test process with Streamlit."""
+    calls = []
+    monkeypatch.setattr(os, "execve", lambda path, argv, env: calls.append((path, argv, env)))
+    return calls
+
+
+def test_app_trains_the_demo_detector_when_missing(tmp_path, monkeypatch, capsys, exec_calls):
+    bundle = build_app_root(tmp_path / "built")
+    monkeypatch.chdir(tmp_path)
+    demo_runs = []
+
+    def fake_demo(out, *, quick, progress):
+        demo_runs.append((str(out), quick))
+        shutil.copytree(bundle, out / "detector")
+
+    monkeypatch.setattr("forensics.pipeline.run_demo", fake_demo)
+    assert cli.main(["app", "--port", "8765", "-q"]) == 0
+    assert demo_runs == [("runs/demo", True)]
+    assert "training the quick demo first" in capsys.readouterr().out
+    path, argv, env = exec_calls[0]
+    assert path == sys.executable and argv[1:4] == ["-m", "streamlit", "run"]
+    assert argv[4].endswith(os.path.join("app", "Home.py"))
+    flags = dict(zip(argv[5::2], argv[6::2]))
+    assert flags["--server.address"] == "127.0.0.1" and flags["--server.port"] == "8765"
+    assert flags["--browser.gatherUsageStats"] == "false" and flags["--server.headless"] == "true"
+    assert flags["--server.maxUploadSize"] == "100"
+    assert env[cli.APP_ENV_DETECTOR] == str(tmp_path / "runs" / "demo" / "detector")
+    assert env[cli.APP_ENV_ROOT] == str(tmp_path / "runs")
+
+
+def test_app_refuses_a_folder_that_is_not_a_bundle(tmp_path, capsys, exec_calls):
+    assert cli.main(["app", "--detector", str(tmp_path), "--root", str(tmp_path)]) == 2
+    assert "no detector.json" in capsys.readouterr().err
+    assert exec_calls == []
