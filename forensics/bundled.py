@@ -45,6 +45,9 @@ def _skimage(name: str, filename: str, split: str) -> SourcePhoto:
     return SourcePhoto(name, "skimage", f"data/{filename}", split)
 
 
+# Photos that are grey (stored as three equal channels): the "grey" tone in the manifest.
+GREY_PHOTOS = frozenset({"camera", "grass", "gravel", "coins", "moon", "brick"})
+
 SOURCE_PHOTOS: tuple[SourcePhoto, ...] = (
     _skimage("astronaut", "astronaut.png", "train"),
     _skimage("rocket", "rocket.jpg", "train"),
@@ -107,7 +110,8 @@ def write_bundled_corpus(out: str | os.PathLike, *, size: int = 64, count: int =
         rel = f"real/{source.name}_{i:05d}.png"
         save_png(patch, out / rel)
         rows.append({"path": rel, "label": "real", "generator": None, "split": source.split,
-                     "source": source.name, "source_package": source.package, "seed": seed,
+                     "source": source.name, "source_package": source.package,
+                     "tone": "grey" if source.name in GREY_PHOTOS else "colour", "seed": seed,
                      "index": i, **meta})
         if progress is not None:
             progress(1)

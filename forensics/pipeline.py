@@ -1,4 +1,8 @@
-"""The end-to-end demo: bundled photos -> DCGAN -> fake corpus -> spectral detector -> evaluation.
+"""The end-to-end demo: bundled photos -> four GANs -> fake corpora -> detectors -> evaluation.
+
+Detectors train on the reals and two "seen" generators (DCGAN, StyleGAN) and are evaluated on
+all four, so the table shows how they carry over to the unseen cGAN and CycleGAN; a
+leave-one-generator-out table and a small robustness grid follow.
 
 This is orchestration only: it owns no model code and is, with the CLI, the one place where
 ``forensics`` and ``generators`` meet.
@@ -10,101 +14,187 @@ import json
 import logging
 import os
 import shutil
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from forensics.bundled import write_bundled_corpus
-from forensics.corpus import FAKE, REAL, discover_corpus
-from forensics.evaluation import evaluate_corpora, evaluation_table
+from forensics.corpus import REAL, Corpus, discover_corpus
+from forensics.detectors import load_detector
+from forensics.evaluation import (ProtocolData, evaluate_corpora, evaluation_table,
+                                  leave_one_out, leave_one_out_table)
 from forensics.features import azimuthal_spectra
+from forensics.files import atomic_write_text
 from forensics.plots import plot_mean_spectra
-from forensics.training import load_items, train_detector
+from forensics.report import write_report
+from forensics.robustness import run_robustness
+from forensics.training import decode_items, train_detector
 
 log = logging.getLogger(__name__)
+
+GENERATORS = ("dcgan", "cgan", "stylegan", "cyclegan")
+SEEN = ("dcgan", "stylegan")  # detectors train on these; cgan and cyclegan stay unseen
 
 
 @dataclass(frozen=True)
 class DemoConfig:
-    """Sizes of the demo. ``QUICK`` fits in about 2 minutes and ``FULL`` in about 10 on 2 cores."""
+    """Sizes of the demo: patch size, corpus sizes, steps and overrides per generator."""
 
     size: int
     n_real: int
     n_fake: int
-    gan_steps: int
-    gan_width: int
-    batch_size: int
+    steps: dict[str, int]
+    gan: dict[str, dict[str, Any]]
+    cnn: dict[str, Any]
+    robustness_limit: int | None
+    loo: dict[str, Any] = field(default_factory=lambda: {"features": "fft"})
 
 
-QUICK = DemoConfig(size=32, n_real=600, n_fake=600, gan_steps=400, gan_width=64, batch_size=64)
-FULL = DemoConfig(size=64, n_real=2000, n_fake=2000, gan_steps=800, gan_width=64, batch_size=64)
+QUICK = DemoConfig(
+    size=32, n_real=600, n_fake=300,
+    steps={"dcgan": 300, "cgan": 200, "stylegan": 60, "cyclegan": 60},
+    gan={"dcgan": {"ngf": 32, "ndf": 32, "batch_size": 64},
+         "cgan": {"ngf": 32, "ndf": 32, "batch_size": 64},
+         "stylegan": {}, "cyclegan": {"total_steps": 60}},
+    cnn={"epochs": 3, "steps_per_epoch": 15, "patience": 2},
+    robustness_limit=60)
+FULL = DemoConfig(
+    size=64, n_real=2000, n_fake=800,
+    steps={"dcgan": 400, "cgan": 300, "stylegan": 150, "cyclegan": 150},
+    gan={"dcgan": {}, "cgan": {"ngf": 32, "ndf": 32}, "stylegan": {"batch_size": 16},
+         "cyclegan": {"total_steps": 150}},
+    cnn={"epochs": 5, "steps_per_epoch": 30},
+    robustness_limit=200)
+
+
+def _write_json(path: Path, data: Any) -> None:
+    atomic_write_text(path, json.dumps(data, indent=2) + "\n")
+
+
+def _domains(real: Corpus, out: Path) -> dict[str, Path]:
+    """Copy the real patches into colour/ and grey/ folders: CycleGAN's two domains."""
+    folders = {tone: out / "domains" / tone for tone in ("colour", "grey")}
+    for folder in folders.values():
+        folder.mkdir(parents=True, exist_ok=True)
+    for it in real.items:
+        shutil.copyfile(it.path, folders[it.meta["tone"]] / it.path.name)
+    return folders
+
+
+def _train_generators(cfg: DemoConfig, real: Corpus, out: Path, seed: int, device: str,
+                      progress: bool) -> dict[str, Path]:
+    """Train each generator on real train patches and sample it into ``out/fake_<name>``."""
+    from generators.sampling import sample_images
+    from generators.trainer import train_gan
+
+    train = real.select(split="train", label=REAL)
+    domains = _domains(real, out)
+    fake_dirs = {}
+    for name in GENERATORS:
+        run, fake = out / "runs" / name, out / f"fake_{name}"
+        overrides = {"resolution": cfg.size, **cfg.gan[name]}
+        data_b = None
+        if name == "cgan":  # classes: the tone of the source photo
+            data: list[Any] = [(it.path, it.meta["tone"]) for it in train]
+        elif name == "cyclegan":  # colour photos <-> grey photos
+            data = [it.path for it in train if it.meta["tone"] == "colour"]
+            data_b = [it.path for it in train if it.meta["tone"] == "grey"]
+        else:
+            data = [it.path for it in train]
+        log.info("training %s for %d steps", name, cfg.steps[name])
+        train_gan(name, data, run, data_b=data_b, steps=cfg.steps[name], seed=seed,
+                  device=device, config_overrides=overrides, progress=progress)
+        if fake.exists():
+            shutil.rmtree(fake)  # a demo rerun starts its fake corpora afresh
+        source = domains["colour"] if name == "cyclegan" else None
+        sample_images(run, cfg.n_fake, fake, seed=seed + 1_000_000, device=device,
+                      progress=progress, source=source)
+        fake_dirs[name] = fake
+    return fake_dirs
+
+
+def _plots(corpora: list[Corpus], out: Path, progress: bool) -> None:
+    """Training curves and sample grids of every run, and the mean spectra of the test split."""
+    plots = out / "plots"
+    plots.mkdir(exist_ok=True)
+    for name in GENERATORS:
+        for png in ("curves.png", "samples.png"):
+            if (out / "runs" / name / png).is_file():
+                shutil.copyfile(out / "runs" / name / png, plots / f"{name}_{png}")
+    items = [it for c in corpora for it in c.select(split="test")]
+    good, images, _ = decode_items(items, desc="spectra", progress=progress)
+    spectra = azimuthal_spectra(images)
+    groups = {"real (test)": spectra[[it.label == REAL for it in good]]}
+    for name in GENERATORS:
+        rows = spectra[[it.generator == name for it in good]]
+        if len(rows):
+            groups[f"{name} (test)"] = rows
+    plot_mean_spectra(groups, plots / "mean_spectrum.png",
+                      title="Held-out real vs generated patches: azimuthal log power spectrum")
 
 
 def run_demo(out: str | os.PathLike = "runs/demo", *, quick: bool = False, seed: int = 0,
              device: str = "auto", progress: bool = True) -> dict[str, Any]:
-    """Run the whole slice under ``out`` and return the evaluation (also saved as JSON)."""
-    from generators.sampling import sample_images
-    from generators.trainer import plot_training_curves, read_stats, train_gan
-
+    """Run the whole slice under ``out``; return the results (also saved as JSON there)."""
     cfg = QUICK if quick else FULL
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "demo_config.json").write_text(json.dumps({"quick": quick, "seed": seed,
-                                                      **asdict(cfg)}, indent=2))
-    real_dir, run_dir = out / "real", out / "dcgan_run"
-    fake_dir, bundle = out / "fake_dcgan", out / "detector"
-    plots = out / "plots"
+    _write_json(out / "demo_config.json", {"quick": quick, "seed": seed, **asdict(cfg)})
 
-    log.info("1/5 writing %d bundled real patches of %d px to %s", cfg.n_real, cfg.size, real_dir)
-    write_bundled_corpus(real_dir, size=cfg.size, count=cfg.n_real, seed=seed)
-    real = discover_corpus(real_dir)
-    gan_data = [it.path for it in real.select(split="train", label=REAL)]
+    log.info("1/6 writing %d bundled real patches of %d px", cfg.n_real, cfg.size)
+    real = discover_corpus(write_bundled_corpus(out / "real", size=cfg.size, count=cfg.n_real,
+                                                seed=seed))
+    log.info("2/6 training and sampling %s", ", ".join(GENERATORS))
+    fake_dirs = _train_generators(cfg, real, out, seed, device, progress)
+    corpora = [real] + [discover_corpus(d) for d in fake_dirs.values()]
 
-    log.info("2/5 training DCGAN for %d steps on %d real patches", cfg.gan_steps, len(gan_data))
-    overrides = {"resolution": cfg.size, "ngf": cfg.gan_width, "ndf": cfg.gan_width,
-                 "batch_size": cfg.batch_size}
-    train_gan("dcgan", gan_data, run_dir, steps=cfg.gan_steps, seed=seed, device=device,
-              config_overrides=overrides, progress=progress)
+    log.info("3/6 training the ensemble (spectral + cnn) on reals + %s", ", ".join(SEEN))
+    bundle = out / "detector"
+    members = [{"name": "spectral", "kind": "spectral", "params": {"features": "fft"}},
+               {"name": "cnn", "kind": "cnn", "params": cfg.cnn}]
+    train_detector("ensemble", [out / "real", *(fake_dirs[g] for g in SEEN)], bundle,
+                   params={"members": members}, progress=progress)
 
-    log.info("3/5 sampling %d fakes to %s", cfg.n_fake, fake_dir)
-    if fake_dir.exists():
-        shutil.rmtree(fake_dir)  # a demo rerun starts its fake corpus afresh
-    sample_images(run_dir, cfg.n_fake, fake_dir, seed=seed + 1_000_000, device=device,
-                  progress=progress)
+    log.info("4/6 evaluating every detector on the held-out test split of all generators")
+    detectors = {"ensemble": bundle, **{p.name: p for p in sorted((bundle / "members").iterdir())
+                                        if (p / "detector.json").is_file()}}
+    evaluations = {name: evaluate_corpora(load_detector(path), corpora, split="test",
+                                          progress=progress, plots=out / "plots" / name)
+                   for name, path in detectors.items()}
+    _write_json(out / "evaluation.json", {**evaluations["ensemble"],
+                                          "members": {k: v for k, v in evaluations.items()
+                                                      if k != "ensemble"}})
 
-    log.info("4/5 training the spectral detector on the train split")
-    detector = train_detector("spectral", [real_dir, fake_dir], bundle, progress=progress)
+    log.info("5/6 leave-one-generator-out with the spectral detector")
+    loo = leave_one_out("spectral", cfg.loo, ProtocolData(corpora, progress=progress))
+    _write_json(out / "leave_one_out.json", loo)
 
-    log.info("5/5 evaluating on the held-out test split")
-    corpora = [real, discover_corpus(fake_dir)]
-    result = evaluate_corpora(detector, corpora, split="test", progress=progress)
-    (out / "evaluation.json").write_text(json.dumps(result, indent=2))
-
-    plots.mkdir(exist_ok=True)
-    plot_training_curves(read_stats(run_dir), plots / "training_curves.png")
-    shutil.copyfile(run_dir / "samples.png", plots / "samples.png")
-    test_items = [it for c in corpora for it in c.select(split="test")]
-    images, labels, _ = load_items(test_items, desc="spectra", progress=progress)
-    spectra = azimuthal_spectra(images)
-    plot_mean_spectra({"real (test)": spectra[labels == REAL],
-                       "DCGAN fake (test)": spectra[labels == FAKE]},
-                      plots / "mean_spectrum.png",
-                      title="Held-out real vs DCGAN patches: azimuthal log power spectrum")
-    return result
+    log.info("6/6 robustness: a small grid over the detectors")
+    run_robustness(list(detectors.values()), [c.root for c in corpora], out / "robustness",
+                   grid="small", split="test", limit=cfg.robustness_limit, fresh=True,
+                   progress=progress)
+    report = write_report(out / "robustness")
+    _plots(corpora, out, progress)
+    return {"evaluations": evaluations, "leave_one_out": loo, "robustness": str(report.html)}
 
 
 def demo_summary(result: dict[str, Any], out: str | os.PathLike) -> str:
-    """The text printed at the end of the demo: the table and where everything was written."""
+    """The text printed at the end of the demo: the tables and where everything was written."""
     out = Path(out)
-    return "\n".join([
-        f"Evaluation on the held-out test split ({result['n_scored']} images, "
-        f"threshold {result['detector']['threshold']:.3f} chosen on the val split):",
-        evaluation_table(result),
-        "",
-        f"real corpus     {out / 'real'}",
-        f"DCGAN run       {out / 'dcgan_run'}  (config.json, weights.safetensors, stats.jsonl)",
-        f"fake corpus     {out / 'fake_dcgan'}  (PNG + manifest.jsonl)",
-        f"detector        {out / 'detector'}  (detector.json + weights.npz)",
-        f"evaluation      {out / 'evaluation.json'}",
-        f"plots           {out / 'plots'}  (training_curves.png, samples.png, mean_spectrum.png)",
-    ])
+    ens = result["evaluations"]["ensemble"]
+    lines = [f"Ensemble on the held-out test split ({ens['n_scored']} images; trained on real + "
+             f"{', '.join(SEEN)}; threshold {ens['detector']['threshold']:.3f} from the val split):",
+             evaluation_table(ens), ""]
+    for name, res in result["evaluations"].items():
+        if name != "ensemble":
+            lines += [f"Member {name}:", evaluation_table(res), ""]
+    lines += ["Leave one generator out (spectral detector; held-out generator's test split):",
+              leave_one_out_table(result["leave_one_out"]), "",
+              f"real corpus     {out / 'real'}",
+              f"generator runs  {out / 'runs'}  (config.json, weights.safetensors, stats.jsonl)",
+              f"fake corpora    {out}/fake_<generator>  (PNG + manifest.jsonl)",
+              f"detector        {out / 'detector'}  (ensemble; members/ holds spectral and cnn)",
+              f"evaluation      {out / 'evaluation.json'}, {out / 'leave_one_out.json'}",
+              f"robustness      {result['robustness']}",
+              f"plots           {out / 'plots'}"]
+    return "\n".join(lines)

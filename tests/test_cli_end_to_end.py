@@ -15,19 +15,32 @@ def test_quick_demo_beats_chance_and_writes_everything(quick_demo):
     out, log = quick_demo
     result = json.loads((out / "evaluation.json").read_text())
     assert result["split"] == "test"
-    dcgan = result["per_generator"][0]
-    assert dcgan["generator"] == "dcgan"
-    assert dcgan["n_real"] >= 30 and dcgan["n_fake"] >= 30
-    assert dcgan["ap"] > 0.9, dcgan
-    assert dcgan["roc_auc"] > 0.9, dcgan
-    assert "ap" in log and "dcgan" in log  # the table is printed
-    for name in ("training_curves.png", "samples.png", "mean_spectrum.png"):
+    rows = {row["generator"]: row for row in result["per_generator"]}
+    assert set(rows) == {"dcgan", "cgan", "stylegan", "cyclegan"}
+    for seen in ("dcgan", "stylegan"):  # the ensemble trained on these two
+        assert rows[seen]["n_real"] >= 30 and rows[seen]["n_fake"] >= 30
+        assert rows[seen]["ap"] > 0.9, rows[seen]
+        assert rows[seen]["roc_auc"] > 0.9, rows[seen]
+    assert {"ap", "roc_auc", "eer", "ece"} <= set(rows["dcgan"])
+    assert set(result["members"]) == {"spectral", "cnn"}
+    assert "dcgan" in log and "Leave one generator out" in log  # the tables are printed
+    loo = json.loads((out / "leave_one_out.json").read_text())
+    assert len(loo["per_generator"]) == 4
+    for name in ("dcgan_curves.png", "stylegan_samples.png", "cyclegan_samples.png",
+                 "mean_spectrum.png"):
         assert (out / "plots" / name).stat().st_size > 5000
-    assert (out / "detector" / "detector.json").is_file()
-    assert (out / "dcgan_run" / "weights.safetensors").is_file()
+    for kind, folder in (("ensemble", "detector"), ("spectral", "detector/members/spectral"),
+                         ("cnn", "detector/members/cnn")):
+        assert json.loads((out / folder / "detector.json").read_text())["kind"] == kind
+    for name in ("dcgan", "cgan", "stylegan", "cyclegan"):
+        assert (out / "runs" / name / "weights.safetensors").is_file()
     manifest = [json.loads(l) for l in (out / "fake_dcgan" / "manifest.jsonl").read_text().splitlines()]
-    assert len(manifest) == 600 and len({r["seed"] for r in manifest}) == 600
+    assert len(manifest) == 300 and len({r["seed"] for r in manifest}) == 300
     assert all(len(r["checkpoint_sha256"]) == 64 for r in manifest)
+    cycle = [json.loads(l) for l in (out / "fake_cyclegan" / "manifest.jsonl").read_text().splitlines()]
+    assert all(r["source"] and r["direction"] == "AtoB" for r in cycle)
+    assert (out / "robustness" / "report.html").is_file()
+    assert (out / "robustness" / "metrics.csv").is_file()
 
 
 def test_scan_reports_every_file_and_the_broken_ones(quick_demo, tmp_path):
@@ -57,7 +70,8 @@ def test_scan_reports_every_file_and_the_broken_ones(quick_demo, tmp_path):
     run_cli("scan", mix / "sub" / "good0.png", "--detector", out / "detector",
             "--out", tmp_path / "r.jsonl", "--format", "jsonl", "-q")
     (line,) = (tmp_path / "r.jsonl").read_text().splitlines()
-    assert set(json.loads(line)) == {"path", "p_fake", "verdict", "error"}
+    assert {"path", "p_fake", "verdict", "error", "p_fake_cnn", "p_fake_spectral"} == set(
+        json.loads(line))
 
 
 def test_evaluate_and_corpus_info(quick_demo, tmp_path):
@@ -66,13 +80,13 @@ def test_evaluate_and_corpus_info(quick_demo, tmp_path):
                    out / "fake_dcgan", "--out", tmp_path / "e.json", "-q")
     result = json.loads((tmp_path / "e.json").read_text())
     assert result["split"] == "test"  # auto: the detector was trained on these corpora
-    assert result["per_generator"][0]["ap"] > 0.9
+    assert {r["generator"]: r for r in result["per_generator"]}["dcgan"]["ap"] > 0.9
     assert "mean" in proc.stdout and "dcgan" in proc.stdout
     info = run_cli("corpus", "info", out / "fake_dcgan", "--json")
     counts = json.loads(info.stdout)["counts"]
-    assert counts[0]["generator"] == "dcgan" and counts[0]["total"] == 600
+    assert counts[0]["generator"] == "dcgan" and counts[0]["total"] == 300
     det = json.loads(run_cli("detector", "info", out / "detector", "--json").stdout)
-    assert det["kind"] == "spectral" and det["training"]["generators"] == ["dcgan"]
+    assert det["kind"] == "ensemble" and det["training"]["generators"] == ["dcgan", "stylegan"]
 
 
 def test_user_errors_are_one_line_exit_2(tmp_path):
