@@ -20,7 +20,6 @@ from forensics.detectors.base import (
 
 # Built-in detectors register themselves on import.
 from forensics.detectors import spectral as _spectral  # noqa: F401  (isort: skip)
-from forensics.detectors import cnn as _cnn  # noqa: F401  (isort: skip)
 from forensics.detectors import ensemble as _ensemble  # noqa: F401  (isort: skip)
 
 __all__ = [
@@ -45,7 +44,7 @@ def _known() -> str:
 
 def create_detector(kind: str, **params) -> Detector:
     """A new, unfitted detector of ``kind`` built with constructor ``params``."""
-    registry = registered_detectors()
+    registry = registered_detectors(kind)
     if kind not in registry:
         raise ValueError(f"unknown detector kind {kind!r}; known kinds: {_known()}")
     return registry[kind](**params)
@@ -60,7 +59,7 @@ def load_detector(folder: str | os.PathLike) -> Detector:
     is executed.
     """
     manifest = read_manifest(folder)
-    registry = registered_detectors()
+    registry = registered_detectors(manifest["kind"])
     if manifest["kind"] not in registry:
         raise BundleError(
             folder,

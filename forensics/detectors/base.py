@@ -9,6 +9,7 @@ folder, whose loading never executes code from the files.
 from __future__ import annotations
 
 import abc
+import importlib
 import datetime
 import io
 import json
@@ -76,8 +77,19 @@ def register_detector(kind: str):
     return decorate
 
 
-def registered_detectors() -> dict[str, type[Detector]]:
-    """A copy of the registry: kind -> Detector subclass."""
+# Kinds whose module imports torch: registered on first use, so that scanning with a spectral
+# bundle never pays for importing torch and timm.
+_LAZY_KINDS = {"cnn": "forensics.detectors.cnn"}
+
+
+def registered_detectors(kind: str | None = None) -> dict[str, type[Detector]]:
+    """A copy of the registry: kind -> Detector subclass.
+
+    With ``kind``, only that kind's module is imported if it is a lazy one; without, all are.
+    """
+    for lazy_kind, module in _LAZY_KINDS.items():
+        if lazy_kind not in _REGISTRY and kind in (None, lazy_kind):
+            importlib.import_module(module)
     return dict(_REGISTRY)
 
 

@@ -25,7 +25,7 @@ def model_card(folder: str | os.PathLike) -> dict[str, Any]:
     folder = Path(folder)
     manifest = read_manifest(folder)
     card: dict[str, Any] = {"bundle": str(folder), **{k: manifest.get(k) for k in _CARD_KEYS}}
-    kind_class = registered_detectors().get(manifest["kind"])
+    kind_class = registered_detectors(manifest["kind"]).get(manifest["kind"])
     card["known_failure_modes"] = (manifest.get("known_failure_modes")
                                    or list(getattr(kind_class, "known_failure_modes", ())))
     members = (manifest.get("params") or {}).get("members")

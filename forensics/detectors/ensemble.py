@@ -47,7 +47,7 @@ class MemberSpec:
 
 def _member_class(kind: object) -> type[Detector]:
     """The registered class of a member kind (any kind but an ensemble); ValueError if none."""
-    registry = registered_detectors()
+    registry = registered_detectors(kind if isinstance(kind, str) else None)
     if kind not in registry or kind == "ensemble":
         known = sorted(set(registry) - {"ensemble"})
         raise ValueError(f"member kind {kind!r} is not a registered detector kind: {known}")
