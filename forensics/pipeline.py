@@ -184,7 +184,10 @@ def demo_summary(result: dict[str, Any], out: str | os.PathLike) -> str:
     ens = result["evaluations"]["ensemble"]
     lines = [f"Ensemble on the held-out test split ({ens['n_scored']} images; trained on real + "
              f"{', '.join(SEEN)}; threshold {ens['detector']['threshold']:.3f} from the val split):",
-             evaluation_table(ens), ""]
+             evaluation_table(ens),
+             f"Held-out AP {ens['overall']['ap']:.3f} pooled, {ens['mean']['ap']:.3f} mean over "
+             f"generators (ROC-AUC {ens['overall']['roc_auc']:.3f}, EER {ens['overall']['eer']:.3f})",
+             ""]
     for name, res in result["evaluations"].items():
         if name != "ensemble":
             lines += [f"Member {name}:", evaluation_table(res), ""]
