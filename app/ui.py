@@ -36,7 +36,7 @@ def detector(folder: Path) -> Detector:
     try:
         return _load(str(folder.resolve()), detector_key(folder))
     except BundleError as exc:
-        st.error(f"{exc}. Retrain it with `forensics detector train` or pick another bundle.")
+        st.error(f"{exc}, or pick another bundle.")  # the error already says what to do
         st.stop()
 
 

@@ -320,7 +320,8 @@ def cmd_scan(args: argparse.Namespace) -> int:
                 "error": r.error} for r in rows]
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    with out.open("w", newline="", encoding="utf-8") as fh:
+    # surrogateescape writes a non-UTF-8 file name back as its original bytes instead of failing
+    with out.open("w", newline="", encoding="utf-8", errors="surrogateescape") as fh:
         if args.format == "jsonl":
             for rec in records:
                 fh.write(json.dumps({k: None if v == "" and k != "error" else v
@@ -647,6 +648,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``forensics`` console script."""
     args = build_parser().parse_args(argv)
+    if hasattr(sys.stdout, "reconfigure"):  # print non-UTF-8 file names as their bytes, not crash
+        sys.stdout.reconfigure(errors="surrogateescape")
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(levelname)s %(name)s: %(message)s")
     from forensics.corpus import CorpusError

@@ -119,7 +119,8 @@ def _read_tensor_file(run_dir: Path, filename: str, document: dict) -> bytes:
     try:
         data = path.read_bytes()
     except FileNotFoundError:
-        raise CheckpointError(f"{path} not found; the checkpoint folder is incomplete") from None
+        raise CheckpointError(f"{path} not found; the checkpoint folder is incomplete: "
+                              "restore the folder or retrain") from None
     expected = document.get("files", {}).get(filename)
     if expected is not None and hashlib.sha256(data).hexdigest() != expected:
         raise CheckpointError(f"{path} does not match the hash in {run_dir / CONFIG_FILE} "
@@ -133,7 +134,8 @@ def _parse_safetensors(data: bytes, path: Path) -> dict[str, torch.Tensor]:
         return load(data)
     except SafetensorError as exc:
         raise CheckpointError(f"{path} is not a valid safetensors file ({exc}); "
-                              "checkpoints are never read with pickle") from exc
+                              "checkpoints are never read with pickle; restore the folder or "
+                              "retrain") from exc
 
 
 def _load_net(module: nn.Module, tensors: Mapping[str, torch.Tensor], prefix: str,
@@ -143,8 +145,10 @@ def _load_net(module: nn.Module, tensors: Mapping[str, torch.Tensor], prefix: st
     try:
         module.load_state_dict(state, strict=True)
     except RuntimeError as exc:
+        detail = " ".join(str(exc).split())  # torch lists each mismatch on a line of its own
         raise CheckpointError(f"{where / WEIGHTS_FILE} does not match the config in "
-                              f"{where / CONFIG_FILE}: {exc}") from exc
+                              f"{where / CONFIG_FILE}: {detail}; restore the folder or "
+                              "retrain") from exc
 
 
 def load_checkpoint(run_dir: str | Path,

@@ -49,17 +49,23 @@ _REGISTRY: dict[str, type[Detector]] = {}
 D = TypeVar("D", bound="Detector")
 
 
+# What to do about a bundle that cannot be loaded, unless a more specific remedy applies.
+BUNDLE_ADVICE = ("re-create it with `forensics detector train` or get an intact copy of the "
+                 "bundle folder")
+
+
 class BundleError(ValueError):
     """A detector bundle folder that cannot be loaded; the message names the folder and why."""
 
-    def __init__(self, folder: str | os.PathLike, reason: str) -> None:
-        super().__init__(f"cannot load detector bundle {os.fspath(folder)!r}: {reason}")
+    def __init__(self, folder: str | os.PathLike, reason: str, advice: str = BUNDLE_ADVICE) -> None:
+        super().__init__(f"cannot load detector bundle {os.fspath(folder)!r}: {reason}; {advice}")
         self.folder = Path(folder)
         self.reason = reason
+        self.advice = advice
 
     def __reduce__(self):
-        # Rebuild from both fields, so the error survives a trip through a process pool.
-        return (type(self), (self.folder, self.reason))
+        # Rebuild from every field, so the error survives a trip through a process pool.
+        return (type(self), (self.folder, self.reason, self.advice))
 
 
 def register_detector(kind: str):
@@ -127,7 +133,7 @@ def read_manifest(folder: str | os.PathLike) -> dict:
     if version > BUNDLE_FORMAT_VERSION:
         raise BundleError(
             folder,
-            f"format_version {version} is newer than the supported {BUNDLE_FORMAT_VERSION}; "
+            f"format_version {version} is newer than the supported {BUNDLE_FORMAT_VERSION}",
             f"upgrade gan-forensics (this is {forensics.__version__})",
         )
     if not isinstance(manifest.get("kind"), str):
