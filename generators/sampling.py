@@ -188,6 +188,9 @@ def _translation_jobs(pair: GanPair, n: int, source: str | Path | None, directio
 def _write_samples(out_dir: Path, jobs: list[_Job], produce: Callable[[list], torch.Tensor],
                    common: dict, batch_size: int, progress: bool) -> list[dict]:
     out_dir.mkdir(parents=True, exist_ok=True)
+    for job in jobs:  # a run killed mid-write leaves its atomic-write temp file behind
+        for stale in (out_dir / job.path).parent.glob(f".{Path(job.path).name}.*.tmp"):
+            stale.unlink(missing_ok=True)
     manifest = out_dir / MANIFEST_FILE
     rows_by_path = {row["path"]: row for row in read_jsonl(manifest, repair=True)}
     clashes = [job.path for job in jobs if job.path in rows_by_path

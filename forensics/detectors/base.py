@@ -395,6 +395,9 @@ class Detector(abc.ABC):
             _check_array_file_name(folder, n): _array_file_bytes(n, a) for n, a in arrays.items()
         }
         folder.mkdir(parents=True, exist_ok=True)
+        for name in [*files, MANIFEST_NAME]:  # temp files of a save killed mid-write
+            for stale in folder.glob(f".{name}.*.tmp"):
+                stale.unlink(missing_ok=True)
         for name, data in files.items():
             atomic_write_bytes(folder / name, data)
         self._save_parts(folder)

@@ -1,0 +1,163 @@
+"""Interrupted runs (issue 7): SIGKILL the real console script mid-way, rerun, compare with an
+uninterrupted run. `forensics robustness` has its own kill test in test_robustness.py."""
+
+import json
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from safetensors.numpy import load_file
+
+from conftest import FORENSICS, run_cli
+from forensics.bundled import write_bundled_corpus
+from forensics.detectors import load_detector
+from forensics.images import load_image, save_png
+from test_spectral_detector import fake_image, real_image
+
+KILLS = {"sent": 0}
+TRAIN = ["--checkpoint-every", "2", "--set", "ngf=8", "--set", "ndf=8", "--resolution", "16",
+         "--batch-size", "8", "--device", "cpu", "-q"]
+STEPS = 16
+
+
+@pytest.fixture(scope="module", autouse=True)
+def report_kills():
+    yield
+    print(f"\nkill -9 sent to {KILLS['sent']} forensics processes")
+
+
+def kill_when(args, ready, *, timeout=120.0) -> None:
+    """Start `forensics *args`, wait until ``ready()`` holds, then SIGKILL it."""
+    proc = subprocess.Popen([FORENSICS, *map(str, args)], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + timeout
+        while not ready() and proc.poll() is None:
+            assert time.monotonic() < deadline, f"no progress within {timeout} s: {args}"
+            time.sleep(0.005)
+        proc.send_signal(signal.SIGKILL)
+    finally:
+        proc.kill()
+        proc.wait(timeout=30)
+    assert proc.returncode == -signal.SIGKILL, "the run ended before it could be killed"
+    KILLS["sent"] += 1
+
+
+def kill_or_finish(args, ready) -> None:
+    """kill_when, where a run that finishes before ``ready()`` holds is also fine."""
+    try:
+        kill_when(args, ready)
+    except AssertionError as exc:
+        if "ended before" not in str(exc):
+            raise
+
+
+def temp_files(folder: Path) -> list[Path]:
+    return sorted(folder.rglob(".*.tmp"))
+
+
+def checkpoint_step(run: Path) -> int:
+    """The step of the last complete checkpoint (config.json is written last, atomically)."""
+    try:
+        return json.loads((run / "config.json").read_text())["step"]
+    except FileNotFoundError:
+        return 0
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """The 32 px bundled corpus and an uninterrupted training run on it."""
+    root = tmp_path_factory.mktemp("kill")
+    write_bundled_corpus(root / "corpus", size=32, count=64, seed=0)
+    run = root / "whole"
+    run_cli("zoo", "train", "dcgan", "--data", root / "corpus", "--out", run, "--steps", STEPS,
+            *TRAIN, timeout=300)
+    return root, run
+
+
+def test_zoo_train_killed_then_resumed_equals_uninterrupted(trained, tmp_path):
+    root, whole = trained
+    run = tmp_path / "run"
+    args = ["zoo", "train", "dcgan", "--data", root / "corpus", "--out", run, "--steps", STEPS,
+            *TRAIN]
+    # The kill lands after a seeded-random number of checkpoints (every 2 steps).
+    checkpoints = int(np.random.default_rng(7).integers(1, STEPS // 2 - 1))
+    kill_when(args, lambda: checkpoint_step(run) >= 2 * checkpoints)
+    assert 2 * checkpoints <= checkpoint_step(run) < STEPS
+
+    run_cli(*args, "--resume", timeout=300)
+    expected, got = load_file(whole / "weights.safetensors"), load_file(run / "weights.safetensors")
+    assert sorted(got) == sorted(expected)
+    for name in expected:
+        np.testing.assert_array_equal(got[name], expected[name], err_msg=name)
+    rows = [json.loads(line) for line in (run / "stats.jsonl").read_text().splitlines()]
+    assert [row["step"] for row in rows] == list(range(1, STEPS + 1))
+    whole_rows = [json.loads(line) for line in (whole / "stats.jsonl").read_text().splitlines()]
+    assert [(r["loss_d"], r["loss_g"]) for r in rows] == \
+        [(r["loss_d"], r["loss_g"]) for r in whole_rows]
+    assert temp_files(run) == []
+
+
+def test_zoo_sample_killed_then_rerun_equals_uninterrupted(trained, tmp_path):
+    _, run = trained
+    whole, cut = tmp_path / "whole", tmp_path / "cut"
+    run_cli("zoo", "sample", run, "--n", 400, "--out", whole, "--seed", 0, "--batch-size", 32,
+            "--device", "cpu", "-q", timeout=300)
+    args = ["zoo", "sample", run, "--n", 400, "--out", cut, "--seed", 0, "--batch-size", 32,
+            "--device", "cpu", "-q"]
+    wanted = int(np.random.default_rng(11).integers(1, 300))
+    kill_when(args, lambda: cut.exists() and len(list(cut.glob("*.png"))) >= wanted)
+    assert len(list(cut.glob("*.png"))) < 400
+
+    run_cli(*args, timeout=300)
+    pngs = sorted(p.name for p in cut.glob("*.png"))
+    assert len(pngs) == 400 and pngs == sorted(p.name for p in whole.glob("*.png"))
+    rows = [json.loads(line) for line in (cut / "manifest.jsonl").read_text().splitlines()]
+    assert len(rows) == 400 and sorted(row["seed"] for row in rows) == list(range(400))
+    assert sorted(row["path"] for row in rows) == pngs
+    for name in pngs:
+        load_image(cut / name)  # decodes in full
+        assert (cut / name).read_bytes() == (whole / name).read_bytes(), name
+    assert temp_files(cut) == []
+
+
+@pytest.fixture(scope="module")
+def detector_corpus(tmp_path_factory):
+    corpus = tmp_path_factory.mktemp("detcorpus")
+    rng = np.random.default_rng(3)
+    for i in range(24):
+        save_png(real_image(rng, 64, 64), corpus / "real" / f"r{i:02d}.png")
+        save_png(fake_image(rng, 64, 64), corpus / "fake" / "upsampler" / f"f{i:02d}.png")
+    return corpus
+
+
+def test_detector_train_killed_leaves_no_half_bundle_and_rerun_equals(detector_corpus, tmp_path):
+    images = [load_image(p) for p in sorted(detector_corpus.rglob("*.png"))]
+    whole, cut = tmp_path / "whole", tmp_path / "cut"
+    args = ["detector", "train", "--kind", "spectral", "--corpus", detector_corpus, "-q"]
+    run_cli(*args, "--out", whole, timeout=300)
+    expected = load_detector(whole).predict_proba(images)
+
+    def check_bundle() -> None:
+        """Either no detector.json or a complete bundle that scores like the whole run."""
+        if (cut / "detector.json").exists():
+            json.loads((cut / "detector.json").read_text())  # never half-written
+            np.testing.assert_array_equal(load_detector(cut).predict_proba(images), expected)
+
+    # Kill 1: as soon as the first bundle file appears in a fresh folder (the save takes
+    # milliseconds, so this lands during or just after it).
+    kill_or_finish([*args, "--out", cut], lambda: cut.exists() and any(cut.iterdir()))
+    check_bundle()
+    run_cli(*args, "--out", cut, timeout=300)  # now a complete bundle is in place
+    # Kills 2 and 3: at seeded-random moments of a run over the complete bundle.
+    for delay in np.random.default_rng(5).uniform(0.2, 1.2, size=2):
+        start = time.monotonic()
+        kill_or_finish([*args, "--out", cut], lambda: time.monotonic() - start >= delay)
+        check_bundle()
+
+    run_cli(*args, "--out", cut, timeout=300)
+    np.testing.assert_array_equal(load_detector(cut).predict_proba(images), expected)
+    assert temp_files(cut) == []
