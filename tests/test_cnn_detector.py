@@ -14,20 +14,11 @@ from forensics.detectors import BundleError, create_detector, list_detectors, lo
 from forensics.detectors.cnn import CNNDetector, npr_residual, tile_boxes
 from forensics.features import npr_residual as npr_residual_numpy
 from forensics.images import load_image
-from test_spectral_detector import _TouchOnUnpickle, corpus
+from test_spectral_detector import _TouchOnUnpickle, corpus, data  # noqa: F401 (fixture)
 
 # A tiny timm network for the tests that check plumbing, not accuracy.
 TINY = {"backbone": "test_efficientnet", "pretrained": False}
 QUICK = {"crop_size": 32, "batch_size": 16, "progress": False}
-
-
-@pytest.fixture(scope="module")
-def data():
-    return {
-        "train": corpus(0, 40, [(32, 32)]),
-        "val": corpus(1, 20, [(32, 32), (40, 24)]),
-        "test": corpus(2, 30, [(48, 48), (37, 53), (32, 64)]),  # sizes unseen in training
-    }
 
 
 @pytest.fixture(scope="module")

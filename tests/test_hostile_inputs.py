@@ -14,10 +14,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from conftest import FORENSICS, run_cli
-from forensics.images import ImageError, ImageLimits, load_image, save_png
+from forensics.images import ImageError, ImageLimits, load_image
 from forensics.training import train_detector
 from hostile import HOSTILE_MAX_BYTES, valid_samples, write_hostile_corpus
-from test_spectral_detector import fake_image, real_image
+from test_spectral_detector import write_real_fake_folders
 
 LIMITS = ImageLimits(max_bytes=HOSTILE_MAX_BYTES)
 CLI_TIMEOUT = 120  # seconds: a hang fails the test instead of stalling CI
@@ -32,12 +32,7 @@ def hostile(tmp_path_factory):
 @pytest.fixture(scope="module")
 def clean_corpus(tmp_path_factory):
     """real/ + fake/upsampled/ layout, small enough to train a spectral bundle in a second."""
-    root = tmp_path_factory.mktemp("clean")
-    rng = np.random.default_rng(0)
-    for i in range(24):
-        save_png(real_image(rng, 32, 32), root / "real" / f"r{i:02d}.png")
-        save_png(fake_image(rng, 32, 32), root / "fake" / "upsampled" / f"f{i:02d}.png")
-    return root
+    return write_real_fake_folders(tmp_path_factory.mktemp("clean"), 24, 32, 0, "upsampled")
 
 
 @pytest.fixture(scope="module")

@@ -14,8 +14,8 @@ from safetensors.numpy import load_file
 from conftest import FORENSICS, run_cli
 from forensics.bundled import write_bundled_corpus
 from forensics.detectors import load_detector
-from forensics.images import load_image, save_png
-from test_spectral_detector import fake_image, real_image
+from forensics.images import load_image
+from test_spectral_detector import write_real_fake_folders
 
 KILLS = {"sent": 0}
 TRAIN = ["--checkpoint-every", "2", "--set", "ngf=8", "--set", "ndf=8", "--resolution", "16",
@@ -126,12 +126,7 @@ def test_zoo_sample_killed_then_rerun_equals_uninterrupted(trained, tmp_path):
 
 @pytest.fixture(scope="module")
 def detector_corpus(tmp_path_factory):
-    corpus = tmp_path_factory.mktemp("detcorpus")
-    rng = np.random.default_rng(3)
-    for i in range(24):
-        save_png(real_image(rng, 64, 64), corpus / "real" / f"r{i:02d}.png")
-        save_png(fake_image(rng, 64, 64), corpus / "fake" / "upsampler" / f"f{i:02d}.png")
-    return corpus
+    return write_real_fake_folders(tmp_path_factory.mktemp("detcorpus"), 24, 64, 3, "upsampler")
 
 
 def test_detector_train_killed_leaves_no_half_bundle_and_rerun_equals(detector_corpus, tmp_path):

@@ -20,6 +20,7 @@ from forensics.detectors import (
     load_detector,
 )
 from forensics.detectors.spectral import SpectralDetector
+from forensics.images import save_png
 
 
 def real_image(rng: np.random.Generator, height: int, width: int) -> np.ndarray:
@@ -44,6 +45,15 @@ def corpus(seed: int, n: int, shapes: list[tuple[int, int]]) -> tuple[list[np.nd
     reals = [real_image(rng, *shapes[k % len(shapes)]) for k in range(n)]
     fakes = [fake_image(rng, *shapes[k % len(shapes)]) for k in range(n)]
     return reals + fakes, [0] * n + [1] * n
+
+
+def write_real_fake_folders(root: Path, n: int, size: int, seed: int, generator: str) -> Path:
+    """A corpus folder in the real/ + fake/<generator>/ layout: n synthetic images of each."""
+    rng = np.random.default_rng(seed)
+    for i in range(n):
+        save_png(real_image(rng, size, size), root / "real" / f"r{i:02d}.png")
+        save_png(fake_image(rng, size, size), root / "fake" / generator / f"f{i:02d}.png")
+    return root
 
 
 @pytest.fixture(scope="module")
