@@ -297,7 +297,28 @@ def cmd_detector_info(args: argparse.Namespace) -> int:
 
 
 def _limits(args: argparse.Namespace) -> ImageLimits:
+    """The --max-pixels / --max-bytes of a command that took add_limit_options."""
     return ImageLimits(max_pixels=args.max_pixels, max_bytes=args.max_bytes)
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def add_limit_options(sp: argparse.ArgumentParser) -> None:
+    """--max-pixels and --max-bytes (ImageLimits): larger files are reported, not decoded."""
+    sp.add_argument("--max-pixels", type=_positive_int, default=DEFAULT_LIMITS.max_pixels,
+                    metavar="N", help="refuse images of more pixels, read from the header "
+                                      f"before decoding (default {DEFAULT_LIMITS.max_pixels:,})")
+    sp.add_argument("--max-bytes", type=_positive_int, default=DEFAULT_LIMITS.max_bytes,
+                    metavar="N", help="refuse image files larger than this "
+                                      f"(default {DEFAULT_LIMITS.max_bytes:,} = 100 MB)")
 
 
 def cmd_scan(args: argparse.Namespace) -> int:
@@ -352,14 +373,15 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     result = protocol.evaluate_corpora(detector, corpora, split=args.split,
                                        batch_size=args.batch_size, workers=args.workers,
                                        progress=not args.quiet, bootstrap=args.bootstrap,
-                                       seed=args.seed, plots=plots)
+                                       seed=args.seed, plots=plots, limits=_limits(args))
     print(f"split: {result['split']}, {result['n_scored']} of {result['n_images']} images scored, "
           f"threshold {detector.threshold_:.3f} (from validation; ap_95ci: bootstrap interval)")
     print(protocol.evaluation_table(result))
     for err in result["errors"]:
         print(f"  error: {err['path']}: {err['error']}")
     if args.leave_one_out or args.cross_generator:
-        data = protocol.ProtocolData(corpora, workers=args.workers, progress=not args.quiet)
+        data = protocol.ProtocolData(corpora, workers=args.workers, progress=not args.quiet,
+                                     limits=_limits(args))
         kind, params = detector.kind, detector.get_params()
         try:
             if args.leave_one_out:
@@ -394,7 +416,7 @@ def cmd_robustness(args: argparse.Namespace) -> int:
         result = run_robustness(args.detector, args.corpus, args.out, grid=args.grid,
                                 split=args.split, limit=args.limit, batch_size=args.batch_size,
                                 workers=args.workers, fresh=args.fresh,
-                                progress=not args.quiet)
+                                progress=not args.quiet, limits=_limits(args))
     except (GridError, RobustnessError) as exc:
         raise CliError(str(exc)) from None
     if result is None:  # a torchrun rank other than 0: rank 0 merges and reports
@@ -587,8 +609,7 @@ def build_parser() -> argparse.ArgumentParser:
     scan.add_argument("--detector", required=True, help="bundle folder")
     scan.add_argument("--out", default="results.csv")
     scan.add_argument("--format", choices=["csv", "jsonl"], default="csv")
-    scan.add_argument("--max-pixels", type=int, default=DEFAULT_LIMITS.max_pixels)
-    scan.add_argument("--max-bytes", type=int, default=DEFAULT_LIMITS.max_bytes)
+    add_limit_options(scan)
     add_io_options(scan)
     scan.set_defaults(func=cmd_scan)
 
@@ -608,6 +629,7 @@ def build_parser() -> argparse.ArgumentParser:
                          "without it (train/val splits), test on it")
     ev.add_argument("--cross-generator", action="store_true",
                     help="train on each generator, test on each: an AP matrix")
+    add_limit_options(ev)
     add_io_options(ev)
     ev.set_defaults(func=cmd_evaluate)
 
@@ -628,6 +650,7 @@ def build_parser() -> argparse.ArgumentParser:
                      help="the metric whose fall the report describes (default ap)")
     rob.add_argument("--break-below", type=float, default=0.8,
                      help="a detector breaks where the metric falls below this (default 0.8)")
+    add_limit_options(rob)
     add_io_options(rob)
     rob.set_defaults(func=cmd_robustness)
 
@@ -639,8 +662,7 @@ def build_parser() -> argparse.ArgumentParser:
     app.add_argument("--root", default=APP_DEFAULT_ROOT,
                      help="corpora, runs and robustness results under it can be browsed "
                           f"(default {APP_DEFAULT_ROOT})")
-    app.add_argument("--max-pixels", type=int, default=DEFAULT_LIMITS.max_pixels)
-    app.add_argument("--max-bytes", type=int, default=DEFAULT_LIMITS.max_bytes)
+    add_limit_options(app)
     app.set_defaults(func=cmd_app)
     return p
 

@@ -19,6 +19,7 @@ import numpy as np
 
 from forensics.corpus import FAKE, REAL, Corpus, CorpusItem
 from forensics.detectors.base import Detector
+from forensics.images import DEFAULT_LIMITS, ImageLimits
 from forensics.metrics import binary_metrics, bootstrap_intervals, format_table
 from forensics.scoring import score_files
 from forensics.training import decode_items, fit_detector
@@ -102,14 +103,15 @@ def summarise(scored: Scored, threshold: float, *, bootstrap: int = 1000,
 
 
 def score_corpora(detector: Detector, corpora: Sequence[Corpus], split: str, *,
-                  batch_size: int = 64, workers: int = 2, progress: bool = True
-                  ) -> tuple[Scored, list[dict[str, str]]]:
-    """Score every image of ``split`` once: (the scored items, the files that failed)."""
+                  batch_size: int = 64, workers: int = 2, progress: bool = True,
+                  limits: ImageLimits = DEFAULT_LIMITS) -> tuple[Scored, list[dict[str, str]]]:
+    """Score every image of ``split`` once: (the scored items, the files that failed, e.g.
+    those over ``limits``)."""
     items = [it for c in corpora for it in c.select(split=split)]
     if not items:
         raise ValueError(f"no images in split {split!r} of the given corpora")
     rows = score_files([it.path for it in items], detector, batch_size=batch_size,
-                       workers=workers, progress=progress, desc="evaluating")
+                       workers=workers, limits=limits, progress=progress, desc="evaluating")
     good = [(it, r.p_fake) for it, r in zip(items, rows) if r.p_fake is not None]
     errors = [{"path": str(r.path), "error": r.error} for r in rows if r.p_fake is None]
     return Scored([it for it, _ in good], np.array([s for _, s in good])), errors
@@ -118,21 +120,24 @@ def score_corpora(detector: Detector, corpora: Sequence[Corpus], split: str, *,
 def evaluate_corpora(detector: Detector, corpora: Sequence[Corpus], *, split: str = "auto",
                      batch_size: int = 64, workers: int = 2, progress: bool = True,
                      bootstrap: int = 1000, seed: int = 0,
-                     plots: str | os.PathLike | None = None) -> dict[str, Any]:
+                     plots: str | os.PathLike | None = None,
+                     limits: ImageLimits = DEFAULT_LIMITS) -> dict[str, Any]:
     """Score every image of the chosen split once, then compute metrics per generator and overall.
 
     ``bootstrap`` resamples (seeded by ``seed``; 0 turns them off) give 95% intervals of AP,
     ROC-AUC and accuracy. With ``plots`` a folder receives ROC and precision-recall curves per
-    generator and a reliability diagram. Files that fail to decode are listed under ``errors``
-    and left out of the metrics.
+    generator and a reliability diagram. Files that fail to decode (or are over ``limits``) are
+    listed under ``errors`` and left out of the metrics; the limits are recorded under
+    ``image_limits``.
     """
     split = resolve_split(detector, corpora, split)
     scored, errors = score_corpora(detector, corpora, split, batch_size=batch_size,
-                                   workers=workers, progress=progress)
+                                   workers=workers, progress=progress, limits=limits)
     result = {
         "detector": {"kind": detector.kind, "threshold": detector.threshold_},
         "corpora": [str(c.root) for c in corpora],
         "split": split,
+        "image_limits": {"max_pixels": limits.max_pixels, "max_bytes": limits.max_bytes},
         "n_images": len(scored.items) + len(errors),
         "n_scored": len(scored.items),
         **summarise(scored, detector.threshold_, bootstrap=bootstrap, seed=seed),
@@ -170,10 +175,11 @@ def evaluation_table(result: dict[str, Any]) -> str:
 class ProtocolData:
     """Every train, val and test image of some corpora, decoded once for repeated training."""
 
-    def __init__(self, corpora: Sequence[Corpus], *, workers: int = 2, progress: bool = True):
+    def __init__(self, corpora: Sequence[Corpus], *, workers: int = 2, progress: bool = True,
+                 limits: ImageLimits = DEFAULT_LIMITS):
         items = [it for c in corpora for it in c.select(split="all")]
         self.items, self.images, _ = decode_items(
-            items, desc="protocol images", workers=workers, progress=progress)
+            items, desc="protocol images", workers=workers, progress=progress, limits=limits)
         self.generators = sorted({it.generator for it in self.items if it.label == FAKE})
 
     def select(self, split: str, keep: Callable[[CorpusItem], bool]

@@ -10,8 +10,10 @@ unit's rows are appended to the rank's results shard in one write with flush + f
 
 An output folder holds:
 
-* ``run.json``: what the run is over (detectors with their sha256, corpora, split, images, grid);
-  a rerun with other inputs is refused unless ``fresh`` starts it over;
+* ``run.json``: what the run is over (detectors with their sha256, corpora, split, images, grid,
+  image limits); a rerun with other inputs is refused unless ``fresh`` starts it over. Other
+  image limits count as other inputs: they decide which files are scored and which are errors,
+  so rows kept from the first limits would not match the new ones;
 * ``shards/rank-NNNNN.jsonl``: append-only rows, one file per rank; a rerun reads every shard
   (ignoring a last line cut off by a kill), skips what is done and appends the rest;
 * ``results.jsonl``: all rows merged by rank 0, one per (image, detector, perturbation), sorted
@@ -45,7 +47,7 @@ from forensics.detectors import Detector, load_detector
 from forensics.evaluation import resolve_split
 from forensics.files import atomic_write_text, fsync_folder
 from forensics.grid import families, load_grid
-from forensics.images import ImageError
+from forensics.images import DEFAULT_LIMITS, ImageError, ImageLimits
 from forensics.perturb import Perturbation
 from forensics.scoring import _predict as predict_batch
 from forensics.scoring import decode_batches
@@ -73,7 +75,11 @@ SHARDS_DIR = "shards"
 FIELDS = ("path", "label", "generator", "detector", "perturbation", "family", "level", "score",
           "error")
 # run.json keys that must match for a rerun to continue the same run.
-_IDENTITY_KEYS = ("detectors", "corpora", "split", "batch_size", "grid", "images_sha256")
+_IDENTITY_KEYS = ("detectors", "corpora", "split", "batch_size", "grid", "images_sha256",
+                  "image_limits")
+# What a run.json written before image limits were recorded was run with.
+_DEFAULTS_OF_OLD_RUNS = {"image_limits": {"max_pixels": DEFAULT_LIMITS.max_pixels,
+                                          "max_bytes": DEFAULT_LIMITS.max_bytes}}
 # A rank that finishes early waits at the barrier for the slowest; shards can run for hours.
 _BARRIER_TIMEOUT = datetime.timedelta(days=2)
 
@@ -185,7 +191,7 @@ class _Plan:
 
 def _plan(bundles: Sequence[str | os.PathLike], corpus_dirs: Sequence[str | os.PathLike],
           grid: str | os.PathLike | Sequence[Perturbation], split: str, limit: int | None,
-          batch_size: int) -> _Plan:
+          batch_size: int, limits: ImageLimits = DEFAULT_LIMITS) -> _Plan:
     """Load the detectors, the grid and the image list, and describe them in run.json form."""
     if not bundles or not corpus_dirs:
         raise RobustnessError("a robustness run needs at least one detector bundle and one corpus")
@@ -215,6 +221,7 @@ def _plan(bundles: Sequence[str | os.PathLike], corpus_dirs: Sequence[str | os.P
         "grid": [p.id for p in perturbations],
         "images": len(images),
         "images_sha256": hashlib.sha256(listing.encode("utf-8", "surrogateescape")).hexdigest(),
+        "image_limits": {"max_pixels": limits.max_pixels, "max_bytes": limits.max_bytes},
         "thresholds": {n: float(d.threshold_) for n, d in zip(names, detectors)},
         "bundles": {n: str(b) for n, b in zip(names, bundles)},
         "library_version": forensics.__version__,
@@ -234,7 +241,8 @@ def _prepare_folder(out: Path, manifest: dict[str, Any], fresh: bool) -> None:
         except (UnicodeDecodeError, json.JSONDecodeError) as error:
             raise RunMismatchError(f"{run_file} is not valid JSON ({error}); pass --fresh to "
                                    "start the run over") from None
-        differ = [k for k in _IDENTITY_KEYS if old.get(k) != manifest[k]]
+        differ = [k for k in _IDENTITY_KEYS
+                  if old.get(k, _DEFAULTS_OF_OLD_RUNS.get(k)) != manifest[k]]
         if differ:
             raise RunMismatchError(
                 f"{out} holds a robustness run over other inputs ({', '.join(differ)} differ); "
@@ -393,7 +401,8 @@ class _World:
             self._dist.destroy_process_group()
 
 
-def _run_shard(out: Path, plan: _Plan, world: _World, workers: int, progress: bool) -> None:
+def _run_shard(out: Path, plan: _Plan, world: _World, workers: int, progress: bool,
+               limits: ImageLimits = DEFAULT_LIMITS) -> None:
     """Score this rank's chunks that are not done yet, appending rows to its shard."""
     batch_size = plan.manifest["batch_size"]
     groups = families(plan.perturbations)
@@ -440,7 +449,7 @@ def _run_shard(out: Path, plan: _Plan, world: _World, workers: int, progress: bo
     # these chunks out of their concatenated paths.
     paths = [Path(im.path) for chunk, _ in pending for im in chunk]
     try:
-        decoded = decode_batches(paths, batch_size=batch_size, workers=workers)
+        decoded = decode_batches(paths, batch_size=batch_size, workers=workers, limits=limits)
         for (chunk, todo), batch in zip(pending, decoded, strict=True):
             images = [image for _, image in batch]
             relpaths = [im.relpath for im in chunk]
@@ -462,20 +471,20 @@ def run_robustness(bundles: Sequence[str | os.PathLike], corpus_dirs: Sequence[s
                    out: str | os.PathLike, *,
                    grid: str | os.PathLike | Sequence[Perturbation] = "default",
                    split: str = "auto", limit: int | None = None, batch_size: int = 64,
-                   workers: int = 2, fresh: bool = False,
-                   progress: bool = True) -> RunResult | None:
+                   workers: int = 2, fresh: bool = False, progress: bool = True,
+                   limits: ImageLimits = DEFAULT_LIMITS) -> RunResult | None:
     """Score the corpora's images under every perturbation of ``grid`` with every detector.
 
     ``grid`` is a built-in grid name, a grid file or a list of perturbations; ``split`` is
     "auto", "train", "val", "test" or "all"; ``limit`` caps the images per (label, generator);
-    ``workers`` threads perturb and score. Resumes what ``out`` holds (RunMismatchError if it
+    ``workers`` threads perturb and score; files over ``limits`` get an error row. Resumes what ``out`` holds (RunMismatchError if it
     holds another run, unless ``fresh``). Under ``torchrun`` each rank
     scores its share; rank 0 merges and gets the RunResult, the other ranks get None.
     """
     out = Path(out)
     world = _World()
     try:
-        plan = _plan(bundles, corpus_dirs, grid, split, limit, batch_size)
+        plan = _plan(bundles, corpus_dirs, grid, split, limit, batch_size, limits)
         problem = None
         if world.rank == 0:
             try:
@@ -485,7 +494,7 @@ def run_robustness(bundles: Sequence[str | os.PathLike], corpus_dirs: Sequence[s
         problem = world.broadcast(problem)
         if problem:
             raise RunMismatchError(problem)
-        _run_shard(out, plan, world, max(1, workers), progress)
+        _run_shard(out, plan, world, max(1, workers), progress, limits)
         world.barrier()
         if world.rank:
             return None

@@ -14,7 +14,7 @@ from tqdm.auto import tqdm
 from forensics.corpus import LABEL_NAMES, Corpus, CorpusItem, discover_corpus
 from forensics.detectors import create_detector
 from forensics.detectors.base import Detector
-from forensics.images import ImageError
+from forensics.images import DEFAULT_LIMITS, ImageError, ImageLimits
 from forensics.scoring import decode_batches
 
 log = logging.getLogger(__name__)
@@ -23,13 +23,14 @@ Labelled = tuple[list[np.ndarray], np.ndarray]
 
 
 def decode_items(items: Sequence[CorpusItem], *, desc: str = "decoding", workers: int = 2,
-                 progress: bool = True
+                 progress: bool = True, limits: ImageLimits = DEFAULT_LIMITS
                  ) -> tuple[list[CorpusItem], list[np.ndarray], list[dict[str, str]]]:
-    """Decode items into (the items that decoded, their images, errors); bad files are logged."""
+    """Decode items into (the items that decoded, their images, errors); bad files (including
+    those over ``limits``) are logged."""
     good, images, errors = [], [], []
     by_path = {it.path: it for it in items}
     with tqdm(total=len(items), desc=desc, unit="img", disable=not progress) as bar:
-        for batch in decode_batches([it.path for it in items], workers=workers):
+        for batch in decode_batches([it.path for it in items], workers=workers, limits=limits):
             for path, img in batch:
                 if isinstance(img, ImageError):
                     log.warning("skipping %s", img)

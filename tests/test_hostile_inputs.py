@@ -14,7 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from conftest import FORENSICS, run_cli
-from forensics.images import ImageError, ImageLimits, load_image
+from forensics.images import ImageError, ImageLimits, load_image, save_png
 from forensics.training import train_detector
 from hostile import HOSTILE_MAX_BYTES, valid_samples, write_hostile_corpus
 from test_spectral_detector import write_real_fake_folders
@@ -46,8 +46,8 @@ def bundle(clean_corpus, tmp_path_factory):
 def mixed_corpus(clean_corpus, hostile, tmp_path_factory):
     """The clean corpus plus the hostile PNGs and a dangling symlink, spread over both classes.
 
-    evaluate and robustness have no byte-limit flag, so the over-the-limit PNG (valid under
-    the default limits) is left out."""
+    The over-the-limit PNG is valid under the default limits, which these runs use, so it is
+    left out (test_limits_* below pass small --max-bytes / --max-pixels instead)."""
     root = tmp_path_factory.mktemp("mixed") / "corpus"
     shutil.copytree(clean_corpus, root)
     folder, files = hostile
@@ -149,6 +149,66 @@ def test_robustness_reports_hostile_files_and_still_gives_metrics(mixed_corpus, 
     metrics = json.loads((out / "metrics.json").read_text())["metrics"]
     assert metrics and all(m["n_errors"] == n_hostile and m["n"] == 48 and m["ap"] is not None
                            for m in metrics if m["generator"] == "all")
+
+
+# --- --max-bytes / --max-pixels on evaluate and robustness ------------------------------------
+
+BIG = ("real/big_0.png", "real/big_1.png", "fake/upsampled/big_0.png", "fake/upsampled/big_1.png")
+# (option, value, the limit as the error names it): the 32 px images pass, the 128 px ones not
+LIMIT_CASES = {"max-pixels": ("--max-pixels", "5000", "over the limit of 5,000"),
+               "max-bytes": ("--max-bytes", "20000", "over the limit of 19.5 KB")}
+
+
+@pytest.fixture(scope="module")
+def oversized_corpus(clean_corpus, tmp_path_factory):
+    """The clean corpus plus four valid 128 px noise PNGs (16,384 pixels, about 49 KB each)."""
+    root = tmp_path_factory.mktemp("oversized") / "corpus"
+    shutil.copytree(clean_corpus, root)
+    rng = np.random.default_rng(7)
+    for rel in BIG:
+        save_png(rng.integers(0, 256, (128, 128, 3), dtype=np.uint8), root / rel)
+        assert (root / rel).stat().st_size > 20000
+    return root
+
+
+@pytest.mark.parametrize("case", sorted(LIMIT_CASES))
+def test_limits_evaluate_reports_files_over_the_limit(oversized_corpus, bundle, tmp_path, case):
+    option, value, named = LIMIT_CASES[case]
+    out = tmp_path / "eval.json"
+    proc = run_cli("evaluate", "--detector", bundle, "--corpus", oversized_corpus, "--split",
+                   "all", "--bootstrap", "0", "--out", out, option, value, "-q",
+                   timeout=CLI_TIMEOUT)
+    result = json.loads(out.read_text())
+    assert sorted(os.path.relpath(e["path"], oversized_corpus) for e in result["errors"]) \
+        == sorted(BIG)
+    assert all(named in e["error"] for e in result["errors"]), result["errors"]
+    assert result["n_scored"] == 48 and result["overall"]["ap"] > 0.8
+    assert result["image_limits"][case.replace("-", "_")] == int(value)
+    assert proc.stdout.count("  error: ") == 4 and named in proc.stdout
+
+
+@pytest.mark.parametrize("case", sorted(LIMIT_CASES))
+def test_limits_robustness_reports_files_over_the_limit(oversized_corpus, bundle, tmp_path,
+                                                         case):
+    option, value, named = LIMIT_CASES[case]
+    out = tmp_path / "rob"
+    args = ["robustness", "--detector", bundle, "--corpus", oversized_corpus, "--out", out,
+            "--grid", "small", "--split", "all", "-q"]
+    run_cli(*args, option, value, timeout=CLI_TIMEOUT)
+    rows = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
+    bad = [r for r in rows if r["error"]]
+    assert {os.path.relpath(r["path"], oversized_corpus) for r in bad} == set(BIG)
+    assert all(named in r["error"] for r in bad)
+    assert all(r["score"] is not None for r in rows if not r["error"])
+    metrics = json.loads((out / "metrics.json").read_text())["metrics"]
+    assert metrics and all(m["n_errors"] == 4 and m["n"] == 48 and m["ap"] is not None
+                           for m in metrics if m["generator"] == "all")
+    run = json.loads((out / "run.json").read_text())
+    assert run["image_limits"][case.replace("-", "_")] == int(value)
+    # other limits would score other files: resuming with them is refused, --fresh starts over
+    proc = run_cli(*args, check=False, timeout=CLI_TIMEOUT)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
+    assert "image_limits differ" in proc.stderr and "--fresh" in proc.stderr
 
 
 # --- fuzzing ---------------------------------------------------------------------------------
