@@ -15,9 +15,14 @@ Layout of a checkpoint (run) folder:
   metadata (``skeleton``), so :func:`load_train_state` rebuilds the tree with its exact key
   types (optimizers index their state by int).
 
-Each file is written atomically (temp file, fsync, os.replace), tensor files first and
-``config.json`` last; the hashes in ``config.json`` make a checkpoint torn by a crash between
-two files detectable. Loading parses JSON and safetensors only, so it can never run code.
+A checkpoint is replaced as one unit, so a crash at any moment leaves either the previous
+checkpoint or the new one, never a mix: the new files are first written (fsynced) into the
+staging folder ``.pending/``, then a ``COMMIT`` marker is written there, then the files are
+moved into place with ``os.replace`` (``config.json`` last) and the staging folder is removed.
+Whoever opens the folder next finishes that move when the marker is there (redo) and discards
+the staging folder when it is not. The SHA-256 of each tensor file in ``config.json`` still
+catches files swapped or copied in by hand. Loading parses JSON and safetensors only, so it can
+never run code.
 """
 
 from __future__ import annotations
@@ -25,6 +30,8 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
+import os
+import shutil
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -33,7 +40,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import load, save
 from torch import nn
 
-from .files import atomic_write_bytes, atomic_write_text
+from .files import atomic_write_bytes, atomic_write_text, fsync_dir
 from .registry import GanPair, create_generator
 
 CHECKPOINT_FORMAT = "gan-forensics/generator-checkpoint"
@@ -41,6 +48,8 @@ CHECKPOINT_VERSION = 2
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "weights.safetensors"
 OPTIM_FILE = "optim.safetensors"
+PENDING_DIR = ".pending"
+COMMIT_MARKER = "COMMIT"
 EMA_PREFIX = "G_ema"
 _NET_PREFIXES = {"generator": "G", "discriminator": "D"}
 
@@ -78,8 +87,6 @@ def save_checkpoint(run_dir: str | Path, pair: GanPair, step: int, extra_config:
     if train_state is not None:
         state_tensors, skeleton = encode_state(train_state)
         files[OPTIM_FILE] = save(state_tensors, metadata={"skeleton": json.dumps(skeleton)})
-    for filename, data in files.items():
-        atomic_write_bytes(run_dir / filename, data)
     document = {
         "format": CHECKPOINT_FORMAT,
         "version": CHECKPOINT_VERSION,
@@ -89,12 +96,57 @@ def save_checkpoint(run_dir: str | Path, pair: GanPair, step: int, extra_config:
         "extra": extra_config or {},
         "files": {filename: hashlib.sha256(data).hexdigest() for filename, data in files.items()},
     }
-    atomic_write_text(run_dir / CONFIG_FILE, json.dumps(document, indent=2) + "\n")
+    recover_checkpoint(run_dir)  # a commit cut short by an earlier crash comes first
+    pending = run_dir / PENDING_DIR
+    pending.mkdir()
+    for filename, data in files.items():
+        atomic_write_bytes(pending / filename, data)
+    atomic_write_text(pending / CONFIG_FILE, json.dumps(document, indent=2) + "\n")
+    atomic_write_text(pending / COMMIT_MARKER, "")
+    _move_pending(run_dir)
     return run_dir
+
+
+def recover_checkpoint(run_dir: str | Path) -> None:
+    """Finish or discard a checkpoint save that a crash interrupted in ``run_dir``.
+
+    With the ``COMMIT`` marker every new file was complete, so the move into place is redone;
+    without it the old checkpoint was never touched and the staging folder is removed.
+    """
+    run_dir = Path(run_dir)
+    pending = run_dir / PENDING_DIR
+    if not pending.is_dir():
+        return
+    try:
+        if (pending / COMMIT_MARKER).is_file():
+            _move_pending(run_dir)
+        else:
+            shutil.rmtree(pending)
+            fsync_dir(run_dir)
+    except OSError as exc:
+        raise CheckpointError(f"{pending} holds a checkpoint save interrupted by a crash and "
+                              f"it cannot be {'finished' if pending.exists() else 'removed'} "
+                              f"({exc}); make {run_dir} writable and run the command "
+                              "again") from exc
+
+
+def _move_pending(run_dir: Path) -> None:
+    """Move the committed files of ``.pending/`` into ``run_dir`` (config.json last); each
+    step can be redone after a crash."""
+    pending = run_dir / PENDING_DIR
+    staged = sorted(path.name for path in pending.iterdir()
+                    if path.name not in (COMMIT_MARKER, CONFIG_FILE) and path.suffix != ".tmp")
+    for filename in [*staged, CONFIG_FILE]:
+        if (pending / filename).exists():
+            os.replace(pending / filename, run_dir / filename)
+    fsync_dir(run_dir)
+    shutil.rmtree(pending)  # the marker, and temp files of a write the crash cut
+    fsync_dir(run_dir)
 
 
 def read_checkpoint_config(run_dir: str | Path) -> dict:
     """The parsed ``config.json`` of a checkpoint folder, checked for format and version."""
+    recover_checkpoint(run_dir)
     path = Path(run_dir) / CONFIG_FILE
     try:
         document = json.loads(path.read_text(encoding="utf-8"))

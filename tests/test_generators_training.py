@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import os
+import pathlib
+import shutil
 import subprocess
 import sys
 
@@ -16,7 +18,7 @@ from forensics.cli import main as cli
 from generators import checkpoint_sha256, load_checkpoint, read_stats, sample_images, train_gan
 from generators import trainer as trainer_module
 from generators.checkpoint import (CheckpointError, decode_state, encode_state,
-                                   load_train_state)
+                                   load_train_state, save_checkpoint)
 from generators.config import merge_options, read_run_file
 from generators.data import BatchStream, ImageFolderDataset, ShardedShuffle
 from generators.images import image_grid, tensor_to_uint8
@@ -175,6 +177,60 @@ def test_torn_checkpoint_is_detected(blobs, tmp_path):
     (run / "optim.safetensors").write_bytes((run / "optim.safetensors").read_bytes()[:-8])
     with pytest.raises(CheckpointError, match="does not match the hash"):
         load_train_state(run)
+
+
+class _Crash(BaseException):
+    """Stands for the process dying: nothing after it runs, no except-Exception catches it."""
+
+
+def _crash_after(monkeypatch, module, name: str, calls: int) -> None:
+    """Make ``module.name`` die on its call number ``calls`` (0-based)."""
+    real, seen = getattr(module, name), [0]
+
+    def dying(*args, **kwargs):
+        seen[0] += 1
+        if seen[0] > calls:
+            raise _Crash()
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(module, name, dying)
+
+
+def _save_ckpt(run, seed: int, step: int) -> None:
+    torch.manual_seed(seed)
+    pair = create_generator("dcgan", resolution=16, ngf=4, ndf=4)
+    save_checkpoint(run, pair, step, {"seed": seed},
+                    train_state={"step": step, "moment": torch.randn(3)})
+
+
+@pytest.mark.parametrize("point", [("replace", n) for n in range(7)] +
+                         [("rmtree", 0), ("mkdir", 0)])
+def test_a_crash_anywhere_in_a_checkpoint_save_leaves_old_or_new_whole(tmp_path, monkeypatch,
+                                                                        point):
+    """Cut the save of checkpoint 2 over checkpoint 1 at each rename (7 per save: 3 staged
+    writes, the marker, 3 moves into place), at the staging folder's removal and before
+    anything was written; the next load must see checkpoint 1 or 2 entire, never a mix."""
+    run = tmp_path / "run"
+    _save_ckpt(run, seed=1, step=1)
+    expected = {1: checkpoint_sha256(run)}
+    _save_ckpt(tmp_path / "twin", seed=2, step=2)
+    expected[2] = checkpoint_sha256(tmp_path / "twin")
+    fn, calls = point
+    _crash_after(monkeypatch, {"replace": os, "rmtree": shutil, "mkdir": pathlib.Path}[fn],
+                 fn, calls)
+    with pytest.raises(_Crash):
+        _save_ckpt(run, seed=2, step=2)
+    monkeypatch.undo()
+
+    pair, document = load_checkpoint(run)  # recovers first
+    step = document["step"]
+    assert document["extra"] == {"seed": step} and checkpoint_sha256(run) == expected[step]
+    assert load_train_state(run)["step"] == step
+    assert not (run / ".pending").exists() and not list(run.glob(".*.tmp"))
+    if fn == "replace":  # the marker is the 4th rename: from there on the new one wins
+        assert step == (2 if calls >= 4 else 1)
+    _save_ckpt(run, seed=3, step=3)  # and the folder takes the next save as usual
+    assert load_checkpoint(run)[1]["step"] == 3
 
 
 # --- data ------------------------------------------------------------------------------------
