@@ -30,6 +30,7 @@ from forensics.corpus import MANIFEST_NAME
 from forensics.detectors import Detector
 from forensics.detectors.cnn import CNNDetector
 from forensics.images import DEFAULT_LIMITS, IMAGE_EXTENSIONS, ImageError, ImageLimits, load_image
+from forensics.images import _format_bytes as format_bytes  # the wording ImageError reasons use
 from forensics.perturb import jpeg, resize
 
 
@@ -158,6 +159,28 @@ def score_upload(detector: Detector, name: str, data: bytes,
     result.copies = {label: float(s) for label, s in zip(STABILITY_COPIES, scores[1:])}
     result.members = {name: float(s[0]) for name, s in members.items()}
     return result
+
+
+def refusal_hint(reason: str) -> str:
+    """What to do about an upload refused with ``reason`` (an ``ImageError`` reason)."""
+    if "decompression-bomb" in reason:
+        return ("Pillow never decodes that many pixels whatever the app's limits; upload a "
+                "downscaled copy.")
+    if "pixels, over the limit" in reason:
+        return ("Upload a downscaled copy, or start the app with a larger `--max-pixels` if "
+                "you trust the file.")
+    if "over the limit" in reason:
+        return "Upload a smaller copy, or start the app with a larger `--max-bytes`."
+    if "empty" in reason:
+        return "The upload arrived empty; pick the file again."
+    return ("Check that the file opens in an image viewer, or re-save it as PNG or JPEG and "
+            "upload it again.")
+
+
+def refusal_message(result: ImageResult) -> str:
+    """Markdown for an upload that could not be scored: its name, why, and what to do."""
+    return (f"**{result.name}** could not be scored: {result.error.rstrip('.')}. "
+            f"{refusal_hint(result.error)}")
 
 
 def is_fake(p_fake: float, threshold: float) -> bool:

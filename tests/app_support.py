@@ -2,15 +2,24 @@
 
 Built in a couple of seconds: 32 px patches of the bundled photos as the real images and
 nearest-neighbour upsampled noise (the periodic trace GAN upsampling leaves) as the fakes.
+Also the fixtures the app tests share (import them by name): ``app_root`` and ``app`` (an
+AppTest of the whole app on that root) and ``served_app`` (`forensics app` in the background,
+for the Chromium tests).
 """
 
 from __future__ import annotations
 
 import json
+import re
+import socket
+import subprocess
 import sys
+import time
+import urllib.request
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from forensics.bundled import write_bundled_corpus
 from forensics.images import encode_png, save_png
@@ -88,3 +97,89 @@ def build_app_root(root: Path, ensemble: bool = False) -> Path:
     robust.mkdir()
     (robust / "metrics.csv").write_text("\n".join(rows) + "\n")
     return bundle
+
+
+# --- fixtures shared by the app tests ---------------------------------------------------------
+
+TIMEOUT = 90  # seconds per AppTest script run: generous for busy 2-core machines
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--no-first-run"]
+VERDICTS = re.compile(r"Likely generated \(FAKE\)|Likely real \(REAL\)|UNCERTAIN|UNSURE")
+
+
+@pytest.fixture(scope="module")
+def app_root(tmp_path_factory):
+    """Root folder with corpora, a run, robustness results and an ensemble bundle."""
+    return shared_app_root(tmp_path_factory.getbasetemp())
+
+
+@pytest.fixture
+def app(app_root, monkeypatch):
+    """A fresh AppTest of the app on the test root, with Streamlit's caches emptied."""
+    import streamlit as st
+    from streamlit.testing.v1 import AppTest
+
+    import components as C
+
+    root, bundle = app_root
+    monkeypatch.setenv(C.ENV_DETECTOR, str(bundle))
+    monkeypatch.setenv(C.ENV_ROOT, str(root))
+    st.cache_resource.clear()
+    st.cache_data.clear()
+    at = AppTest.from_file(str(APP_DIR / "Home.py"), default_timeout=TIMEOUT)
+    at.run()
+    assert not at.exception
+    return at
+
+
+def require_chromium() -> None:
+    """Fail with what to do when Debian's Chromium is missing (Playwright's download is unused)."""
+    if not CHROMIUM.is_file():
+        pytest.fail(f"{CHROMIUM} is missing: install it with `apt-get install -y chromium` "
+                    "(.ci/run does this in CI); Playwright's own browser download is not used")
+
+
+def free_port() -> int:
+    """A TCP port nothing listens on right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_healthy(url: str, server: subprocess.Popen, timeout: float = 90) -> None:
+    """Poll Streamlit's health endpoint until it answers "ok" (or the server dies)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if server.poll() is not None:
+            raise AssertionError(f"`forensics app` exited with {server.returncode}:\n"
+                                 f"{server.stdout.read()}")
+        try:
+            with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as response:
+                if response.read().decode() == "ok":
+                    return
+        except OSError:
+            pass
+        time.sleep(0.25)  # polling a server that is starting, not waiting on the page
+    raise AssertionError(f"the app did not become healthy within {timeout} s")
+
+
+@pytest.fixture(scope="module")
+def served_app(tmp_path_factory):
+    """URL of `forensics app --detector B --port P --root R` running in the background."""
+    root, bundle = shared_app_root(tmp_path_factory.getbasetemp())
+    port = free_port()
+    forensics = Path(sys.executable).with_name("forensics")
+    server = subprocess.Popen(
+        [str(forensics), "app", "--detector", str(bundle), "--port", str(port), "--root",
+         str(root)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_healthy(url, server)
+        yield url
+    finally:
+        server.terminate()
+        try:
+            server.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            server.kill()

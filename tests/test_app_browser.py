@@ -2,76 +2,21 @@
 
 from __future__ import annotations
 
-import re
 import shutil
-import socket
-import subprocess
-import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import pytest
 
-from app_support import photo_png, shared_app_root
+# CHROMIUM_ARGS, VERDICTS and served_app are imported from here by test_app_concurrency too.
+from app_support import (CHROMIUM, CHROMIUM_ARGS, VERDICTS, photo_png,  # noqa: F401
+                         require_chromium, served_app)
 
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--no-first-run"]
 LEAD_SCREENSHOT = Path("/tmp/app_screenshot.png")
-VERDICTS = re.compile(r"Likely generated \(FAKE\)|Likely real \(REAL\)|UNCERTAIN|UNSURE")
-
-
-def free_port() -> int:
-    """A TCP port nothing listens on right now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def wait_healthy(url: str, server: subprocess.Popen, timeout: float = 90) -> None:
-    """Poll Streamlit's health endpoint until it answers "ok" (or the server dies)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if server.poll() is not None:
-            raise AssertionError(f"`forensics app` exited with {server.returncode}:\n"
-                                 f"{server.stdout.read()}")
-        try:
-            with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as response:
-                if response.read().decode() == "ok":
-                    return
-        except OSError:
-            pass
-        time.sleep(0.25)  # polling a server that is starting, not waiting on the page
-    raise AssertionError(f"the app did not become healthy within {timeout} s")
-
-
-@pytest.fixture(scope="module")
-def served_app(tmp_path_factory):
-    """URL of `forensics app --detector B --port P --root R` running in the background."""
-    root, bundle = shared_app_root(tmp_path_factory.getbasetemp())
-    port = free_port()
-    forensics = Path(sys.executable).with_name("forensics")
-    server = subprocess.Popen(
-        [str(forensics), "app", "--detector", str(bundle), "--port", str(port), "--root",
-         str(root)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        wait_healthy(url, server)
-        yield url
-    finally:
-        server.terminate()
-        try:
-            server.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            server.kill()
 
 
 @pytest.mark.slow
-def test_upload_shows_verdict_in_chromium(served_app, tmp_path):
-    if not CHROMIUM.is_file():
-        pytest.fail(f"{CHROMIUM} is missing: install it with `apt-get install -y chromium` "
-                    "(.ci/run does this in CI); Playwright's own browser download is not used")
+def test_upload_shows_verdict_in_chromium(served_app, tmp_path):  # noqa: F811
+    require_chromium()
     from playwright.sync_api import expect, sync_playwright
 
     image = tmp_path / "coffee.png"

@@ -6,34 +6,12 @@ import io
 
 import numpy as np
 import pytest
-import streamlit as st
 from PIL import Image
 from streamlit.testing.v1 import AppTest
 
-from app_support import APP_DIR, photo_png, shared_app_root, upsampled_noise
+from app_support import (APP_DIR, TIMEOUT, app, app_root, photo_png,  # noqa: F401 - fixtures
+                         upsampled_noise)
 import components as C
-
-TIMEOUT = 90  # seconds per script run: generous for busy 2-core machines
-
-
-@pytest.fixture(scope="module")
-def app_root(tmp_path_factory):
-    """Root folder with corpora, a run, robustness results and an ensemble bundle."""
-    return shared_app_root(tmp_path_factory.getbasetemp())
-
-
-@pytest.fixture
-def app(app_root, monkeypatch):
-    """A fresh AppTest of the app on the test root, with Streamlit's caches emptied."""
-    root, bundle = app_root
-    monkeypatch.setenv(C.ENV_DETECTOR, str(bundle))
-    monkeypatch.setenv(C.ENV_ROOT, str(root))
-    st.cache_resource.clear()
-    st.cache_data.clear()
-    at = AppTest.from_file(str(APP_DIR / "Home.py"), default_timeout=TIMEOUT)
-    at.run()
-    assert not at.exception
-    return at
 
 
 def encoded(image: np.ndarray, fmt: str, **options) -> bytes:

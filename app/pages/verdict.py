@@ -229,8 +229,9 @@ with st.sidebar:
 
 uploads = st.file_uploader(
     "Images to check", type=C.UPLOAD_TYPES, accept_multiple_files=True, key="uploads",
-    help=f"PNG, JPEG, WebP, BMP, TIFF or GIF, up to {cfg.limits.max_bytes // 2**20} MB "
-         f"and {cfg.limits.max_pixels / 1e6:.0f} megapixels each.")
+    help=f"PNG, JPEG, WebP, BMP, TIFF or GIF, up to {C.format_bytes(cfg.limits.max_bytes)} "
+         f"and {cfg.limits.max_pixels / 1e6:g} megapixels each. A file that cannot be scored "
+         "is listed with the reason; the others are scored.")
 if not uploads:
     st.info("Nothing uploaded yet. Files are scored in memory and never stored.",
             icon=":material/upload:")
@@ -246,8 +247,7 @@ progress.empty()
 
 for result in results.values():
     if result.error:
-        st.error(f"**{result.name}** could not be scored: {result.error}",
-                 icon=":material/broken_image:")
+        st.error(C.refusal_message(result), icon=":material/broken_image:")
 render_cards(results, files, threshold, band, cfg.limits)
 
 rows = [C.result_row(r, threshold, band) for r in results.values()]
