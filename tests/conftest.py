@@ -1,13 +1,50 @@
-"""Shared fixtures: the quick demo, run once per test session through the real command line."""
+"""Shared fixtures: the quick demo, run once per test session through the real command line,
+and the size of the reliability campaign (``pytest --campaign long`` for the opt-in long run)."""
 
 import os
+import signal
 import subprocess
 import sys
+import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
 FORENSICS = str(Path(sys.executable).with_name("forensics"))
+KILLS = {"sent": 0}
+
+
+@dataclass(frozen=True)
+class Campaign:
+    """How hard the reliability tests push: decoder fuzzing examples, kill -9 per
+    interrupted-run test."""
+
+    name: str
+    fuzz_examples: int
+    kills: int
+
+
+CAMPAIGNS = {
+    "ci": Campaign("ci", fuzz_examples=1000, kills=3),
+    "long": Campaign("long", fuzz_examples=20000, kills=12),
+}
+
+
+def pytest_addoption(parser):
+    parser.addoption("--campaign", choices=sorted(CAMPAIGNS), default="ci",
+                     help="size of the reliability campaign: 'ci' (default) or 'long' "
+                          "(20x the decoder fuzzing, 4x the kill -9 runs)")
+
+
+@pytest.fixture(scope="session")
+def campaign(request) -> Campaign:
+    return CAMPAIGNS[request.config.getoption("campaign")]
+
+
+def pytest_terminal_summary(terminalreporter):
+    if KILLS["sent"]:
+        terminalreporter.write_line(f"kill -9 sent to {KILLS['sent']} forensics processes")
 
 
 def run_cli(*args: str, check: bool = True, timeout: float = 600) -> subprocess.CompletedProcess:
@@ -27,3 +64,30 @@ def quick_demo(tmp_path_factory):
     out = tmp_path_factory.mktemp("demo") / "demo"
     proc = run_cli("demo", "--quick", "--out", out, "-q")
     return out, proc.stdout
+
+
+def kill_when(args, ready, *, timeout=120.0, poll=0.005) -> None:
+    """Start `forensics *args`, wait until ``ready()`` holds (checked every ``poll`` seconds),
+    then SIGKILL it."""
+    proc = subprocess.Popen([FORENSICS, *map(str, args)], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + timeout
+        while not ready() and proc.poll() is None:
+            assert time.monotonic() < deadline, f"no progress within {timeout} s: {args}"
+            time.sleep(poll)
+        proc.send_signal(signal.SIGKILL)
+    finally:
+        proc.kill()
+        proc.wait(timeout=30)
+    assert proc.returncode == -signal.SIGKILL, "the run ended before it could be killed"
+    KILLS["sent"] += 1
+
+
+def kill_or_finish(args, ready) -> None:
+    """kill_when, where a run that finishes before ``ready()`` holds is also fine."""
+    try:
+        kill_when(args, ready)
+    except AssertionError as exc:
+        if "ended before" not in str(exc):
+            raise

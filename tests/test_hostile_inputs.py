@@ -213,7 +213,7 @@ def test_limits_robustness_reports_files_over_the_limit(oversized_corpus, bundle
 
 # --- fuzzing ---------------------------------------------------------------------------------
 
-SEEDS = {ext: data for ext, data in valid_samples().items() if ext in ("png", "jpg", "gif")}
+SEEDS = valid_samples()
 FUZZ_LIMITS = ImageLimits(max_pixels=4_000_000, max_bytes=1 << 20)
 
 
@@ -231,14 +231,16 @@ def mutated_images(draw):
     return bytes(data)
 
 
-def test_fuzzed_encodings_decode_or_raise_image_error():
-    """load_image on mutated PNG/JPEG/GIF bytes gives an RGB uint8 array or an ImageError.
+def test_fuzzed_encodings_decode_or_raise_image_error(campaign):
+    """load_image on mutated encodings gives an RGB uint8 array or an ImageError.
 
-    The inputs are derandomised, but which ones hypothesis draws can change with what else
-    the process has imported; the counts printed are those of the run at hand."""
+    Every format; 20x the examples with ``--campaign long``. The inputs are derandomised, but which ones hypothesis draws can change with what else the
+    process has imported; the counts printed are those of the run at hand."""
     count = {"tried": 0, "decoded": 0, "refused": 0}
+    formats = "/".join(ext.upper() for ext in SEEDS)
 
-    @settings(max_examples=200, deadline=None, derandomize=True, database=None)
+    @settings(max_examples=campaign.fuzz_examples, deadline=None, derandomize=True,
+              database=None)
     @given(mutated_images())
     def check(data):
         count["tried"] += 1
@@ -253,6 +255,6 @@ def test_fuzzed_encodings_decode_or_raise_image_error():
             count["decoded"] += 1
 
     check()
-    print(f"\nfuzzing: {count['tried']} mutated PNG/JPEG/GIF encodings, "
+    print(f"\nfuzzing ({campaign.name}): {count['tried']} mutated {formats} encodings, "
           f"{count['decoded']} decoded, {count['refused']} refused with ImageError")
-    assert count["tried"] >= 200
+    assert count["tried"] >= campaign.fuzz_examples

@@ -1,9 +1,8 @@
 """Interrupted runs (issue 7): SIGKILL the real console script mid-way, rerun, compare with an
-uninterrupted run. `forensics robustness` has its own kill test in test_robustness.py."""
+uninterrupted run. `forensics robustness` has its own kill test in test_robustness.py; the
+number of kills grows with ``--campaign long``."""
 
 import json
-import signal
-import subprocess
 import time
 from pathlib import Path
 
@@ -11,49 +10,15 @@ import numpy as np
 import pytest
 from safetensors.numpy import load_file
 
-from conftest import FORENSICS, run_cli
+from conftest import kill_or_finish, kill_when, run_cli
 from forensics.bundled import write_bundled_corpus
 from forensics.detectors import load_detector
 from forensics.images import load_image
 from test_spectral_detector import write_real_fake_folders
 
-KILLS = {"sent": 0}
 TRAIN = ["--checkpoint-every", "2", "--set", "ngf=8", "--set", "ndf=8", "--resolution", "16",
          "--batch-size", "8", "--device", "cpu", "-q"]
 STEPS = 16
-
-
-@pytest.fixture(scope="module", autouse=True)
-def report_kills():
-    yield
-    print(f"\nkill -9 sent to {KILLS['sent']} forensics processes")
-
-
-def kill_when(args, ready, *, timeout=120.0, poll=0.005) -> None:
-    """Start `forensics *args`, wait until ``ready()`` holds (checked every ``poll`` seconds),
-    then SIGKILL it."""
-    proc = subprocess.Popen([FORENSICS, *map(str, args)], stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
-    try:
-        deadline = time.monotonic() + timeout
-        while not ready() and proc.poll() is None:
-            assert time.monotonic() < deadline, f"no progress within {timeout} s: {args}"
-            time.sleep(poll)
-        proc.send_signal(signal.SIGKILL)
-    finally:
-        proc.kill()
-        proc.wait(timeout=30)
-    assert proc.returncode == -signal.SIGKILL, "the run ended before it could be killed"
-    KILLS["sent"] += 1
-
-
-def kill_or_finish(args, ready) -> None:
-    """kill_when, where a run that finishes before ``ready()`` holds is also fine."""
-    try:
-        kill_when(args, ready)
-    except AssertionError as exc:
-        if "ended before" not in str(exc):
-            raise
 
 
 def temp_files(folder: Path) -> list[Path]:
@@ -93,20 +58,21 @@ def test_zoo_train_killed_then_resumed_equals_uninterrupted(trained, tmp_path):
     assert_same_run(run, whole)
 
 
-def test_zoo_train_killed_inside_checkpoint_saves_resumes_exactly(trained, tmp_path):
-    """Checkpoint every step and kill while a save's staging folder exists, three times at
-    seeded-random steps: each resume must find the previous or the new checkpoint whole."""
+def test_zoo_train_killed_inside_checkpoint_saves_resumes_exactly(trained, tmp_path, campaign):
+    """Checkpoint every step and kill while a save's staging folder exists, at seeded-random
+    steps: each resume must find the previous or the new checkpoint whole."""
     root, whole = trained
     run = tmp_path / "run"
     args = ["zoo", "train", "dcgan", "--data", root / "corpus", "--out", run, "--steps", STEPS,
             *TRAIN, "--checkpoint-every", "1"]
     pending = run / ".pending"
     inside = 0
-    for i, at in enumerate(sorted(np.random.default_rng(3).choice(STEPS - 2, 3, replace=False))):
+    steps = np.random.default_rng(3).choice(STEPS - 2, campaign.kills, replace=False)
+    for i, at in enumerate(sorted(steps)):
         kill_when([*args, *(["--resume"] if i else [])],
                   lambda: pending.exists() and checkpoint_step(run) >= at, poll=0.0)
         inside += pending.exists()  # still there: the kill cut the save itself
-    print(f"\n{inside} of 3 kills left a checkpoint save unfinished")
+    print(f"\n{inside} of {campaign.kills} kills left a checkpoint save unfinished")
     run_cli(*args, "--resume", timeout=300)
     assert_same_run(run, whole)
     assert not pending.exists()
@@ -126,16 +92,18 @@ def assert_same_run(run: Path, whole: Path) -> None:
     assert temp_files(run) == []
 
 
-def test_zoo_sample_killed_then_rerun_equals_uninterrupted(trained, tmp_path):
+def test_zoo_sample_killed_then_rerun_equals_uninterrupted(trained, tmp_path, campaign):
     _, run = trained
     whole, cut = tmp_path / "whole", tmp_path / "cut"
     run_cli("zoo", "sample", run, "--n", 400, "--out", whole, "--seed", 0, "--batch-size", 32,
             "--device", "cpu", "-q", timeout=300)
     args = ["zoo", "sample", run, "--n", 400, "--out", cut, "--seed", 0, "--batch-size", 32,
             "--device", "cpu", "-q"]
-    wanted = int(np.random.default_rng(11).integers(1, 300))
-    kill_when(args, lambda: cut.exists() and len(list(cut.glob("*.png"))) >= wanted)
-    assert len(list(cut.glob("*.png"))) < 400
+    # Kills after seeded-random numbers of images, each rerun going on from the last.
+    for wanted in sorted(np.random.default_rng(11).choice(range(1, 380), campaign.kills,
+                                                          replace=False)):
+        kill_when(args, lambda: cut.exists() and len(list(cut.glob("*.png"))) >= wanted)
+        assert len(list(cut.glob("*.png"))) < 400
 
     run_cli(*args, timeout=300)
     pngs = sorted(p.name for p in cut.glob("*.png"))
@@ -154,7 +122,8 @@ def detector_corpus(tmp_path_factory):
     return write_real_fake_folders(tmp_path_factory.mktemp("detcorpus"), 24, 64, 3, "upsampler")
 
 
-def test_detector_train_killed_leaves_no_half_bundle_and_rerun_equals(detector_corpus, tmp_path):
+def test_detector_train_killed_leaves_no_half_bundle_and_rerun_equals(detector_corpus, tmp_path,
+                                                                       campaign):
     images = [load_image(p) for p in sorted(detector_corpus.rglob("*.png"))]
     whole, cut = tmp_path / "whole", tmp_path / "cut"
     args = ["detector", "train", "--kind", "spectral", "--corpus", detector_corpus, "-q"]
@@ -172,8 +141,8 @@ def test_detector_train_killed_leaves_no_half_bundle_and_rerun_equals(detector_c
     kill_or_finish([*args, "--out", cut], lambda: cut.exists() and any(cut.iterdir()))
     check_bundle()
     run_cli(*args, "--out", cut, timeout=300)  # now a complete bundle is in place
-    # Kills 2 and 3: at seeded-random moments of a run over the complete bundle.
-    for delay in np.random.default_rng(5).uniform(0.2, 1.2, size=2):
+    # The other kills: at seeded-random moments of a run over the complete bundle.
+    for delay in np.random.default_rng(5).uniform(0.2, 1.2, size=campaign.kills - 1):
         start = time.monotonic()
         kill_or_finish([*args, "--out", cut], lambda: time.monotonic() - start >= delay)
         check_bundle()

@@ -4,16 +4,14 @@ import csv
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from conftest import FORENSICS
+from conftest import kill_when
 from forensics.cli import main as cli_main
 from forensics.grid import GRIDS, GridError, expand_grid, families, family_of, load_grid
 from forensics.images import save_png
@@ -161,28 +159,22 @@ def test_resume_ignores_a_cut_off_last_line(setup, tmp_path):
     assert len(shard_lines(out)) == len(set(shard_lines(out))) == len(setup["rows"])
 
 
-def test_resume_after_kill_equals_uninterrupted_run(setup, tmp_path):
+def test_resume_after_kill_equals_uninterrupted_run(setup, tmp_path, campaign):
+    """kill -9 after seeded-random numbers of result rows, rerunning the same command after
+    each kill; the finished table equals the uninterrupted one with no row twice."""
     out = tmp_path / "killed"
-    shard = out / "shards" / "rank-00000.jsonl"
-    proc = subprocess.Popen([FORENSICS, *cli_args(setup, out)], stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
-    try:
-        deadline = time.monotonic() + 120
-        while not (shard.exists() and shard.stat().st_size) and proc.poll() is None:
-            assert time.monotonic() < deadline, "no results written within 120 s"
-            time.sleep(0.005)
-        proc.send_signal(signal.SIGKILL)
-    finally:
-        proc.kill()
-        proc.wait()
-    assert proc.returncode == -signal.SIGKILL, "the run ended before it could be killed"
-    done = len(shard_lines(out))
-    assert 0 < done < len(setup["rows"]) and not (out / RESULTS_FILE).exists()
+    total = len(setup["rows"])
+    for wanted in sorted(np.random.default_rng(2).choice(range(1, total - 10), campaign.kills,
+                                                         replace=False)):
+        kill_when(cli_args(setup, out),
+                  lambda: (out / "shards").is_dir() and len(shard_lines(out)) >= wanted)
+        lines = shard_lines(out)
+        assert len(lines) == len(set(lines)) < total and not (out / RESULTS_FILE).exists()
 
     assert cli_main(cli_args(setup, out)) == 0  # the same command, finishing the run
     assert read_results(out) == setup["rows"]
     lines = shard_lines(out)
-    assert len(lines) == len(set(lines)) == len(setup["rows"])
+    assert len(lines) == len(set(lines)) == total
 
 
 def test_two_torchrun_processes_equal_one(setup):
