@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 
-.PHONY: demo test venv clean
+.PHONY: demo test campaign venv clean
 
 $(BIN)/forensics: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -18,6 +18,14 @@ demo: venv
 
 test: venv
 	$(BIN)/python -m pytest -q
+
+# The reliability campaign at its opt-in long size (CI runs the same tests at --campaign ci).
+CAMPAIGN_TESTS := tests/test_hostile_inputs.py tests/test_kill_resume.py \
+	tests/test_tampered_bundles.py tests/test_app_hostile_uploads.py tests/test_app_concurrency.py \
+	tests/test_failure_messages.py tests/test_robustness.py::test_resume_after_kill_equals_uninterrupted_run \
+	tests/test_generators_training.py::test_a_crash_anywhere_in_a_checkpoint_save_leaves_old_or_new_whole
+campaign: venv
+	$(BIN)/python -m pytest -q -s --campaign long $(CAMPAIGN_TESTS)
 
 clean:
 	rm -rf $(VENV) runs/demo

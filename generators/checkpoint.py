@@ -144,6 +144,12 @@ def _move_pending(run_dir: Path) -> None:
     fsync_dir(run_dir)
 
 
+def has_checkpoint(run_dir: str | Path) -> bool:
+    """Whether ``run_dir`` holds a complete checkpoint (after finishing an interrupted save)."""
+    recover_checkpoint(run_dir)
+    return (Path(run_dir) / CONFIG_FILE).is_file()
+
+
 def read_checkpoint_config(run_dir: str | Path) -> dict:
     """The parsed ``config.json`` of a checkpoint folder, checked for format and version."""
     recover_checkpoint(run_dir)

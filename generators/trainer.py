@@ -61,7 +61,8 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from .checkpoint import load_checkpoint, load_train_state, read_checkpoint_config, save_checkpoint
+from .checkpoint import (has_checkpoint, load_checkpoint, load_train_state, read_checkpoint_config,
+                         recover_checkpoint, save_checkpoint)
 from .data import BatchStream, ImageFolderDataset, labelled_dataset
 from .diagnostics import CollapseProbe
 from .distributed import (DistributedContext, broadcast_flag, gather_to_all, init_distributed,
@@ -167,6 +168,14 @@ class _Trainer:
                  run_dir: Path, *, steps: int, seed: int | None, device: torch.device,
                  context: DistributedContext, overrides: dict, resume: bool):
         self.run_dir, self.steps, self.device, self.context = run_dir, steps, device, context
+        if resume and context.is_main:
+            recover_checkpoint(run_dir)  # finish a save a crash cut, before any rank reads
+        gather_to_all(None)
+        if resume and not has_checkpoint(run_dir) and (run_dir / STATS_FILE).exists():
+            warnings.warn(f"--resume: {run_dir} holds no complete checkpoint (the run stopped "
+                          "before its first one was saved); starting it from step 0",
+                          stacklevel=3)
+            resume = False  # a folder without any trace of a run is still refused below
         document = read_checkpoint_config(run_dir) if resume else None
         if document is not None and document["name"] != family.name:
             raise ValueError(f"{run_dir} holds a {document['name']!r} run, not {family.name!r}")

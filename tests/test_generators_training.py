@@ -96,6 +96,20 @@ def test_resume_after_a_crash_drops_the_stats_past_the_checkpoint(blobs, tmp_pat
     assert checkpoint_sha256(tmp_path / "run") == checkpoint_sha256(whole)
 
 
+def test_resume_before_the_first_checkpoint_starts_from_step_0(blobs, tmp_path):
+    """A run killed inside its first save left only an uncommitted staging folder."""
+    whole = train("dcgan", blobs, tmp_path / "whole", 3).run_dir
+    run = tmp_path / "run"
+    (run / ".pending").mkdir(parents=True)
+    (run / ".pending" / "weights.safetensors").write_bytes(b"half a file")
+    (run / "stats.jsonl").write_text('{"step": 1, "loss_d": 1.0, "loss_g": 1.0}\n')
+    with pytest.warns(UserWarning, match="no complete checkpoint.*starting it from step 0"):
+        train("dcgan", blobs, run, 3, resume=True)
+    assert [row["step"] for row in read_stats(run)] == [1, 2, 3]
+    assert checkpoint_sha256(run) == checkpoint_sha256(whole)
+    assert not (run / ".pending").exists()
+
+
 def test_time_limit_stops_with_a_checkpoint_and_resume_finishes(blobs, tmp_path):
     result = train("dcgan", blobs, tmp_path / "run", 50, max_minutes=1e-9)
     assert (result.step, result.stopped) == (1, "time limit")
