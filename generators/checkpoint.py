@@ -15,12 +15,11 @@ Layout of a checkpoint (run) folder:
   metadata (``skeleton``), so :func:`load_train_state` rebuilds the tree with its exact key
   types (optimizers index their state by int).
 
-A checkpoint is replaced as one unit, so a crash at any moment leaves either the previous
-checkpoint or the new one, never a mix: the new files are first written (fsynced) into the
-staging folder ``.pending/``, then a ``COMMIT`` marker is written there, then the files are
-moved into place with ``os.replace`` (``config.json`` last) and the staging folder is removed.
-Whoever opens the folder next finishes that move when the marker is there (redo) and discards
-the staging folder when it is not. The SHA-256 of each tensor file in ``config.json`` still
+A checkpoint is replaced as one unit (``files.replace_files``), so a crash at any moment leaves
+either the previous checkpoint or the new one, never a mix: the new files are staged in
+``.pending/``, committed by a marker and moved into place (``config.json`` last); whoever opens
+the folder next finishes that move when the marker is there and discards the staging folder
+when it is not. The SHA-256 of each tensor file in ``config.json`` still
 catches files swapped or copied in by hand. Loading parses JSON and safetensors only, so it can
 never run code.
 """
@@ -30,8 +29,6 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
-import os
-import shutil
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -40,7 +37,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import load, save
 from torch import nn
 
-from .files import atomic_write_bytes, atomic_write_text, fsync_dir
+from .files import STAGING_DIR, atomic_write_bytes, atomic_write_text, recover_files, replace_files
 from .registry import GanPair, create_generator
 
 CHECKPOINT_FORMAT = "gan-forensics/generator-checkpoint"
@@ -48,8 +45,6 @@ CHECKPOINT_VERSION = 2
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "weights.safetensors"
 OPTIM_FILE = "optim.safetensors"
-PENDING_DIR = ".pending"
-COMMIT_MARKER = "COMMIT"
 EMA_PREFIX = "G_ema"
 _NET_PREFIXES = {"generator": "G", "discriminator": "D"}
 
@@ -96,52 +91,23 @@ def save_checkpoint(run_dir: str | Path, pair: GanPair, step: int, extra_config:
         "extra": extra_config or {},
         "files": {filename: hashlib.sha256(data).hexdigest() for filename, data in files.items()},
     }
-    recover_checkpoint(run_dir)  # a commit cut short by an earlier crash comes first
-    pending = run_dir / PENDING_DIR
-    pending.mkdir()
-    for filename, data in files.items():
-        atomic_write_bytes(pending / filename, data)
-    atomic_write_text(pending / CONFIG_FILE, json.dumps(document, indent=2) + "\n")
-    atomic_write_text(pending / COMMIT_MARKER, "")
-    _move_pending(run_dir)
+    def write(stage: Path) -> None:
+        for filename, data in files.items():
+            atomic_write_bytes(stage / filename, data)
+        atomic_write_text(stage / CONFIG_FILE, json.dumps(document, indent=2) + "\n")
+
+    replace_files(run_dir, write, last=CONFIG_FILE)
     return run_dir
 
 
 def recover_checkpoint(run_dir: str | Path) -> None:
-    """Finish or discard a checkpoint save that a crash interrupted in ``run_dir``.
-
-    With the ``COMMIT`` marker every new file was complete, so the move into place is redone;
-    without it the old checkpoint was never touched and the staging folder is removed.
-    """
-    run_dir = Path(run_dir)
-    pending = run_dir / PENDING_DIR
-    if not pending.is_dir():
-        return
+    """Finish or discard a checkpoint save that a crash interrupted in ``run_dir``."""
     try:
-        if (pending / COMMIT_MARKER).is_file():
-            _move_pending(run_dir)
-        else:
-            shutil.rmtree(pending)
-            fsync_dir(run_dir)
+        recover_files(run_dir)
     except OSError as exc:
-        raise CheckpointError(f"{pending} holds a checkpoint save interrupted by a crash and "
-                              f"it cannot be {'finished' if pending.exists() else 'removed'} "
-                              f"({exc}); make {run_dir} writable and run the command "
-                              "again") from exc
-
-
-def _move_pending(run_dir: Path) -> None:
-    """Move the committed files of ``.pending/`` into ``run_dir`` (config.json last); each
-    step can be redone after a crash."""
-    pending = run_dir / PENDING_DIR
-    staged = sorted(path.name for path in pending.iterdir()
-                    if path.name not in (COMMIT_MARKER, CONFIG_FILE) and path.suffix != ".tmp")
-    for filename in [*staged, CONFIG_FILE]:
-        if (pending / filename).exists():
-            os.replace(pending / filename, run_dir / filename)
-    fsync_dir(run_dir)
-    shutil.rmtree(pending)  # the marker, and temp files of a write the crash cut
-    fsync_dir(run_dir)
+        raise CheckpointError(f"{Path(run_dir) / STAGING_DIR} holds a checkpoint save "
+                              f"interrupted by a crash that cannot be finished ({exc}); make "
+                              f"{run_dir} writable and run the command again") from exc
 
 
 def has_checkpoint(run_dir: str | Path) -> bool:

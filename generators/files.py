@@ -1,8 +1,12 @@
-"""Crash-safe file writes and JSON-lines logs.
+"""Crash-safe file writes and JSON-lines logs, for both packages (``forensics`` imports them
+from here, as ``generators`` never imports ``forensics``; this module needs only the standard
+library).
 
-Every file the generator zoo leaves behind (checkpoints, PNGs, manifests) is written so that an
-interrupted run never leaves a half-written file under its final name: data goes to a temporary
-file in the same folder, is fsynced, then moved into place with ``os.replace``.
+Every file left behind (checkpoints, bundles, PNGs, manifests) is written so that an interrupted
+run never leaves a half-written file under its final name: data goes to a temporary file in the
+same folder, is fsynced, then moved into place with ``os.replace``. Sets of files that only make
+sense together (a checkpoint, a detector bundle) are replaced as one unit by
+:func:`replace_files`.
 """
 
 from __future__ import annotations
@@ -10,14 +14,20 @@ from __future__ import annotations
 import json
 import math
 import os
+import shutil
 import uuid
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
+
+STAGING_DIR = ".pending"
+COMMIT_MARKER = "COMMIT"
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
-    """Write ``data`` to ``path`` atomically (temp file in the same folder, fsync, os.replace)."""
+    """Write ``data`` to ``path`` atomically (temp file in the same folder, fsync, os.replace);
+    parent folders are created."""
     path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
     # A hand-made name opened with "xb" keeps the umask's permissions (mkstemp would force 0600).
     tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
     try:
@@ -48,6 +58,64 @@ def fsync_dir(folder: str | os.PathLike) -> None:
         pass
     finally:
         os.close(fd)
+
+
+def replace_files(folder: str | os.PathLike, write: Callable[[Path], None], *,
+                  last: str) -> None:
+    """Replace a set of files in ``folder`` as one unit: after a crash at any moment, readers
+    that call :func:`recover_files` first see the old set or the new one, never a mix.
+
+    ``write(stage)`` writes the new files (subfolders allowed) into the staging folder
+    ``folder/.pending``; then a ``COMMIT`` marker is written there, every staged file is moved to
+    the same place under ``folder`` with ``os.replace`` (``last``, the file that says the set is
+    complete, at the end) and the staging folder is removed. Files of ``folder`` that the new set
+    does not name are left alone.
+    """
+    folder = Path(folder)
+    recover_files(folder)  # a commit an earlier crash cut short comes first
+    stage = folder / STAGING_DIR
+    shutil.rmtree(stage, ignore_errors=True)
+    stage.mkdir(parents=True)
+    write(stage)
+    if not (stage / last).is_file():
+        raise ValueError(f"the staged set in {stage} has no {last}")
+    atomic_write_text(stage / COMMIT_MARKER, last)  # the commit point; it names the last file
+    _move_staged(folder, last)
+
+
+def recover_files(folder: str | os.PathLike) -> None:
+    """Finish or discard a :func:`replace_files` that a crash interrupted in ``folder``.
+
+    With the ``COMMIT`` marker every new file was complete, so the move into place is redone;
+    without it the old set was never touched and the staging folder is removed. Raises OSError
+    when the folder cannot be changed (read-only).
+    """
+    folder = Path(folder)
+    stage = folder / STAGING_DIR
+    if not stage.is_dir():
+        return
+    marker = stage / COMMIT_MARKER
+    if marker.is_file():
+        _move_staged(folder, marker.read_text(encoding="utf-8"))
+    else:
+        shutil.rmtree(stage)
+        fsync_dir(folder)
+
+
+def _move_staged(folder: Path, last: str) -> None:
+    """Move the staged files into ``folder``, ``last`` at the end; every step can be redone."""
+    stage = folder / STAGING_DIR
+    staged = sorted(path.relative_to(stage) for path in stage.rglob("*")
+                    if path.is_file() and not path.name.endswith(".tmp")
+                    and path.relative_to(stage) not in (Path(COMMIT_MARKER), Path(last)))
+    for relative in [*staged, Path(last)]:
+        source = stage / relative
+        if source.is_file():
+            (folder / relative).parent.mkdir(parents=True, exist_ok=True)
+            os.replace(source, folder / relative)
+            fsync_dir((folder / relative).parent)
+    shutil.rmtree(stage)  # the marker, and temp files of a write the crash cut
+    fsync_dir(folder)
 
 
 def json_safe(value: Any) -> Any:

@@ -20,6 +20,7 @@ from generators import trainer as trainer_module
 from generators.checkpoint import (CheckpointError, decode_state, encode_state,
                                    load_train_state, save_checkpoint)
 from generators.config import merge_options, read_run_file
+from generators.files import STAGING_DIR
 from generators.data import BatchStream, ImageFolderDataset, ShardedShuffle
 from generators.images import image_grid, tensor_to_uint8
 from generators.losses import LOSSES, GanLoss
@@ -100,14 +101,14 @@ def test_resume_before_the_first_checkpoint_starts_from_step_0(blobs, tmp_path):
     """A run killed inside its first save left only an uncommitted staging folder."""
     whole = train("dcgan", blobs, tmp_path / "whole", 3).run_dir
     run = tmp_path / "run"
-    (run / ".pending").mkdir(parents=True)
-    (run / ".pending" / "weights.safetensors").write_bytes(b"half a file")
+    (run / STAGING_DIR).mkdir(parents=True)
+    (run / STAGING_DIR / "weights.safetensors").write_bytes(b"half a file")
     (run / "stats.jsonl").write_text('{"step": 1, "loss_d": 1.0, "loss_g": 1.0}\n')
     with pytest.warns(UserWarning, match="no complete checkpoint.*starting it from step 0"):
         train("dcgan", blobs, run, 3, resume=True)
     assert [row["step"] for row in read_stats(run)] == [1, 2, 3]
     assert checkpoint_sha256(run) == checkpoint_sha256(whole)
-    assert not (run / ".pending").exists()
+    assert not (run / STAGING_DIR).exists()
 
 
 def test_time_limit_stops_with_a_checkpoint_and_resume_finishes(blobs, tmp_path):
@@ -218,12 +219,12 @@ def _save_ckpt(run, seed: int, step: int) -> None:
 
 
 @pytest.mark.parametrize("point", [("replace", n) for n in range(7)] +
-                         [("rmtree", 0), ("mkdir", 0)])
+                         [("rmtree", 0), ("rmtree", 1), ("mkdir", 0)])
 def test_a_crash_anywhere_in_a_checkpoint_save_leaves_old_or_new_whole(tmp_path, monkeypatch,
                                                                         point):
     """Cut the save of checkpoint 2 over checkpoint 1 at each rename (7 per save: 3 staged
-    writes, the marker, 3 moves into place), at the staging folder's removal and before
-    anything was written; the next load must see checkpoint 1 or 2 entire, never a mix."""
+    writes, the marker, 3 moves into place), at either removal of the staging folder and
+    before anything was written; the next load must see checkpoint 1 or 2 entire, never a mix."""
     run = tmp_path / "run"
     _save_ckpt(run, seed=1, step=1)
     expected = {1: checkpoint_sha256(run)}
@@ -240,7 +241,7 @@ def test_a_crash_anywhere_in_a_checkpoint_save_leaves_old_or_new_whole(tmp_path,
     step = document["step"]
     assert document["extra"] == {"seed": step} and checkpoint_sha256(run) == expected[step]
     assert load_train_state(run)["step"] == step
-    assert not (run / ".pending").exists() and not list(run.glob(".*.tmp"))
+    assert not (run / STAGING_DIR).exists() and not list(run.glob(".*.tmp"))
     if fn == "replace":  # the marker is the 4th rename: from there on the new one wins
         assert step == (2 if calls >= 4 else 1)
     _save_ckpt(run, seed=3, step=3)  # and the folder takes the next save as usual
