@@ -52,6 +52,10 @@ def packaged_weights_path(name: str) -> Path:
     return path
 
 
+WEIGHTS_ADVICE = ("pass a weights file of this architecture (.safetensors, or .pth holding a "
+                  "state dict)")
+
+
 def _read_state(path: Path) -> OrderedDict[str, torch.Tensor]:
     """Tensors of a weights file, never executing code from it."""
     if path.suffix == ".safetensors":
@@ -62,7 +66,7 @@ def _read_state(path: Path) -> OrderedDict[str, torch.Tensor]:
     if isinstance(state, dict) and "state_dict" in state:
         state = state["state_dict"]
     if not isinstance(state, dict):
-        raise BackboneError(f"{path} does not hold a state dict of tensors")
+        raise BackboneError(f"{path} does not hold a state dict of tensors; {WEIGHTS_ADVICE}")
     return OrderedDict(state)
 
 
@@ -77,11 +81,12 @@ def _match(model: nn.Module, state: OrderedDict[str, torch.Tensor], path: Path
     elif len(source) == len(target):
         pairs = list(zip(target, source.values()))
     else:
-        raise BackboneError(f"{path} holds {len(source)} tensors, the model has {len(target)}")
+        raise BackboneError(f"{path} holds {len(source)} tensors, the model has "
+                            f"{len(target)}; {WEIGHTS_ADVICE}")
     for key, tensor in pairs:
         if tuple(tensor.shape) != tuple(target[key].shape):
             raise BackboneError(f"{path}: tensor for {key} has shape {tuple(tensor.shape)}, "
-                                f"the model expects {tuple(target[key].shape)}")
+                                f"the model expects {tuple(target[key].shape)}; {WEIGHTS_ADVICE}")
     return OrderedDict(pairs)
 
 

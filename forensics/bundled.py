@@ -37,7 +37,9 @@ class SourcePhoto:
     def path(self) -> Path:
         spec = importlib.util.find_spec(self.package)
         if spec is None or not spec.submodule_search_locations:
-            raise FileNotFoundError(f"package {self.package!r} is not installed")
+            raise FileNotFoundError(f"package {self.package!r}, which holds the bundled photo "
+                                    f"{self.name!r}, is not installed; reinstall the project "
+                                    "(`make demo` or pip install -e .)")
         return Path(next(iter(spec.submodule_search_locations))) / self.relpath
 
 

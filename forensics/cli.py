@@ -6,6 +6,7 @@ import argparse
 import csv
 import json
 import logging
+import os
 import sys
 from pathlib import Path
 from typing import Any, Sequence
@@ -53,9 +54,12 @@ def cmd_corpus_bundled(args: argparse.Namespace) -> int:
 
     from forensics.bundled import write_bundled_corpus
 
-    with tqdm(total=args.count, desc="patches", unit="img", disable=args.quiet) as bar:
-        out = write_bundled_corpus(args.out, size=args.size, count=args.count, seed=args.seed,
-                                   progress=bar.update)
+    try:
+        with tqdm(total=args.count, desc="patches", unit="img", disable=args.quiet) as bar:
+            out = write_bundled_corpus(args.out, size=args.size, count=args.count,
+                                       seed=args.seed, progress=bar.update)
+    except ValueError as exc:  # --size or --count out of range
+        raise CliError(str(exc)) from None
     print(f"wrote {args.count} real patches of {args.size} px to {out} (manifest.jsonl)")
     return 0
 
@@ -97,11 +101,14 @@ def _gan_training_items(dirs: Sequence[str], split: str,
             continue
         for it in chosen:
             if class_key and it.meta.get(class_key) is None:
-                raise CliError(f"{it.path}: its manifest row has no {class_key!r} field")
+                raise CliError(f"{it.path}: its manifest row has no {class_key!r} field; add "
+                               "it to every row or choose another --class-key")
             items.append((it.path, str(it.meta[class_key]) if class_key
                           else folder_class(it.path, root)))
     if not items:
-        raise CliError(f"no real training images found in {', '.join(dirs)} (split {split})")
+        raise CliError(f"no real training images found in {', '.join(dirs)} (split {split}); "
+                       "pass corpora with real images in that split (real/, or manifest rows "
+                       "labelled real; --split all takes every split) or a plain folder of images")
     return items
 
 
@@ -120,8 +127,6 @@ def _parse_overrides(pairs: Sequence[str]) -> dict[str, Any]:
 
 def _is_main_process() -> bool:
     """False on the torchrun ranks other than 0, which train silently."""
-    import os
-
     return os.environ.get("RANK", "0") == "0"
 
 
@@ -203,18 +208,24 @@ def cmd_zoo_sample(args: argparse.Namespace) -> int:
 
 
 def cmd_zoo_metrics(args: argparse.Namespace) -> int:
-    from forensics.backbones import BackboneError, create_backbone, normalisation
     from forensics.corpus import iter_image_files
+
+    for side in ("real", "fake"):
+        if not Path(getattr(args, side)).is_dir():
+            raise CliError(f"--{side} {getattr(args, side)} is not a folder; pass a folder of "
+                           f"{side} images")
+    paths = {side: sorted(p for p in iter_image_files([folder]) if p.is_file())
+             for side, folder in (("real", args.real), ("fake", args.fake))}
+    for side, found in paths.items():
+        if len(found) <= args.k:
+            raise CliError(f"--{side} {getattr(args, side)} holds {len(found)} images; the "
+                           f"metrics need more than k={args.k}: give a folder with more images "
+                           "or a smaller --k")
+    from forensics.backbones import BackboneError, create_backbone, normalisation
     from generators.quality import (INCEPTION_SIZE, embed_images, inception_feature_model,
                                     quality_report)
     from generators.runtime import resolve_device
 
-    paths = {side: sorted(iter_image_files([folder]))
-             for side, folder in (("real", args.real), ("fake", args.fake))}
-    for side, found in paths.items():
-        if len(found) <= args.k:
-            raise CliError(f"--{side} holds {len(found)} images; the metrics need more than "
-                           f"k={args.k}")
     device = resolve_device(args.device)
 
     def figures(model: Any, name: str, size: int, mean: Sequence[float],
@@ -276,7 +287,8 @@ def cmd_detector_train(args: argparse.Namespace) -> int:
         det = train_detector(args.kind, args.corpus, args.out, params=params,
                              workers=args.workers, progress=not args.quiet)
     except TypeError as exc:
-        raise CliError(f"--kind {args.kind} does not take these parameters ({exc})") from None
+        raise CliError(f"--kind {args.kind} does not take these parameters ({exc}); "
+                       f"it takes {_constructor_parameters(args.kind)}") from None
     except ValueError as exc:  # bad parameter values or unusable training data
         raise CliError(str(exc)) from None
     val = det.validation_metrics_ or {}
@@ -284,6 +296,18 @@ def cmd_detector_train(args: argparse.Namespace) -> int:
     print(f"saved {args.kind} detector to {args.out}: threshold {det.threshold_:.3f}"
           + (f", validation AP {ap:.3f}" if ap is not None else ""))
     return 0
+
+
+def _constructor_parameters(kind: str) -> str:
+    """The --set KEY names a detector kind takes, for error messages."""
+    import inspect
+
+    from forensics.detectors import registered_detectors
+
+    cls = registered_detectors(kind).get(kind)
+    names = [] if cls is None else [n for n in inspect.signature(cls).parameters
+                                    if n not in ("self", "args", "kwargs")]
+    return ", ".join(names) or "no parameters"
 
 
 def cmd_detector_info(args: argparse.Namespace) -> int:
@@ -329,7 +353,8 @@ def cmd_scan(args: argparse.Namespace) -> int:
     detector = load_detector(args.detector)
     paths = list(iter_image_files(args.paths))
     if not paths:
-        raise CliError(f"no image files found in {', '.join(args.paths)}")
+        raise CliError(f"no image files found in {', '.join(args.paths)}; give image files "
+                       "(.png, .jpg, .webp, .bmp, .tif, .gif) or folders holding them")
     rows = score_files(paths, detector, batch_size=args.batch_size, workers=args.workers,
                        limits=_limits(args), progress=not args.quiet)
     members = sorted({name for r in rows for name in r.members})  # ensembles only
@@ -370,10 +395,13 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     detector = load_detector(args.detector)
     corpora = [discover_corpus(d) for d in args.corpus]
     plots = Path(args.plots) if args.plots else None
-    result = protocol.evaluate_corpora(detector, corpora, split=args.split,
-                                       batch_size=args.batch_size, workers=args.workers,
-                                       progress=not args.quiet, bootstrap=args.bootstrap,
-                                       seed=args.seed, plots=plots, limits=_limits(args))
+    try:
+        result = protocol.evaluate_corpora(detector, corpora, split=args.split,
+                                           batch_size=args.batch_size, workers=args.workers,
+                                           progress=not args.quiet, bootstrap=args.bootstrap,
+                                           seed=args.seed, plots=plots, limits=_limits(args))
+    except ValueError as exc:  # no images in the split
+        raise CliError(str(exc)) from None
     print(f"split: {result['split']}, {result['n_scored']} of {result['n_images']} images scored, "
           f"threshold {detector.threshold_:.3f} (from validation; ap_95ci: bootstrap interval)")
     print(protocol.evaluation_table(result))
@@ -445,8 +473,6 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 def cmd_app(args: argparse.Namespace) -> int:
     """Serve app/Home.py with Streamlit; the default detector is trained by the quick demo first."""
-    import os
-
     app = Path(__file__).resolve().parent.parent / "app" / "Home.py"
     if not app.is_file():
         raise CliError(f"the app is not installed ({app} is missing); run from a source checkout")
@@ -679,12 +705,40 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     try:
         return args.func(args)
-    except (CliError, CorpusError, BundleError, FileNotFoundError) as exc:
-        print(f"forensics: error: {exc}", file=sys.stderr)
+    except (CliError, CorpusError, BundleError, ValueError) as exc:
+        # ValueError: the library's way to refuse bad input, with a message saying what and where
+        print(f"forensics: error: {' '.join(str(exc).split())}", file=sys.stderr)
+        return 2
+    except OSError as exc:  # a path that is missing, unreadable or unwritable
+        print(f"forensics: error: {_os_error_message(exc)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("forensics: interrupted", file=sys.stderr)
         return 130
+    except Exception as exc:  # noqa: BLE001 - a bug: one line, the traceback with -v
+        if args.verbose:
+            raise
+        print(f"forensics: internal error: {type(exc).__name__}: {' '.join(str(exc).split())} "
+              "(a bug, not a problem with your input: rerun with -v for the traceback and "
+              "report it)", file=sys.stderr)
+        return 1
+
+
+def _os_error_message(exc: OSError) -> str:
+    """One line naming the path, what went wrong and what to do."""
+    if exc.filename is None:  # an OSError raised with a message of our own
+        return str(exc)
+    where = os.fsdecode(exc.filename) + (f" -> {os.fsdecode(exc.filename2)}"
+                                         if exc.filename2 else "")
+    what = exc.strerror or str(exc)
+    advice = {FileNotFoundError: "check the path",
+              PermissionError: "check its permissions or choose another path",
+              IsADirectoryError: "pass a file, not a folder",
+              NotADirectoryError: "pass a folder, not a file"}
+    for kind, text in advice.items():
+        if isinstance(exc, kind):
+            return f"{where}: {what}; {text}"
+    return f"{where}: {what}; check the path and that the disk has room"
 
 
 if __name__ == "__main__":

@@ -31,12 +31,21 @@ REAL, FAKE = 0, 1
 LABEL_NAMES = {REAL: "real", FAKE: "fake"}
 
 
-class CorpusError(ValueError):
-    """A corpus folder that cannot be read: says which folder and why."""
+LAYOUT_ADVICE = ("pass a corpus folder holding a manifest.jsonl, real/ + fake/<generator>/ or "
+                 "<set>/0_real + <set>/1_fake (see datasets.md; `forensics corpus bundled` "
+                 "writes one)")
 
-    def __init__(self, root: str | os.PathLike, reason: str):
-        self.root, self.reason = str(root), reason
-        super().__init__(f"{root}: {reason}")
+
+class CorpusError(ValueError):
+    """A corpus folder that cannot be read: says which folder, why (``reason``) and what to do
+    (``advice``)."""
+
+    def __init__(self, root: str | os.PathLike, reason: str, advice: str = LAYOUT_ADVICE):
+        self.root, self.reason, self.advice = str(root), reason, advice
+        super().__init__(f"{root}: {reason}; {advice}")
+
+    def __reduce__(self):
+        return (type(self), (self.root, self.reason, self.advice))
 
 
 @dataclass(frozen=True)
@@ -127,7 +136,9 @@ def discover_corpus(root: str | os.PathLike,
     if items:
         return Corpus(root, "cnndetection", items)
     raise CorpusError(root, "no manifest.jsonl, no real/ + fake/<generator>/ folders and no "
-                            "<set>/0_real, <set>/1_fake folders found (see datasets.md)")
+                            "<set>/0_real, <set>/1_fake folders found",
+                      "lay the images out in one of these (see datasets.md), or pass a "
+                      "corpus written by `forensics corpus bundled` or `forensics zoo sample`")
 
 
 def _item(root: Path, path: Path, label: int, generator: str | None, split: str | None,
@@ -151,19 +162,21 @@ def _from_manifest(root: Path, fractions: Sequence[float]) -> list[CorpusItem]:
         if not line.strip():
             continue
         where = f"{MANIFEST_NAME} line {lineno}"
+        fix = f"fix or remove that line of {root / MANIFEST_NAME}"
         try:
             row = json.loads(line)
         except json.JSONDecodeError as exc:
-            raise CorpusError(root, f"{where} is not valid JSON ({exc.msg})") from exc
+            raise CorpusError(root, f"{where} is not valid JSON ({exc.msg})", fix) from exc
         if not isinstance(row, dict) or "path" not in row:
-            raise CorpusError(root, f"{where} has no \"path\" field")
+            raise CorpusError(root, f"{where} has no \"path\" field", fix)
         label = _parse_label(row.get("label"))
         if label is None:
             raise CorpusError(root, f"{where}: label must be \"real\" or \"fake\", "
-                                    f"got {row.get('label')!r}")
+                                    f"got {row.get('label')!r}", fix)
         split = row.get("split")
         if split is not None and split not in SPLITS:
-            raise CorpusError(root, f"{where}: split must be one of {SPLITS}, got {split!r}")
+            raise CorpusError(root, f"{where}: split must be one of {SPLITS}, got {split!r}",
+                              fix)
         generator = row.get("generator") if label == FAKE else None
         if label == FAKE and not generator:
             generator = "unknown"

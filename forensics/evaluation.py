@@ -109,7 +109,9 @@ def score_corpora(detector: Detector, corpora: Sequence[Corpus], split: str, *,
     those over ``limits``)."""
     items = [it for c in corpora for it in c.select(split=split)]
     if not items:
-        raise ValueError(f"no images in split {split!r} of the given corpora")
+        roots = ", ".join(str(c.root) for c in corpora)
+        raise ValueError(f"no images in split {split!r} of {roots}; choose another --split "
+                         "(all: every image)")
     rows = score_files([it.path for it in items], detector, batch_size=batch_size,
                        workers=workers, limits=limits, progress=progress, desc="evaluating")
     good = [(it, r.p_fake) for it, r in zip(items, rows) if r.p_fake is not None]
@@ -178,6 +180,7 @@ class ProtocolData:
     def __init__(self, corpora: Sequence[Corpus], *, workers: int = 2, progress: bool = True,
                  limits: ImageLimits = DEFAULT_LIMITS):
         items = [it for c in corpora for it in c.select(split="all")]
+        self.roots = [str(c.root) for c in corpora]
         self.items, self.images, _ = decode_items(
             items, desc="protocol images", workers=workers, progress=progress, limits=limits)
         self.generators = sorted({it.generator for it in self.items if it.label == FAKE})
@@ -218,7 +221,9 @@ def leave_one_out(kind: str, params: dict[str, Any], data: ProtocolData) -> dict
     and their ``mean``.
     """
     if len(data.generators) < 2:
-        raise ValueError(f"leave-one-out needs at least two generators, found {data.generators}")
+        raise ValueError(f"leave-one-out needs at least two generators, found "
+                         f"{data.generators} in {', '.join(data.roots)}; pass corpora with the "
+                         "fakes of two or more generators")
     rows = []
     for gen in data.generators:
         own = data.own_sets(gen)
@@ -241,7 +246,9 @@ def cross_generator_matrix(kind: str, params: dict[str, Any], data: ProtocolData
     the detector trained on generator i and column j its test on generator j.
     """
     if not data.generators:
-        raise ValueError("the cross-generator matrix needs fake images")
+        raise ValueError(f"the cross-generator matrix needs fake images and "
+                         f"{', '.join(data.roots)} hold none; pass corpora with fake images "
+                         "(fake/<generator>/ or manifest rows labelled fake)")
     cells: list[list[dict[str, Any]]] = []
     for gen in data.generators:
         own = data.own_sets(gen)

@@ -125,7 +125,8 @@ def load_grid(grid: str | os.PathLike) -> list[Perturbation]:
     try:
         spec = parse(path.read_text(encoding="utf-8"))
     except (ValueError, yaml.YAMLError) as error:  # TOML and JSON errors are ValueErrors
-        raise GridError(f"{path}: cannot parse ({error})") from None
+        detail = " ".join(str(error).split())  # YAML errors span several lines
+        raise GridError(f"{path}: cannot parse ({detail}); fix the file") from None
     return expand_grid(spec, str(path))
 
 

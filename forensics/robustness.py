@@ -129,7 +129,9 @@ def detector_names(bundles: Sequence[str | os.PathLike]) -> list[str]:
     """Short unique names for bundle folders: the folder name, plus parents where names clash."""
     parts = [Path(b).resolve().parts for b in bundles]
     if len(set(parts)) < len(parts):
-        raise RobustnessError("the same detector bundle is given twice")
+        twice = next(b for b, p in zip(bundles, parts) if parts.count(p) > 1)
+        raise RobustnessError(f"the detector bundle {twice} is given twice to --detector; "
+                              "give each bundle once")
     depth = 1
     while len({p[-depth:] for p in parts}) < len(parts):
         depth += 1
@@ -196,14 +198,15 @@ def _plan(bundles: Sequence[str | os.PathLike], corpus_dirs: Sequence[str | os.P
     if not bundles or not corpus_dirs:
         raise RobustnessError("a robustness run needs at least one detector bundle and one corpus")
     if batch_size < 1 or (limit is not None and limit < 1):
-        raise RobustnessError(
-            f"batch_size and limit must be positive, got {batch_size} and {limit}")
+        raise RobustnessError(f"--batch-size and --limit must be at least 1, got {batch_size} "
+                              f"and {limit}; pass positive numbers")
     bundles = [Path(b).resolve() for b in bundles]
     detectors = [load_detector(b) for b in bundles]
     names = detector_names(bundles)
     perturbations = list(grid) if not isinstance(grid, (str, os.PathLike)) else load_grid(grid)
     if not perturbations:
-        raise RobustnessError("the grid holds no perturbations")
+        raise RobustnessError(f"the grid {grid} holds no perturbations; list at least one "
+                              "(see forensics/grid.py for the format)")
     corpora = [discover_corpus(Path(d).resolve()) for d in corpus_dirs]
     split = _run_split(detectors, corpora, split)
     images = select_images(corpora, split, limit)
@@ -271,8 +274,8 @@ def _read_jsonl(path: Path) -> tuple[list[dict[str, Any]], int]:
             rows.append(json.loads(line))
         except json.JSONDecodeError:
             if number < len(lines) - 1:
-                raise ValueError(f"{path} line {number} is not JSON: the file is damaged; "
-                                 "rerun with --fresh to start over") from None
+                raise RobustnessError(f"{path} line {number} is not JSON: the file is "
+                                      "damaged; rerun with --fresh to start over") from None
             break
         end += len(line) + 1
     return rows, end
@@ -321,8 +324,8 @@ def _merge(out: Path, plan: _Plan) -> list[dict[str, Any]]:
                                                   order[r["perturbation"]]))
     expected = len(plan.images) * len(plan.names) * len(plan.perturbations)
     if len(rows) != expected:
-        raise RuntimeError(f"{out}: {len(rows)} of {expected} results are done; rerun the same "
-                           "command to finish the run")
+        raise RobustnessError(f"{out}: {len(rows)} of {expected} results are done; rerun the "
+                              "same command to finish the run")
     atomic_write_text(out / RESULTS_FILE, "".join(json.dumps(row) + "\n" for row in rows))
     return rows
 
@@ -477,9 +480,10 @@ def run_robustness(bundles: Sequence[str | os.PathLike], corpus_dirs: Sequence[s
 
     ``grid`` is a built-in grid name, a grid file or a list of perturbations; ``split`` is
     "auto", "train", "val", "test" or "all"; ``limit`` caps the images per (label, generator);
-    ``workers`` threads perturb and score; files over ``limits`` get an error row. Resumes what ``out`` holds (RunMismatchError if it
-    holds another run, unless ``fresh``). Under ``torchrun`` each rank
-    scores its share; rank 0 merges and gets the RunResult, the other ranks get None.
+    ``workers`` threads perturb and score; files over ``limits`` get an error row. Resumes
+    what ``out`` holds (RunMismatchError if it holds another run, unless ``fresh``). Under
+    ``torchrun`` each rank scores its share; rank 0 merges and gets the RunResult, the other
+    ranks get None.
     """
     out = Path(out)
     world = _World()

@@ -71,6 +71,24 @@ def fit_detector(kind: str, params: dict[str, Any] | None, train: Labelled,
                         val_labels=val[1] if has_val else None)
 
 
+def _check_both_classes(labels: np.ndarray, corpus_dirs: Sequence[str | os.PathLike],
+                        n_unreadable: int) -> None:
+    """Refuse training data without both classes, naming the corpora and what to add."""
+    where = ", ".join(map(str, corpus_dirs))
+    counts = {name: int((labels == label).sum()) for label, name in LABEL_NAMES.items()}
+    missing = [name for name, n in counts.items() if n == 0]
+    if not missing:
+        return
+    unreadable = f", {n_unreadable} unreadable" if n_unreadable else ""
+    add = {"fake": "fake images (fake/<generator>/ or manifest rows labelled fake, e.g. from "
+                   "`forensics zoo sample`)",
+           "real": "real images (real/ or manifest rows labelled real, e.g. from "
+                   "`forensics corpus bundled`)"}
+    raise ValueError(f"the train split of {where} holds {counts['real']} real and "
+                     f"{counts['fake']} fake images{unreadable}; a detector needs both: add "
+                     + " and ".join(add[name] for name in missing))
+
+
 def train_detector(kind: str, corpus_dirs: Sequence[str | os.PathLike], out: str | os.PathLike,
                    *, params: dict[str, Any] | None = None, workers: int = 2,
                    progress: bool = True) -> Detector:
@@ -83,6 +101,7 @@ def train_detector(kind: str, corpus_dirs: Sequence[str | os.PathLike], out: str
                                              progress=progress)
     x_val, y_val, bad_val = load_items(val_items, desc="val images", workers=workers,
                                        progress=progress)
+    _check_both_classes(y_train, corpus_dirs, len(bad_train))
     detector = fit_detector(kind, params, (x_train, y_train), (x_val, y_val))
     detector.training_info_.update(corpus_summary(corpora, train_items))
     detector.training_info_["n_train"] = len(x_train)

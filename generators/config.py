@@ -48,6 +48,11 @@ def read_run_file(path: str | Path) -> RunFile:
     suffix = path.suffix.lower()
     try:
         text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        raise ValueError(f"--config {path}: cannot read the run file ({reason}); pass an "
+                         "existing .yaml, .yml or .toml file") from None
+    try:
         if suffix == ".toml":
             document = tomllib.loads(text)
         elif suffix in (".yaml", ".yml"):
@@ -55,7 +60,9 @@ def read_run_file(path: str | Path) -> RunFile:
         else:
             raise ValueError(f"{path}: run files are .yaml, .yml or .toml, not {suffix!r}")
     except (tomllib.TOMLDecodeError, yaml.YAMLError) as exc:
-        raise ValueError(f"{path} is not valid {suffix[1:].upper()}: {exc}") from exc
+        detail = " ".join(str(exc).split())  # YAML errors span several lines
+        raise ValueError(f"{path} is not valid {suffix[1:].upper()} ({detail}); fix the file "
+                         "(see README, `zoo train --config`)") from exc
     if not isinstance(document, Mapping):
         raise ValueError(f"{path}: expected a mapping with name / config / train at the top")
     unknown = sorted(set(document) - {"name", "config", "train"})

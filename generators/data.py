@@ -30,7 +30,8 @@ def list_image_files(folder: str | Path) -> list[Path]:
     """Image files (by suffix) anywhere under ``folder``, sorted; FileNotFoundError if absent."""
     folder = Path(folder)
     if not folder.is_dir():
-        raise FileNotFoundError(f"image folder {folder} does not exist")
+        raise FileNotFoundError(f"image folder {folder} does not exist; pass an existing "
+                                "folder of images")
     return sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES
                   and p.is_file())
 

@@ -160,6 +160,7 @@ def embed_images(paths: Sequence[str | Path], model: nn.Module, *, size: int,
 
 
 INCEPTION_SIZE = 299
+_INCEPTION_ADVICE = "pass a torchvision inception_v3 state dict (.safetensors or .pth)"
 
 
 def inception_feature_model(weights: str | Path) -> nn.Module:
@@ -181,13 +182,16 @@ def inception_feature_model(weights: str | Path) -> nn.Module:
     except FileNotFoundError:
         raise
     except Exception as exc:  # noqa: BLE001 - any decoding failure means "not a state dict"
-        raise ValueError(f"{path} could not be read as a state dict ({exc})") from exc
+        raise ValueError(f"{path} could not be read as a state dict ({exc}); "
+                         f"{_INCEPTION_ADVICE}") from exc
     model = inception_v3(weights=None, aux_logits=True, init_weights=False,
                          transform_input=False)
     try:
         model.load_state_dict(state)
     except RuntimeError as exc:
-        raise ValueError(f"{path} is not a torchvision inception_v3 state dict: {exc}") from exc
+        detail = " ".join(str(exc).split())[:300]  # load_state_dict lists every key
+        raise ValueError(f"{path} is not a torchvision inception_v3 state dict ({detail}); "
+                         f"{_INCEPTION_ADVICE}") from exc
     model.aux_logits, model.AuxLogits = False, None
     model.fc = nn.Identity()
     return model.eval()

@@ -140,7 +140,8 @@ def get_family(name: str) -> Family:
     """The registered family ``name``; ValueError listing the registered ones if unknown."""
     _load_builtins()
     if name not in _REGISTRY:
-        raise ValueError(f"unknown generator {name!r}; registered: {sorted(_REGISTRY)}")
+        raise ValueError(f"unknown generator {name!r}; registered: {sorted(_REGISTRY)} "
+                         "(`forensics zoo list` describes them)")
     return _REGISTRY[name]
 
 

@@ -105,7 +105,8 @@ def sample_images(run_dir: str | Path, n: int, out_dir: str | Path, *, seed: int
     holds one of these images from another checkpoint, or for options the family lacks.
     """
     if n < 0 or batch_size < 1:
-        raise ValueError(f"need n >= 0 and batch_size >= 1, got n={n}, batch_size={batch_size}")
+        raise ValueError(f"need n >= 0 and batch_size >= 1, got n={n}, batch_size={batch_size}; "
+                         "pass --n 0 or more and --batch-size 1 or more")
     torch_device = resolve_device(device)
     pair, document = load_checkpoint(run_dir, device=torch_device)
     if pair.dataset == "paired":

@@ -38,8 +38,10 @@ def list_detectors() -> list[str]:
 
 
 def _known() -> str:
-    """Registered kinds for error messages."""
-    return ", ".join(list_detectors())
+    """Registered kinds for error messages, without importing the lazy ones (torch, timm)."""
+    from forensics.detectors.base import _LAZY_KINDS, _REGISTRY
+
+    return ", ".join(sorted(set(_REGISTRY) | set(_LAZY_KINDS)))
 
 
 def create_detector(kind: str, **params) -> Detector:

@@ -295,7 +295,8 @@ class CNNDetector(Detector):
         """The device this detector runs on; also sets the CPU thread count."""
         if self.device == "cuda" or (self.device == "auto" and torch.cuda.is_available()):
             if not torch.cuda.is_available():
-                raise RuntimeError("device='cuda' was asked for but CUDA is not available")
+                raise ValueError("device='cuda' was asked for but CUDA is not available; pass "
+                                 "--set device=auto (or cpu)")
             return torch.device("cuda")
         torch.set_num_threads(self.threads or _idle_cpus())
         return torch.device("cpu")

@@ -135,7 +135,8 @@ class EnsembleDetector(Detector):
         """Fit every member on train (each calibrated on val), then the stacker on val."""
         if validation is None or len(np.unique(validation[1])) < 2:
             raise ValueError("an ensemble fits its stacker on validation data: pass val_images "
-                             "and val_labels with real and fake images (a corpus val split)")
+                             "and val_labels with real and fake images (from the CLI: corpora "
+                             "whose val split holds both)")
         val_images, val_labels = validation
         self.members_ = {}
         for spec in parse_member_specs(self.members):
