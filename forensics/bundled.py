@@ -20,8 +20,8 @@ from typing import Any, Callable
 import cv2
 import numpy as np
 
+from crashsafe import atomic_write_text
 from forensics.corpus import MANIFEST_NAME
-from forensics.files import atomic_write_text
 from forensics.images import load_image, save_png
 
 

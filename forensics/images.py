@@ -32,7 +32,7 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from forensics.files import atomic_write_bytes
+from crashsafe import atomic_write_bytes
 
 IMAGE_EXTENSIONS: frozenset[str] = frozenset(
     {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff", ".gif"}
@@ -133,7 +133,7 @@ def encode_png(image: np.ndarray) -> bytes:
 def save_png(image: np.ndarray, path: str | os.PathLike) -> None:
     """Write ``image`` as PNG atomically, creating parent folders.
 
-    Readers never see a half-written file (see ``forensics.files.atomic_write_bytes``).
+    Readers never see a half-written file (see ``crashsafe.atomic_write_bytes``).
     """
     atomic_write_bytes(path, encode_png(image))  # encode first: a bad array leaves nothing
 

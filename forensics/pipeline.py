@@ -18,13 +18,13 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from crashsafe import atomic_write_text
 from forensics.bundled import write_bundled_corpus
 from forensics.corpus import REAL, Corpus, discover_corpus
 from forensics.detectors import load_detector
 from forensics.evaluation import (ProtocolData, evaluate_corpora, evaluation_table,
                                   leave_one_out, leave_one_out_table)
 from forensics.features import azimuthal_spectra
-from forensics.files import atomic_write_text
 from forensics.plots import plot_mean_spectra
 from forensics.report import write_report
 from forensics.robustness import run_robustness

@@ -13,8 +13,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402 - the backend must be chosen first
 import numpy as np  # noqa: E402
 
+from crashsafe import atomic_write_bytes  # noqa: E402
 from forensics.features.spectrum import MAX_RADIUS  # noqa: E402
-from forensics.files import atomic_write_bytes  # noqa: E402
 
 
 def _save_figure(fig: plt.Figure, out_png: str | os.PathLike) -> Path:

@@ -42,10 +42,10 @@ import numpy as np
 from tqdm.auto import tqdm
 
 import forensics
+from crashsafe import atomic_write_text, fsync_dir
 from forensics.corpus import LABEL_NAMES, Corpus, discover_corpus
 from forensics.detectors import Detector, load_detector
 from forensics.evaluation import resolve_split
-from forensics.files import atomic_write_text, fsync_folder
 from forensics.grid import families, load_grid
 from forensics.images import DEFAULT_LIMITS, ImageError, ImageLimits
 from forensics.perturb import Perturbation
@@ -255,7 +255,7 @@ def _prepare_folder(out: Path, manifest: dict[str, Any], fresh: bool) -> None:
     elif (out / SHARDS_DIR).exists():
         raise RunMismatchError(f"{out} has results but no {RUN_FILE}; pass --fresh to discard them")
     atomic_write_text(run_file, json.dumps(manifest, indent=2) + "\n")  # run.json before shards
-    fsync_folder(out)
+    fsync_dir(out)
 
 
 # --- the results store ----------------------------------------------------------------------

@@ -8,32 +8,22 @@ manifest.jsonl), ``load_checkpoint`` / ``checkpoint_sha256``, and ``generators.q
 ``forensics``.
 """
 
-import importlib
-from typing import Any
+from .checkpoint import checkpoint_sha256, load_checkpoint, save_checkpoint
+from .registry import GanPair, create_generator, get_family, list_generators, register_generator
+from .sampling import sample_images
+from .trainer import TrainResult, read_stats, train_gan
 
-# Loaded on first use, so that `generators.files` (used by `forensics`) does not import torch.
-_EXPORTS = {
-    "GanPair": "registry",
-    "checkpoint_sha256": "checkpoint",
-    "create_generator": "registry",
-    "get_family": "registry",
-    "list_generators": "registry",
-    "load_checkpoint": "checkpoint",
-    "read_stats": "trainer",
-    "register_generator": "registry",
-    "sample_images": "sampling",
-    "save_checkpoint": "checkpoint",
-    "TrainResult": "trainer",
-    "train_gan": "trainer",
-}
-__all__ = sorted(_EXPORTS)
-
-
-def __getattr__(name: str) -> Any:
-    if name not in _EXPORTS:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    return getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
-
-
-def __dir__() -> list[str]:
-    return sorted([*globals(), *_EXPORTS])
+__all__ = [
+    "GanPair",
+    "checkpoint_sha256",
+    "create_generator",
+    "get_family",
+    "list_generators",
+    "load_checkpoint",
+    "read_stats",
+    "register_generator",
+    "sample_images",
+    "save_checkpoint",
+    "TrainResult",
+    "train_gan",
+]

@@ -15,7 +15,7 @@ Layout of a checkpoint (run) folder:
   metadata (``skeleton``), so :func:`load_train_state` rebuilds the tree with its exact key
   types (optimizers index their state by int).
 
-A checkpoint is replaced as one unit (``files.replace_files``), so a crash at any moment leaves
+A checkpoint is replaced as one unit (``crashsafe.replace_files``), so a crash at any moment leaves
 either the previous checkpoint or the new one, never a mix: the new files are staged in
 ``.pending/``, committed by a marker and moved into place (``config.json`` last); whoever opens
 the folder next finishes that move when the marker is there and discards the staging folder
@@ -37,7 +37,9 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import load, save
 from torch import nn
 
-from .files import STAGING_DIR, atomic_write_bytes, atomic_write_text, recover_files, replace_files
+from crashsafe import (STAGING_DIR, atomic_write_bytes, atomic_write_text, recover_files,
+                       replace_files)
+
 from .registry import GanPair, create_generator
 
 CHECKPOINT_FORMAT = "gan-forensics/generator-checkpoint"

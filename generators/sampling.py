@@ -23,9 +23,10 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from crashsafe import append_jsonl, read_jsonl
+
 from .checkpoint import checkpoint_sha256, load_checkpoint
 from .data import list_image_files, load_square_rgb
-from .files import append_jsonl, read_jsonl
 from .images import save_png, tensor_to_uint8
 from .registry import GanPair, get_family
 from .runtime import resolve_device

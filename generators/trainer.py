@@ -61,13 +61,14 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from crashsafe import append_jsonl, atomic_write_bytes, atomic_write_text, json_safe, read_jsonl
+
 from .checkpoint import (has_checkpoint, load_checkpoint, load_train_state, read_checkpoint_config,
                          recover_checkpoint, save_checkpoint)
 from .data import BatchStream, ImageFolderDataset, labelled_dataset
 from .diagnostics import CollapseProbe
 from .distributed import (DistributedContext, broadcast_flag, gather_to_all, init_distributed,
                           mean_over_ranks, shutdown_distributed, unwrap, wrap)
-from .files import append_jsonl, atomic_write_bytes, atomic_write_text, json_safe, read_jsonl
 from .images import image_grid, save_png, tensor_to_uint8
 from .registry import Family, GanPair, create_generator, get_family, resolve_config
 from .runtime import rng_state, seed_everything, set_rng_state

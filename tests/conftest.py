@@ -91,3 +91,20 @@ def kill_or_finish(args, ready) -> None:
     except AssertionError as exc:
         if "ended before" not in str(exc):
             raise
+
+
+class Crash(BaseException):
+    """Stands for the process dying: nothing after it runs, no except-Exception catches it."""
+
+
+def crash_after(monkeypatch, module, name: str, calls: int) -> None:
+    """Make ``module.name`` die on its call number ``calls`` (0-based)."""
+    real, seen = getattr(module, name), [0]
+
+    def dying(*args, **kwargs):
+        seen[0] += 1
+        if seen[0] > calls:
+            raise Crash()
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(module, name, dying)

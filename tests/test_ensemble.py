@@ -1,6 +1,7 @@
 """Ensemble: members trained on train, a stacker fit on validation, a bundle of sub-bundles."""
 
 import json
+import os
 import pickle
 import shutil
 
@@ -8,6 +9,8 @@ import numpy as np
 import pytest
 from sklearn.metrics import average_precision_score
 
+from conftest import Crash, crash_after
+from crashsafe import STAGING_DIR
 from forensics.detectors import BundleError, create_detector, load_detector
 from forensics.detectors.ensemble import EnsembleDetector, parse_member_specs
 from forensics.detectors.spectral import SpectralDetector
@@ -159,3 +162,32 @@ def test_scan_writes_member_columns(bundle, data, tmp_path):
     assert len(good) == 3 and all(0 <= r["p_fake_fft"] <= 1 for r in good)
     assert all("p_fake_npr-gbm" in r for r in rows)
     assert [r["p_fake_fft"] for r in rows if r["error"]] == [None]
+
+
+def test_a_crash_anywhere_in_a_save_leaves_the_old_or_the_new_bundle(ensemble, data, tmp_path,
+                                                                     monkeypatch):
+    """Save ensemble B over ensemble A, dying at each rename of the save (B's member
+    sub-bundles included); the next load must score exactly like A or exactly like B."""
+    (x, y), (xv, yv) = data["train"], data["val"]
+    other = create_detector("ensemble", members=MEMBERS).fit(xv, yv, val_images=x, val_labels=y)
+    test = data["test"][0]
+    expected = {"old": ensemble.predict_proba(test), "new": other.predict_proba(test)}
+    assert not np.array_equal(expected["old"], expected["new"])
+    renames = []
+    monkeypatch.setattr(os, "replace", lambda *a, real=os.replace: renames.append(a) or real(*a))
+    other.save(tmp_path / "count")
+    monkeypatch.undo()
+    seen = []
+    for calls in range(len(renames)):
+        folder = ensemble.save(tmp_path / f"cut{calls}")
+        crash_after(monkeypatch, os, "replace", calls)
+        with pytest.raises(Crash):
+            other.save(folder)
+        monkeypatch.undo()
+        scores = load_detector(folder).predict_proba(test)  # finishes or drops the save first
+        which = "new" if np.array_equal(scores, expected["new"]) else "old"
+        np.testing.assert_array_equal(scores, expected[which])
+        assert not (folder / STAGING_DIR).exists() and not list(folder.rglob(".*.tmp"))
+        seen.append(which)
+    assert seen[0] == "old" and seen[-1] == "new"  # both outcomes occur, old before new
+    assert seen == sorted(seen, key=["old", "new"].index)

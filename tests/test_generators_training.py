@@ -14,13 +14,14 @@ import pytest
 import torch
 from PIL import Image
 
+from conftest import Crash, crash_after
+from crashsafe import STAGING_DIR
 from forensics.cli import main as cli
 from generators import checkpoint_sha256, load_checkpoint, read_stats, sample_images, train_gan
 from generators import trainer as trainer_module
 from generators.checkpoint import (CheckpointError, decode_state, encode_state,
                                    load_train_state, save_checkpoint)
 from generators.config import merge_options, read_run_file
-from generators.files import STAGING_DIR
 from generators.data import BatchStream, ImageFolderDataset, ShardedShuffle
 from generators.images import image_grid, tensor_to_uint8
 from generators.losses import LOSSES, GanLoss
@@ -194,23 +195,6 @@ def test_torn_checkpoint_is_detected(blobs, tmp_path):
         load_train_state(run)
 
 
-class _Crash(BaseException):
-    """Stands for the process dying: nothing after it runs, no except-Exception catches it."""
-
-
-def _crash_after(monkeypatch, module, name: str, calls: int) -> None:
-    """Make ``module.name`` die on its call number ``calls`` (0-based)."""
-    real, seen = getattr(module, name), [0]
-
-    def dying(*args, **kwargs):
-        seen[0] += 1
-        if seen[0] > calls:
-            raise _Crash()
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(module, name, dying)
-
-
 def _save_ckpt(run, seed: int, step: int) -> None:
     torch.manual_seed(seed)
     pair = create_generator("dcgan", resolution=16, ngf=4, ndf=4)
@@ -231,9 +215,9 @@ def test_a_crash_anywhere_in_a_checkpoint_save_leaves_old_or_new_whole(tmp_path,
     _save_ckpt(tmp_path / "twin", seed=2, step=2)
     expected[2] = checkpoint_sha256(tmp_path / "twin")
     fn, calls = point
-    _crash_after(monkeypatch, {"replace": os, "rmtree": shutil, "mkdir": pathlib.Path}[fn],
+    crash_after(monkeypatch, {"replace": os, "rmtree": shutil, "mkdir": pathlib.Path}[fn],
                  fn, calls)
-    with pytest.raises(_Crash):
+    with pytest.raises(Crash):
         _save_ckpt(run, seed=2, step=2)
     monkeypatch.undo()
 

@@ -273,6 +273,15 @@ def test_refuses_pickle_payload_without_executing_it(bundle, tmp_path, payload):
     assert marker.exists()
 
 
+def test_shared_crashsafe_module_imports_neither_package():
+    """forensics and generators share crashsafe, so it must import neither (nor torch)."""
+    code = ("import sys, crashsafe; "
+            "bad = [m for m in ('forensics', 'generators', 'torch', 'numpy') if m in sys.modules]; "
+            "sys.exit(str(bad) if bad else 0)")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
 def test_library_never_imports_generators_or_streamlit():
     code = (
         "import sys, forensics.features, forensics.detectors, forensics.metrics; "

@@ -25,8 +25,8 @@ import safetensors.numpy
 from sklearn.exceptions import NotFittedError
 
 import forensics
+from crashsafe import atomic_write_bytes, recover_files, replace_files
 from forensics.features.spectrum import check_rgb_image
-from forensics.files import atomic_write_bytes, fsync_folder
 from forensics.metrics import binary_metrics, choose_threshold
 
 __all__ = [
@@ -118,6 +118,11 @@ def _check_array_file_name(folder: Path, name: object) -> str:
 def read_manifest(folder: str | os.PathLike) -> dict:
     """Read and validate ``detector.json`` of a bundle folder; raise BundleError if unusable."""
     folder = Path(folder)
+    try:
+        recover_files(folder)  # a save a crash cut short: finish it or drop it
+    except OSError as error:
+        raise BundleError(folder, f"a save interrupted by a crash cannot be finished ({error})",
+                          "make the folder writable and load it again") from None
     path = folder / MANIFEST_NAME
     if not path.is_file():
         raise BundleError(folder, f"missing {MANIFEST_NAME} (is this a detector bundle folder?)")
@@ -368,8 +373,9 @@ class Detector(abc.ABC):
     def save(self, folder: str | os.PathLike) -> Path:
         """Write the bundle folder (created if missing): array files first, detector.json last.
 
-        Each file is written atomically, so a crash never leaves a half-written file; the
-        manifest comes last so that a folder with detector.json is complete.
+        The files replace an earlier bundle in the folder as one unit
+        (``crashsafe.replace_files``): after a crash at any moment the folder loads as
+        the old bundle or the new one, never a mix of the two.
         """
         self._check_fitted()
         folder = Path(folder)
@@ -394,15 +400,14 @@ class Detector(abc.ABC):
         files = {
             _check_array_file_name(folder, n): _array_file_bytes(n, a) for n, a in arrays.items()
         }
-        folder.mkdir(parents=True, exist_ok=True)
-        for name in [*files, MANIFEST_NAME]:  # temp files of a save killed mid-write
-            for stale in folder.glob(f".{name}.*.tmp"):
-                stale.unlink(missing_ok=True)
-        for name, data in files.items():
-            atomic_write_bytes(folder / name, data)
-        self._save_parts(folder)
-        atomic_write_bytes(folder / MANIFEST_NAME, text.encode("utf-8"))
-        fsync_folder(folder)
+
+        def write(stage: Path) -> None:
+            for name, data in files.items():
+                atomic_write_bytes(stage / name, data)
+            self._save_parts(stage)
+            atomic_write_bytes(stage / MANIFEST_NAME, text.encode("utf-8"))
+
+        replace_files(folder, write, last=MANIFEST_NAME)
         return folder
 
     @classmethod

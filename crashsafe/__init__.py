@@ -1,6 +1,5 @@
-"""Crash-safe file writes and JSON-lines logs, for both packages (``forensics`` imports them
-from here, as ``generators`` never imports ``forensics``; this module needs only the standard
-library).
+"""Crash-safe file writes and JSON-lines logs, shared by ``forensics`` and ``generators`` (which
+may not import each other); only the standard library is used.
 
 Every file left behind (checkpoints, bundles, PNGs, manifests) is written so that an interrupted
 run never leaves a half-written file under its final name: data goes to a temporary file in the
