@@ -29,8 +29,8 @@ from forensics.cli import APP_ENV_ROOT as ENV_ROOT
 from forensics.corpus import MANIFEST_NAME
 from forensics.detectors import Detector
 from forensics.detectors.cnn import CNNDetector
-from forensics.images import DEFAULT_LIMITS, IMAGE_EXTENSIONS, ImageError, ImageLimits, load_image
-from forensics.images import _format_bytes as format_bytes  # the wording ImageError reasons use
+from forensics.images import (DEFAULT_LIMITS, IMAGE_EXTENSIONS, ImageError, ImageLimits,
+                              format_bytes, load_image)
 from forensics.perturb import jpeg, resize
 
 
@@ -131,6 +131,7 @@ class ImageResult:
     width: int = 0
     height: int = 0
     error: str = ""
+    advice: str = ""  # what to do about ``error``
 
 
 def sha256_hex(data: bytes) -> str:
@@ -150,7 +151,7 @@ def score_upload(detector: Detector, name: str, data: bytes,
     try:
         image = decode_upload(name, data, limits)
     except ImageError as exc:
-        result.error = exc.reason
+        result.error, result.advice = exc.reason, exc.advice
         return result
     result.height, result.width = image.shape[:2]
     batch = [image, *(make(image) for make in STABILITY_COPIES.values())]
@@ -161,26 +162,10 @@ def score_upload(detector: Detector, name: str, data: bytes,
     return result
 
 
-def refusal_hint(reason: str) -> str:
-    """What to do about an upload refused with ``reason`` (an ``ImageError`` reason)."""
-    if "decompression-bomb" in reason:
-        return ("Pillow never decodes that many pixels whatever the app's limits; upload a "
-                "downscaled copy.")
-    if "pixels, over the limit" in reason:
-        return ("Upload a downscaled copy, or start the app with a larger `--max-pixels` if "
-                "you trust the file.")
-    if "over the limit" in reason:
-        return "Upload a smaller copy, or start the app with a larger `--max-bytes`."
-    if "empty" in reason:
-        return "The upload arrived empty; pick the file again."
-    return ("Check that the file opens in an image viewer, or re-save it as PNG or JPEG and "
-            "upload it again.")
-
-
 def refusal_message(result: ImageResult) -> str:
     """Markdown for an upload that could not be scored: its name, why, and what to do."""
-    return (f"**{result.name}** could not be scored: {result.error.rstrip('.')}. "
-            f"{refusal_hint(result.error)}")
+    return (f"**{result.name}** could not be scored: {result.error.rstrip('.')}; "
+            f"{result.advice}.")
 
 
 def is_fake(p_fake: float, threshold: float) -> bool:

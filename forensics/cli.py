@@ -8,6 +8,7 @@ import json
 import logging
 import os
 import sys
+from collections import Counter
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -383,6 +384,8 @@ def cmd_scan(args: argparse.Namespace) -> int:
           f"(threshold {detector.threshold_:.3f}) -> {out}")
     for r in bad:
         print(f"  error: {r['path']}: {r['error']}")
+    for advice, count in Counter(r.advice for r in rows if r.error and r.advice).items():
+        print(f"  what to do ({count} file{'s' if count > 1 else ''}): {advice}")
     return 0
 
 

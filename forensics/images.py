@@ -50,18 +50,41 @@ _CONVERTIBLE_MODES = frozenset(
 )
 
 
+# What to do about each kind of refused image, for messages in the CLI and the app.
+IMAGE_ERROR_ADVICE: dict[str, str] = {
+    "empty": "the file has no content: copy or upload it again",
+    "too_large": "use a smaller copy, or raise --max-bytes if you trust the file",
+    "too_many_pixels": "use a downscaled copy, or raise --max-pixels if you trust the file",
+    "bomb": "Pillow never decodes that many pixels whatever the limits: use a downscaled copy",
+    "missing": "check the path (the file may have been moved or deleted)",
+    "unreadable": "check the file's permissions, or copy it somewhere readable",
+    "not_a_file": "give an image file (a folder is walked for its images; devices and pipes "
+                  "are never read)",
+    "not_an_image": "check that it opens in an image viewer; PNG, JPEG, WebP, BMP, TIFF and GIF "
+                    "are read",
+    "corrupt": "the file is damaged: re-save or re-download it",
+    "unsupported": "convert it to an 8-bit RGB PNG or JPEG",
+}
+
+
 class ImageError(ValueError):
-    """Bad image input: names the offending file (``path``) and says why (``reason``).
+    """Bad image input: names the offending file (``path``), says why (``reason``) and what kind
+    of problem it is (``kind``, a key of :data:`IMAGE_ERROR_ADVICE`; ``advice`` says what to do).
 
     ``path`` is the file path, ``'<bytes>'`` for raw bytes, or the ``name``
     passed to :func:`load_image`. ``str(err)`` is ``"{path}: {reason}"``.
     """
 
-    def __init__(self, path: str, reason: str):
-        # Both go into args so the exception pickles (e.g. across process pools).
-        super().__init__(path, reason)
+    def __init__(self, path: str, reason: str, kind: str = "corrupt"):
+        # All go into args so the exception pickles (e.g. across process pools).
+        super().__init__(path, reason, kind)
         self.path = path
         self.reason = reason
+        self.kind = kind
+
+    @property
+    def advice(self) -> str:
+        return IMAGE_ERROR_ADVICE.get(self.kind, IMAGE_ERROR_ADVICE["corrupt"])
 
     def __str__(self) -> str:
         return f"{self.path}: {self.reason}"
@@ -138,7 +161,7 @@ def save_png(image: np.ndarray, path: str | os.PathLike) -> None:
     atomic_write_bytes(path, encode_png(image))  # encode first: a bad array leaves nothing
 
 
-def _format_bytes(count: int) -> str:
+def format_bytes(count: int) -> str:
     """Human-readable byte count, e.g. '300 MB', '1.5 KB', '12 bytes'."""
     for unit, size in (("GB", 1 << 30), ("MB", 1 << 20), ("KB", 1 << 10)):
         if count >= size:
@@ -149,23 +172,24 @@ def _format_bytes(count: int) -> str:
 def _check_byte_count(count: int, limits: ImageLimits, label: str, kind: str) -> None:
     """Refuse empty inputs and inputs over ``limits.max_bytes``; ``kind`` is 'file' or 'data'."""
     if count == 0:
-        raise ImageError(label, f"{kind} is empty (0 bytes)")
+        raise ImageError(label, f"{kind} is empty (0 bytes)", "empty")
     if count > limits.max_bytes:
         raise ImageError(
             label,
-            f"{kind} is {_format_bytes(count)}, over the limit of {_format_bytes(limits.max_bytes)}",
+            f"{kind} is {format_bytes(count)}, over the limit of {format_bytes(limits.max_bytes)}",
+            "too_large",
         )
 
 
-def _os_error_reason(exc: OSError) -> str:
-    """Short reason for a failure to stat or open a file."""
+def _os_error(label: str, exc: OSError) -> ImageError:
+    """The ImageError for a failure to stat or open a file."""
     if isinstance(exc, FileNotFoundError):
-        return "file not found"
+        return ImageError(label, "file not found", "missing")
     if isinstance(exc, IsADirectoryError):
-        return "is a directory, not a file"
+        return ImageError(label, "is a directory, not a file", "not_a_file")
     if isinstance(exc, PermissionError):
-        return "permission denied"
-    return f"cannot read file ({exc.strerror or exc})"
+        return ImageError(label, "permission denied", "unreadable")
+    return ImageError(label, f"cannot read file ({exc.strerror or exc})", "unreadable")
 
 
 def _read_file(path: str | os.PathLike, limits: ImageLimits, label: str) -> bytes:
@@ -173,17 +197,17 @@ def _read_file(path: str | os.PathLike, limits: ImageLimits, label: str) -> byte
     try:
         info = os.stat(path)
     except OSError as exc:
-        raise ImageError(label, _os_error_reason(exc)) from exc
+        raise _os_error(label, exc) from exc
     if stat.S_ISDIR(info.st_mode):
-        raise ImageError(label, "is a directory, not a file")
+        raise ImageError(label, "is a directory, not a file", "not_a_file")
     if not stat.S_ISREG(info.st_mode):  # FIFOs and devices could block or never end
-        raise ImageError(label, "not a regular file")
+        raise ImageError(label, "not a regular file", "not_a_file")
     _check_byte_count(info.st_size, limits, label, "file")
     try:
         with open(path, "rb") as fh:
             data = fh.read(limits.max_bytes + 1)
     except OSError as exc:
-        raise ImageError(label, _os_error_reason(exc)) from exc
+        raise _os_error(label, exc) from exc
     _check_byte_count(len(data), limits, label, "file")
     return data
 
@@ -207,9 +231,10 @@ def _decode(data: bytes, limits: ImageLimits, label: str) -> np.ndarray:
     except ImageError:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        raise ImageError(label, f"over Pillow's decompression-bomb limit: {exc}") from exc
+        raise ImageError(label, f"over Pillow's decompression-bomb limit: {exc}", "bomb") from exc
     except UnidentifiedImageError as exc:
-        raise ImageError(label, "not an image (unrecognised format or corrupt header)") from exc
+        raise ImageError(label, "not an image (unrecognised format or corrupt header)",
+                         "not_an_image") from exc
     except Exception as exc:  # OSError, SyntaxError, ValueError, struct.error, MemoryError, ...
         what = f"{fmt} data" if fmt else "image header"
         raise ImageError(label, f"truncated or corrupt {what} ({str(exc) or type(exc).__name__})") from exc
@@ -219,15 +244,17 @@ def _check_header(img: Image.Image, limits: ImageLimits, label: str) -> None:
     """Refuse bad dimensions and unsupported pixel modes using only the parsed header."""
     width, height = img.size
     if width == 0 or height == 0:
-        raise ImageError(label, f"image has a zero-size dimension ({width}x{height})")
+        raise ImageError(label, f"image has a zero-size dimension ({width}x{height})", "corrupt")
     if width * height > limits.max_pixels:
         raise ImageError(
             label,
             f"image is {width}x{height} = {width * height:,} pixels, "
             f"over the limit of {limits.max_pixels:,} (decompression bomb?)",
+            "too_many_pixels",
         )
     if img.mode not in _WIDE_GREY_MODES and img.mode not in _CONVERTIBLE_MODES:
-        raise ImageError(label, f"unsupported {img.format} pixel mode {img.mode!r}")
+        raise ImageError(label, f"unsupported {img.format} pixel mode {img.mode!r}",
+                         "unsupported")
 
 
 def _to_rgb_array(img: Image.Image) -> np.ndarray:

@@ -17,7 +17,8 @@ from forensics.images import DEFAULT_LIMITS, ImageError, ImageLimits, load_image
 
 @dataclass(frozen=True)
 class ScoreRow:
-    """The outcome for one file: ``p_fake`` when scored, otherwise ``error`` says why not.
+    """The outcome for one file: ``p_fake`` when scored, otherwise ``error`` says why not and
+    ``advice`` what to do.
 
     ``members`` holds each member's P(fake) when the detector is an ensemble, else is empty.
     """
@@ -26,6 +27,7 @@ class ScoreRow:
     p_fake: float | None
     error: str = ""
     members: dict[str, float] = field(default_factory=dict, compare=False)
+    advice: str = field(default="", compare=False)
 
 
 def _decode(path: Path, limits: ImageLimits) -> np.ndarray | ImageError:
@@ -57,7 +59,7 @@ def score_files(paths: Sequence[str | os.PathLike], detector: Detector, *, batch
             scores = iter(_predict(detector, good))
             for path, img in batch:
                 if isinstance(img, ImageError):
-                    rows.append(ScoreRow(path, None, img.reason))
+                    rows.append(ScoreRow(path, None, img.reason, advice=img.advice))
                 else:
                     score = next(scores)
                     rows.append(ScoreRow(path, *score))
@@ -66,15 +68,16 @@ def score_files(paths: Sequence[str | os.PathLike], detector: Detector, *, batch
 
 
 def _predict(detector: Detector, images: list[np.ndarray]
-             ) -> list[tuple[float | None, str, dict[str, float]]]:
+             ) -> list[tuple[float | None, str, dict[str, float], str]]:
     """Scores for a batch; if the batch fails, score one by one so one odd image fails alone."""
     if not images:
         return []
     try:
         scores, members = detector.predict_proba_with_members(images)
-        return [(float(s), "", {name: float(m[i]) for name, m in members.items()})
+        return [(float(s), "", {name: float(m[i]) for name, m in members.items()}, "")
                 for i, s in enumerate(scores)]
     except Exception as exc:  # noqa: BLE001 - a per-file failure is reported, not raised
         if len(images) == 1:
-            return [(None, f"detector failed on this image: {exc}", {})]
+            return [(None, f"detector failed on this image: {exc}", {},
+                     "report it with the image attached; the other images were scored")]
     return [_predict(detector, [img])[0] for img in images]

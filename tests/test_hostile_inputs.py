@@ -14,7 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from conftest import FORENSICS, run_cli
-from forensics.images import ImageError, ImageLimits, load_image, save_png
+from forensics.images import IMAGE_ERROR_ADVICE, ImageError, ImageLimits, load_image, save_png
 from forensics.training import train_detector
 from hostile import HOSTILE_MAX_BYTES, valid_samples, write_hostile_corpus
 from test_spectral_detector import write_real_fake_folders
@@ -68,7 +68,7 @@ def test_load_image_raises_only_image_error(hostile):
         try:
             image = load_image(f.path, limits=LIMITS)
         except ImageError as exc:
-            assert exc.reason, f.what
+            assert exc.reason and exc.kind in IMAGE_ERROR_ADVICE, f.what
             outcomes[f.path] = "error"
         else:
             assert image.dtype == np.uint8 and image.ndim == 3 and image.shape[2] == 3
@@ -103,6 +103,10 @@ def test_scan_reports_every_hostile_file_and_scores_the_rest(hostile, bundle, tm
         else:
             assert row["error"] and row["p_fake"] in ("", None), f.what
     assert f"scanned {len(files)} files" in proc.stdout
+    # what to do, once per kind of problem: too large, empty, corrupt, not an image, ...
+    advice = [line for line in proc.stdout.splitlines() if line.startswith("  what to do (")]
+    assert len(advice) >= 6 and all(line.split("): ", 1)[1] in IMAGE_ERROR_ADVICE.values()
+                                    for line in advice)
 
 
 def test_scan_prints_a_broken_non_utf8_name_as_its_bytes(bundle, tmp_path):
