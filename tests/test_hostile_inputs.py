@@ -155,6 +155,28 @@ def test_robustness_reports_hostile_files_and_still_gives_metrics(mixed_corpus, 
                            for m in metrics if m["generator"] == "all")
 
 
+def test_training_skips_hostile_files_and_names_them(mixed_corpus, tmp_path):
+    """detector train and zoo train on the mixed corpus: every hostile file of the splits they
+    read is skipped with its reason (in the bundle / the run's config.json), and they finish."""
+    root, n_hostile = mixed_corpus
+    hostile = {p.name for p in root.rglob("hostile_*")}
+    bundle = tmp_path / "bundle"
+    proc = run_cli("detector", "train", "--kind", "spectral", "--corpus", root, "--out", bundle,
+                   "-q", timeout=CLI_TIMEOUT)
+    assert "Traceback" not in proc.stderr
+    skipped = json.loads((bundle / "detector.json").read_text())["training"]["skipped_files"]
+    assert skipped and all(os.path.basename(s["path"]) in hostile and s["error"]
+                           for s in skipped)
+    run = tmp_path / "run"
+    proc = run_cli("zoo", "train", "dcgan", "--data", root, "--split", "all", "--out", run,
+                   "--steps", 1, "--resolution", 16, "--set", "ngf=4", "--set", "ndf=4",
+                   "--device", "cpu", "-q", timeout=CLI_TIMEOUT)
+    assert "Traceback" not in proc.stderr
+    dataset = json.loads((run / "config.json").read_text())["extra"]["dataset"]
+    n_real_hostile = sum(1 for p in (root / "real").glob("hostile_*"))
+    assert dataset["skipped_images"] == n_real_hostile and dataset["num_images"] == 24
+
+
 # --- --max-bytes / --max-pixels on evaluate and robustness ------------------------------------
 
 BIG = ("real/big_0.png", "real/big_1.png", "fake/upsampled/big_0.png", "fake/upsampled/big_1.png")
