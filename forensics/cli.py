@@ -280,13 +280,20 @@ def _detector_params(args: argparse.Namespace) -> dict[str, Any]:
 
 def cmd_detector_train(args: argparse.Namespace) -> int:
     from forensics.detectors import create_detector
-    from forensics.training import train_detector
+    from forensics.training import train_detector, train_state_dir
 
     params = _detector_params(args)
     try:
-        create_detector(args.kind, **params)  # wrong kinds and parameter names fail before decoding
+        # Wrong kinds and parameter names fail before decoding.
+        resumes = create_detector(args.kind, **params).resumes_training()
+        if args.resume and not resumes:
+            print(f"--resume: a {args.kind} detector fits in seconds, so it is simply trained "
+                  "again")
+        elif args.resume and not any(train_state_dir(args.out).rglob("state.json")):
+            print(f"--resume: no training state in {train_state_dir(args.out)}; training from "
+                  "scratch")
         det = train_detector(args.kind, args.corpus, args.out, params=params,
-                             workers=args.workers, progress=not args.quiet)
+                             workers=args.workers, progress=not args.quiet, resume=args.resume)
     except TypeError as exc:
         raise CliError(f"--kind {args.kind} does not take these parameters ({exc}); "
                        f"it takes {_constructor_parameters(args.kind)}") from None
@@ -623,6 +630,14 @@ def build_parser() -> argparse.ArgumentParser:
                         help="any constructor parameter (JSON values), repeatable, e.g. "
                              "--set n_bins=32 --set 'classifier_params={\"C\": 0.1}'")
     dtrain.add_argument("--workers", type=int, default=2, help="decoding threads")
+    dtrain.add_argument("--resume", action="store_true",
+                        help="continue an interrupted training from its state in "
+                             "OUT/.train-state/ (a hidden folder the CNN, and the CNN members "
+                             "of an ensemble, update after every epoch and which is removed "
+                             "once the bundle is saved), so at most the epoch in progress is "
+                             "redone; same corpora and --set options required. Without "
+                             "--resume that state is discarded. Spectral detectors fit in "
+                             "seconds and are simply retrained")
     dtrain.set_defaults(func=cmd_detector_train)
     dinfo = dsub.add_parser("info", parents=[common], help="what a bundle was trained on and how it scored")
     dinfo.add_argument("bundle")

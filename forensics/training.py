@@ -14,6 +14,7 @@ from tqdm.auto import tqdm
 from forensics.corpus import LABEL_NAMES, Corpus, CorpusItem, discover_corpus
 from forensics.detectors import create_detector
 from forensics.detectors.base import Detector
+from forensics.detectors.train_state import TRAIN_STATE_DIR, discard_train_state
 from forensics.images import DEFAULT_LIMITS, ImageError, ImageLimits
 from forensics.scoring import decode_batches
 
@@ -60,12 +61,14 @@ def corpus_summary(corpora: Sequence[Corpus], items: Sequence[CorpusItem]) -> di
 
 
 def fit_detector(kind: str, params: dict[str, Any] | None, train: Labelled,
-                 val: Labelled) -> Detector:
+                 val: Labelled, *, state_dir: str | os.PathLike | None = None) -> Detector:
     """A new ``kind`` detector fit on ``train``; ``val`` calibrates it and sets its threshold.
 
-    Validation data with a single class is no use for either and is left out.
+    Validation data with a single class is no use for either and is left out. ``state_dir``
+    becomes the detector's ``train_state_dir`` (see ``Detector``).
     """
     detector = create_detector(kind, **(params or {}))
+    detector.train_state_dir = state_dir
     has_val = len(set(val[1].tolist())) == 2
     return detector.fit(*train, val_images=val[0] if has_val else None,
                         val_labels=val[1] if has_val else None)
@@ -89,11 +92,25 @@ def _check_both_classes(labels: np.ndarray, corpus_dirs: Sequence[str | os.PathL
                      + " and ".join(add[name] for name in missing))
 
 
+def train_state_dir(out: str | os.PathLike) -> Path:
+    """Where ``train_detector`` keeps the training state of the bundle folder ``out``."""
+    return Path(out) / TRAIN_STATE_DIR
+
+
 def train_detector(kind: str, corpus_dirs: Sequence[str | os.PathLike], out: str | os.PathLike,
                    *, params: dict[str, Any] | None = None, workers: int = 2,
-                   progress: bool = True) -> Detector:
+                   progress: bool = True, resume: bool = False) -> Detector:
     """Fit ``kind`` (constructor ``params``) on the train split, calibrate and pick its threshold
-    on the val split, record the training data in the bundle, and save it to ``out``."""
+    on the val split, record the training data in the bundle, and save it to ``out``.
+
+    Detectors that resume (the CNN, ensembles with CNN members) keep their state after every
+    epoch in ``out/.train-state/``, removed once the bundle is saved. With ``resume`` a state
+    left there by an interrupted run is continued (it must be for the same data and
+    parameters); without, it is discarded first.
+    """
+    state = train_state_dir(out)
+    if not resume:
+        discard_train_state(state)
     corpora = [discover_corpus(d) for d in corpus_dirs]
     train_items = [it for c in corpora for it in c.select(split="train")]
     val_items = [it for c in corpora for it in c.select(split="val")]
@@ -102,10 +119,11 @@ def train_detector(kind: str, corpus_dirs: Sequence[str | os.PathLike], out: str
     x_val, y_val, bad_val = load_items(val_items, desc="val images", workers=workers,
                                        progress=progress)
     _check_both_classes(y_train, corpus_dirs, len(bad_train))
-    detector = fit_detector(kind, params, (x_train, y_train), (x_val, y_val))
+    detector = fit_detector(kind, params, (x_train, y_train), (x_val, y_val), state_dir=state)
     detector.training_info_.update(corpus_summary(corpora, train_items))
     detector.training_info_["n_train"] = len(x_train)
     detector.training_info_["n_val"] = detector.training_info_["n_val_images"]
     detector.training_info_["skipped_files"] = bad_train + bad_val
     detector.save(Path(out))
+    discard_train_state(state)  # after the save: a kill before this resumes to the same bundle
     return detector

@@ -258,12 +258,20 @@ class Detector(abc.ABC):
 
     Class data: ``known_failure_modes`` (short sentences for the model card) and
     ``variant_param`` (the parameter an ensemble member spec ``kind:variant`` sets, or None).
+
+    ``train_state_dir`` (not a parameter: set it on the instance before ``fit``): a folder
+    where detectors that train for long (the CNN) keep their state after every epoch, and
+    from whose state ``fit`` continues when it holds one for the same data and parameters
+    (``forensics.detectors.train_state``); ``resumes_training()`` says whether it does. The
+    caller removes the folder once the bundle is saved. Detectors that fit in seconds ignore
+    it and simply fit again.
     """
 
     kind: ClassVar[str] = ""
     known_failure_modes: ClassVar[tuple[str, ...]] = ()
     variant_param: ClassVar[str | None] = None
     calibration_: dict[str, Any] | None = None
+    train_state_dir: str | os.PathLike | None = None
 
     @abc.abstractmethod
     def get_params(self) -> dict[str, Any]:
@@ -298,6 +306,10 @@ class Detector(abc.ABC):
     @abc.abstractmethod
     def _restore(self, folder: Path, arrays: dict[str, dict[str, np.ndarray]]) -> None:
         """Set the learned model from loaded arrays; raise BundleError if they do not fit."""
+
+    def resumes_training(self) -> bool:
+        """Whether ``fit`` keeps a state in ``train_state_dir`` and continues from it."""
+        return False
 
     def fit(
         self,

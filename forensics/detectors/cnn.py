@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import copy
 import functools
+import json
 import math
 import os
 import time
@@ -38,6 +39,8 @@ from tqdm.auto import tqdm
 from forensics.backbones import DEFAULT_BACKBONE, create_backbone, normalisation
 from forensics.detectors.base import BundleError, Detector, register_detector
 from forensics.detectors.calibration import PlattCalibration
+from forensics.detectors.train_state import (TrainStateError, fingerprint_data,
+                                             load_train_state, save_train_state)
 from forensics.perturb import random_augment
 
 __all__ = ["CNNDetector", "npr_residual", "tile_boxes"]
@@ -115,14 +118,34 @@ def _random_crop(image: np.ndarray, size: int, rng: np.random.Generator) -> np.n
     return image[top:top + size, left:left + size]
 
 
-def _batches(n: int, size: int, rng: np.random.Generator) -> Iterator[np.ndarray]:
-    """Endless batches of ``size`` indices into range(n): shuffled passes, one after another."""
-    queue = np.empty(0, dtype=np.intp)
-    while True:
-        while len(queue) < size:
-            queue = np.concatenate([queue, rng.permutation(n)])
-        batch, queue = queue[:size], queue[size:]
-        yield batch
+class _Batches:
+    """Endless batches of ``size`` indices into range(n): shuffled passes, one after another.
+
+    The indices drawn but not yet used are its whole state (``state``/``set_state``), so a
+    resumed training goes on with exactly the batches an uninterrupted one would have seen.
+    """
+
+    def __init__(self, n: int, size: int, rng: np.random.Generator):
+        self.n, self.size, self.rng = n, size, rng
+        self.queue = np.empty(0, dtype=np.int64)
+
+    def __iter__(self) -> Iterator[np.ndarray]:
+        return self
+
+    def __next__(self) -> np.ndarray:
+        while len(self.queue) < self.size:
+            self.queue = np.concatenate([self.queue, self.rng.permutation(self.n)])
+        batch, self.queue = self.queue[:self.size], self.queue[self.size:]
+        return batch
+
+    def state(self) -> np.ndarray:
+        return self.queue.copy()
+
+    def set_state(self, queue: np.ndarray) -> None:
+        queue = np.asarray(queue, dtype=np.int64)
+        if queue.ndim != 1 or (len(queue) and (queue.min() < 0 or queue.max() >= self.n)):
+            raise ValueError(f"a batch queue of indices into range({self.n}) was expected")
+        self.queue = queue.copy()
 
 
 class _Network(nn.Module):
@@ -378,21 +401,38 @@ class CNNDetector(Detector):
                              "and calibration need both")
         started = time.perf_counter()
         device = self.torch_device()
+        state_dir = None if self.train_state_dir is None else Path(self.train_state_dir)
+        fingerprint = resumed = None
+        if state_dir is not None:
+            fingerprint = {"data": fingerprint_data(images, labels, validation),
+                           "params": self._fingerprint_params()}
+            resumed = load_train_state(state_dir, fingerprint)
         rng = np.random.default_rng(self.seed)
         torch.manual_seed(self.seed)
         crop = min(self.crop_size, int(np.median([min(im.shape[:2]) for im in images])))
-        network = _place(self._new_network(self.pretrained), device)
+        # A resumed network gets every weight from the state: no ImageNet weights to read.
+        network = _place(self._new_network(self.pretrained and resumed is None), device)
         optimiser = torch.optim.AdamW(network.parameters(), lr=self.lr,
                                       weight_decay=self.weight_decay)
         steps = self.steps_per_epoch or math.ceil(len(images) / self.batch_size)
-        batches = _batches(len(images), self.batch_size, rng)
+        batches = _Batches(len(images), self.batch_size, rng)
         scaler = torch.amp.GradScaler("cuda", enabled=_amp_dtype(device) == torch.float16)
         history: list[dict[str, float]] = []
-        best: tuple[float, float] | None = None
+        best_epoch, best_logits, best_state, finished = 0, None, None, False
+        if resumed is not None:
+            try:
+                history, best_epoch, finished = self._resume(
+                    resumed, crop, network, optimiser, scaler, rng, batches, device)
+            except (KeyError, TypeError, ValueError, RuntimeError) as error:
+                raise TrainStateError(
+                    f"the training state in {os.fspath(state_dir)!r} cannot be resumed "
+                    f"({type(error).__name__}: {error}); delete that folder, or rerun without "
+                    "--resume, to train from scratch") from None
+            best_logits, best_state = resumed["best_logits"], resumed["best_network"]
         # disable=None: the bar shows on a terminal only, so logs and CI stay readable.
-        with tqdm(total=self.epochs * steps, desc="cnn training", unit="step",
-                  disable=None if self.progress else True) as bar:
-            for epoch in range(1, self.epochs + 1):
+        with tqdm(total=self.epochs * steps, initial=len(history) * steps, desc="cnn training",
+                  unit="step", disable=None if self.progress else True) as bar:
+            for epoch in range(len(history) + 1, 1 if finished else self.epochs + 1):
                 network.train()
                 losses = []
                 for _ in range(steps):
@@ -405,16 +445,26 @@ class CNNDetector(Detector):
                 val_logits = self.logits(val_images, network)
                 history.append({"epoch": epoch, "train_loss": float(np.mean(losses)),
                                 **_validation_scores(val_logits, val_labels)})
-                # Better AP wins; at equal AP (often 1.0 on small data) the lower loss does.
-                key = (history[-1]["val_ap"], -history[-1]["val_loss"])
-                if best is None or key > best:
-                    best, best_epoch, best_logits = key, epoch, val_logits
+                if best_epoch == 0 or _epoch_key(history[-1]) > _epoch_key(history[best_epoch - 1]):
+                    best_epoch, best_logits = epoch, val_logits
                     best_state = copy.deepcopy(network.state_dict())
-                elif epoch - best_epoch >= self.patience:
+                finished = epoch == self.epochs or epoch - best_epoch >= self.patience
+                if state_dir is not None:  # a kill from here on loses no finished epoch
+                    save_train_state(state_dir, {
+                        "epoch": epoch, "finished": finished, "crop": crop,
+                        "history": history, "best_epoch": best_epoch,
+                        "best_logits": best_logits, "best_network": best_state,
+                        "network": network.state_dict(), "optimiser": optimiser.state_dict(),
+                        "scaler": scaler.state_dict(), "numpy_rng": rng.bit_generator.state,
+                        "batches": batches.state(), "torch_rng": torch.get_rng_state(),
+                        "cuda_rng": (torch.cuda.get_rng_state(device)
+                                     if device.type == "cuda" else None),
+                    }, fingerprint=fingerprint)
+                if finished:
                     break
         network.load_state_dict(best_state)
         self.network_ = network.eval()
-        self.calibrator_ = PlattCalibration.fit(best_logits, np.asarray(val_labels))
+        self.calibrator_ = PlattCalibration.fit(np.asarray(best_logits), np.asarray(val_labels))
         self.calibration_ = self.calibrator_.to_dict()
         self.fit_summary_ = {
             "history": history,
@@ -425,6 +475,49 @@ class CNNDetector(Detector):
             "device": str(device),
             "held_out_from_train": len(val_labels) if validation is None else 0,
         }
+        if resumed is not None:
+            self.fit_summary_["resumed_after_epoch"] = resumed["epoch"]
+
+    def resumes_training(self) -> bool:
+        """True: the state after every epoch goes to ``train_state_dir`` and ``fit`` resumes."""
+        return True
+
+    def _fingerprint_params(self) -> dict[str, Any]:
+        """The parameters a resumed training must share with the one that saved its state
+        (all but ``progress`` and ``threads``, which change how it runs, not what it learns)."""
+        params = self.get_params()
+        for name in ("progress", "threads"):
+            params.pop(name)
+        return json.loads(json.dumps(params))  # the JSON form: tuples become lists
+
+    @staticmethod
+    def _resume(resumed: dict[str, Any], crop: int, network: nn.Module,
+                optimiser: torch.optim.Optimizer, scaler: torch.amp.GradScaler,
+                rng: np.random.Generator, batches: _Batches, device: torch.device
+                ) -> tuple[list[dict[str, float]], int, bool]:
+        """Set the training objects from a saved state; returns (history, best epoch, finished).
+
+        Raises KeyError, TypeError, ValueError or RuntimeError for a state that does not fit.
+        """
+        if resumed["crop"] != crop:
+            raise ValueError(f"the state trained on {resumed['crop']} px crops, these images "
+                             f"give {crop} px")
+        history = [dict(row) for row in resumed["history"]]
+        best_epoch, epoch = int(resumed["best_epoch"]), int(resumed["epoch"])
+        if len(history) != epoch or not 1 <= best_epoch <= epoch:
+            raise ValueError(f"epoch {epoch}, best epoch {best_epoch} and {len(history)} "
+                             "history rows do not agree")
+        network.load_state_dict(resumed["best_network"], strict=True)  # only to check it fits
+        network.load_state_dict(resumed["network"], strict=True)
+        optimiser.load_state_dict(resumed["optimiser"])
+        if resumed["scaler"]:  # empty when saved without mixed precision
+            scaler.load_state_dict(resumed["scaler"])
+        rng.bit_generator.state = resumed["numpy_rng"]
+        batches.set_state(resumed["batches"])
+        torch.set_rng_state(resumed["torch_rng"])
+        if resumed["cuda_rng"] is not None and device.type == "cuda":
+            torch.cuda.set_rng_state(resumed["cuda_rng"], device)
+        return history, best_epoch, bool(resumed["finished"])
 
     @staticmethod
     def _train_step(network: nn.Module, optimiser: torch.optim.Optimizer,
@@ -520,6 +613,12 @@ def _memory_format(device: torch.device) -> torch.memory_format:
 def _place(network: nn.Module, device: torch.device) -> nn.Module:
     """``network`` on ``device`` in that device's memory format."""
     return network.to(device=device, memory_format=_memory_format(device))
+
+
+def _epoch_key(row: dict[str, float]) -> tuple[float, float]:
+    """How epochs compare: better validation AP wins; at equal AP (often 1.0 on small data) the
+    lower validation loss does."""
+    return (row["val_ap"], -row["val_loss"])
 
 
 def _validation_scores(logits: np.ndarray, labels: np.ndarray) -> dict[str, float]:

@@ -141,6 +141,8 @@ class EnsembleDetector(Detector):
         self.members_ = {}
         for spec in parse_member_specs(self.members):
             member = _member_class(spec.kind)(**spec.params)
+            if self.train_state_dir is not None:  # each member resumes from its own state
+                member.train_state_dir = Path(self.train_state_dir) / MEMBERS_DIR / spec.name
             self.members_[spec.name] = member.fit(images, labels, val_images=val_images,
                                                   val_labels=val_labels)
         features = self._logits(self._member_scores(val_images))
@@ -152,6 +154,12 @@ class EnsembleDetector(Detector):
             "weights": dict(zip(self.members_, self.coef_.tolist())),
             "intercept": self.intercept_, "n_val": len(val_labels),
         }
+
+    def resumes_training(self) -> bool:
+        """Whether a member does (a CNN): each keeps its state in
+        ``train_state_dir/members/<name>/``; the others simply fit again."""
+        return any(_member_class(spec.kind)(**spec.params).resumes_training()
+                   for spec in parse_member_specs(self.members))
 
     def _member_scores(self, images: Sequence[np.ndarray]) -> dict[str, np.ndarray]:
         return {name: member.predict_proba(images) for name, member in self.members_.items()}
