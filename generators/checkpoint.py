@@ -128,10 +128,12 @@ def read_checkpoint_config(run_dir: str | Path) -> dict:
         raise CheckpointError(f"{path} not found: {run_dir} is not a generator checkpoint "
                               "folder (train one with `forensics zoo train`)") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise CheckpointError(f"{path} is not valid JSON: {exc}") from exc
+        raise CheckpointError(f"{path} is not valid JSON ({exc}); restore the folder or "
+                              "retrain") from exc
     if not isinstance(document, dict) or document.get("format") != CHECKPOINT_FORMAT:
-        raise CheckpointError(f"{path} is not a generator checkpoint config "
-                              f"(expected format {CHECKPOINT_FORMAT!r})")
+        raise CheckpointError(f"{path} is not a generator checkpoint config (expected format "
+                              f"{CHECKPOINT_FORMAT!r}); point at a run folder of `forensics zoo "
+                              "train`")
     if document.get("version") != CHECKPOINT_VERSION:
         raise CheckpointError(f"{path} has checkpoint version {document.get('version')!r}; "
                               f"this code reads version {CHECKPOINT_VERSION} (retrain the "
@@ -191,15 +193,16 @@ def load_checkpoint(run_dir: str | Path,
     try:
         pair = create_generator(document["name"], **document["config"])
     except (KeyError, TypeError, ValueError) as exc:
-        raise CheckpointError(f"{run_dir / CONFIG_FILE} describes no buildable generator: "
-                              f"{exc}") from exc
+        raise CheckpointError(f"{run_dir / CONFIG_FILE} describes no buildable generator "
+                              f"({exc}); restore the folder or retrain") from exc
     data = _read_tensor_file(run_dir, WEIGHTS_FILE, document)
     tensors = _parse_safetensors(data, run_dir / WEIGHTS_FILE)
     prefixes = {_weights_prefix(name) for name in pair.net_names} | {EMA_PREFIX}
     stray = sorted({key.split(".", 1)[0] for key in tensors} - prefixes)
     if stray:
         raise CheckpointError(f"{run_dir / WEIGHTS_FILE} holds tensors for unknown nets "
-                              f"{stray}; {document['name']!r} has {sorted(prefixes)}")
+                              f"{stray}; {document['name']!r} has {sorted(prefixes)}: restore "
+                              "the folder or retrain")
     for name, net in pair.nets.items():
         _load_net(net, tensors, _weights_prefix(name), run_dir)
     if any(key.startswith(EMA_PREFIX + ".") for key in tensors):
@@ -219,7 +222,8 @@ def load_train_state(run_dir: str | Path, device: str | torch.device = "cpu") ->
     with safe_open(path, framework="pt") as f:
         skeleton = (f.metadata() or {}).get("skeleton")
     if skeleton is None:
-        raise CheckpointError(f"{path} holds no training state skeleton")
+        raise CheckpointError(f"{path} holds no training state skeleton; resume is not "
+                              "possible from it: train into a new --out")
     return decode_state({key: value.to(device) for key, value in tensors.items()},
                         json.loads(skeleton))
 

@@ -123,9 +123,9 @@ def train_gan(name: str, data: Sequence[Any], out_dir: str | Path, *, steps: int
     losses stay non-finite (the last checkpoint is left intact).
     """
     if steps < 1:
-        raise ValueError(f"steps must be >= 1, got {steps}")
+        raise ValueError(f"--steps must be 1 or more, got {steps}")
     if max_minutes is not None and max_minutes <= 0:
-        raise ValueError(f"max_minutes must be positive, got {max_minutes}")
+        raise ValueError(f"--max-minutes must be more than 0, got {max_minutes}")
     context, torch_device = init_distributed(device)
     try:
         trainer = _Trainer(get_family(name), data, data_b, Path(out_dir), steps=steps,
@@ -179,11 +179,14 @@ class _Trainer:
             resume = False  # a folder without any trace of a run is still refused below
         document = read_checkpoint_config(run_dir) if resume else None
         if document is not None and document["name"] != family.name:
-            raise ValueError(f"{run_dir} holds a {document['name']!r} run, not {family.name!r}")
+            raise ValueError(f"{run_dir} holds a {document['name']!r} run, not {family.name!r}: resume "
+                             f"it as {document['name']!r} or train {family.name!r} into another "
+                             "--out")
         saved_seed = document["extra"]["training"]["seed"] if document else None
         if seed is not None and saved_seed is not None and seed != saved_seed:
             raise ValueError(f"{run_dir} was trained with seed {saved_seed}; a resumed run "
-                             f"keeps it (got seed {seed})")
+                             f"keeps it (got seed {seed}): drop --seed, or train into another "
+                             "--out")
         self.seed = saved_seed if saved_seed is not None else (seed or 0)
         config = resolve_config(family.name, **(document["config"] if document else overrides))
         if document:
@@ -376,11 +379,13 @@ def _with_classes(name: str, config: dict, classes: list[str], overrides: dict,
     run's classes and an explicit override)."""
     if document is not None and document["extra"].get("classes") != classes:
         raise ValueError(f"the data's classes {classes} differ from the run's "
-                         f"{document['extra'].get('classes')}")
+                         f"{document['extra'].get('classes')}: resume with the run's data, or "
+                         "train into another --out")
     wanted = overrides.get("num_classes", len(classes))
     if wanted != len(classes):
         raise ValueError(f"num_classes={wanted} was asked for but the data has "
-                         f"{len(classes)} classes: {classes}")
+                         f"{len(classes)} classes: {classes}; drop --set num_classes (it is "
+                         "read from the data)")
     return resolve_config(name, **{**config, "num_classes": len(classes)})
 
 
