@@ -289,9 +289,14 @@ def cmd_detector_train(args: argparse.Namespace) -> int:
         if args.resume and not resumes:
             print(f"--resume: a {args.kind} detector fits in seconds, so it is simply trained "
                   "again")
-        elif args.resume and not any(train_state_dir(args.out).rglob("state.json")):
-            print(f"--resume: no training state in {train_state_dir(args.out)}; training from "
-                  "scratch")
+        elif resumes:
+            state = train_state_dir(args.out)
+            found = any(state.rglob("state.json"))
+            if args.resume and not found:
+                print(f"--resume: no training state in {state}; training from scratch")
+            elif found and not args.resume:
+                print(f"discarding the training state of an interrupted run in {state} "
+                      "(pass --resume to continue it)")
         det = train_detector(args.kind, args.corpus, args.out, params=params,
                              workers=args.workers, progress=not args.quiet, resume=args.resume)
     except TypeError as exc:

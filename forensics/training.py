@@ -109,8 +109,6 @@ def train_detector(kind: str, corpus_dirs: Sequence[str | os.PathLike], out: str
     parameters); without, it is discarded first.
     """
     state = train_state_dir(out)
-    if not resume:
-        discard_train_state(state)
     corpora = [discover_corpus(d) for d in corpus_dirs]
     train_items = [it for c in corpora for it in c.select(split="train")]
     val_items = [it for c in corpora for it in c.select(split="val")]
@@ -119,6 +117,8 @@ def train_detector(kind: str, corpus_dirs: Sequence[str | os.PathLike], out: str
     x_val, y_val, bad_val = load_items(val_items, desc="val images", workers=workers,
                                        progress=progress)
     _check_both_classes(y_train, corpus_dirs, len(bad_train))
+    if not resume:  # only now: a command refused above leaves the state for a --resume
+        discard_train_state(state)
     detector = fit_detector(kind, params, (x_train, y_train), (x_val, y_val), state_dir=state)
     detector.training_info_.update(corpus_summary(corpora, train_items))
     detector.training_info_["n_train"] = len(x_train)

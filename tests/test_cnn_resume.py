@@ -223,10 +223,12 @@ def test_cli_resume_notices_and_discarding(folders, tmp_path, capsys, monkeypatc
         with pytest.raises(Crash):
             cli(*args, "--kind", "cnn", *CNN_SET, "--set", "lr=0.01")
     assert (train_state_dir(out) / STATE_JSON).is_file()
+    capsys.readouterr()
     assert cli(*args, "--kind", "cnn", *CNN_SET, "--resume") == 2
     error = capsys.readouterr().err
     assert "other detector parameters (lr 0.01 then, 0.001 now)" in error
     assert error.count("\n") == 1
     assert cli(*args, "--kind", "cnn", *CNN_SET) == 0
+    assert "discarding the training state of an interrupted run" in capsys.readouterr().out
     assert not train_state_dir(out).exists()
     assert not list(out.rglob("*.tmp"))

@@ -150,3 +150,53 @@ def test_detector_train_killed_leaves_no_half_bundle_and_rerun_equals(detector_c
     run_cli(*args, "--out", cut, timeout=300)
     np.testing.assert_array_equal(load_detector(cut).predict_proba(images), expected)
     assert temp_files(cut) == []
+
+
+# A tiny random-init CNN, 3 steps an epoch on 1 thread: the epochs take well under a second, so
+# each run's time is mostly the interpreter start.
+CNN_EPOCHS = 6
+CNN_TRAIN = ["detector", "train", "--kind", "cnn", "-q",
+             *[item for setting in ("backbone=test_efficientnet", "pretrained=false",
+                                    "crop_size=32", "batch_size=8", "steps_per_epoch=3",
+                                    "threads=1", f"epochs={CNN_EPOCHS}",
+                                    f"patience={CNN_EPOCHS}")
+               for item in ("--set", setting)]]
+
+
+def state_epoch(out: Path) -> int:
+    """The epoch of the training state in ``out`` (0: none yet); state.json is written last."""
+    try:
+        document = json.loads((out / ".train-state" / "state.json").read_text())
+    except FileNotFoundError:
+        return 0
+    return dict(document["state"]["$dict"])["epoch"]
+
+
+def test_cnn_detector_train_killed_then_resumed_equals_uninterrupted(detector_corpus, tmp_path,
+                                                                      campaign):
+    """kill -9 after seeded-random epochs (each rerun with --resume goes on from the last); the
+    final --resume gives the bundle an uninterrupted run gives, and leaves no state behind."""
+    images = [load_image(p) for p in sorted(detector_corpus.rglob("*.png"))]
+    whole, cut = tmp_path / "whole", tmp_path / "cut"
+    args = [*CNN_TRAIN, "--corpus", detector_corpus]
+    run_cli(*args, "--out", whole, timeout=300)
+    kills = min(campaign.kills, CNN_EPOCHS - 1)
+    epochs = sorted(np.random.default_rng(13).choice(range(1, CNN_EPOCHS), kills, replace=False))
+    for i, epoch in enumerate(epochs):
+        kill_when([*args, "--out", cut, *(["--resume"] if i else [])],
+                  lambda: state_epoch(cut) >= epoch, timeout=300, poll=0.01)
+        assert state_epoch(cut) >= epoch
+
+    proc = run_cli(*args, "--out", cut, "--resume", timeout=300)
+    assert "training from scratch" not in proc.stdout
+    info = json.loads((cut / "detector.json").read_text())["training"]
+    assert info["resumed_after_epoch"] >= epochs[-1]
+    expected = json.loads((whole / "detector.json").read_text())["training"]
+    assert info["history"] == expected["history"]
+    got, want = load_file(cut / "weights.safetensors"), load_file(whole / "weights.safetensors")
+    for name in want:
+        np.testing.assert_array_equal(got[name], want[name], err_msg=name)
+    np.testing.assert_array_equal(load_detector(cut).predict_proba(images),
+                                  load_detector(whole).predict_proba(images))
+    assert not (cut / ".train-state").exists() and temp_files(cut) == []
+    assert sorted(p.name for p in cut.iterdir()) == sorted(p.name for p in whole.iterdir())
