@@ -14,6 +14,9 @@ Choices that answer the published detectors' users (``REFERENCES.md``):
 * Weights come from files on disk (``forensics.backbones``) and the bundle holds them as
   safetensors, which cannot carry code.
 * ``input="npr"`` feeds the network the NPR residual x - up(down(x)) (Tan et al., CVPR 2024).
+* Training resumes after a kill: with ``train_state_dir`` set, the whole training state is saved
+  after every epoch (``forensics.detectors.train_state``) and ``fit`` continues from it; on the
+  CPU the result is bit-identical to an uninterrupted fit (``detector train --resume``).
 """
 
 from __future__ import annotations
