@@ -16,6 +16,7 @@ import os
 import shutil
 import uuid
 from pathlib import Path
+from collections.abc import Mapping
 from typing import Any, Callable, Iterable
 
 STAGING_DIR = ".pending"
@@ -167,3 +168,59 @@ def read_jsonl(path: str | os.PathLike, *, repair: bool = False) -> list[dict]:
             raise ValueError(f"{path}: line {number} is not valid JSON ({exc}); "
                              "fix or remove that line") from exc
     return rows
+
+
+def encode_tree(tree: Any, leaf: Callable[[Any, str], Any]) -> Any:
+    """The JSON skeleton of a tree of dicts (JSON-scalar keys of any type), lists, tuples and
+    JSON scalars, with key types kept (optimizers index their state by int).
+
+    Every other node goes to ``leaf(node, dotted_path)``, which stores it elsewhere (a tensor
+    file) and returns its JSON stand-in, a dict with one ``"$name"`` key of its own (or raises
+    TypeError for what it cannot store). :func:`decode_tree` inverts it.
+    """
+    def walk(node: Any, where: str) -> Any:
+        child = (lambda key: f"{where}.{key}" if where else str(key))
+        if isinstance(node, Mapping):
+            return {"$dict": [[key, walk(value, child(key))] for key, value in node.items()]}
+        if isinstance(node, (list, tuple)):
+            tag = "$tuple" if isinstance(node, tuple) else "$list"
+            return {tag: [walk(value, child(i)) for i, value in enumerate(node)]}
+        if node is None or isinstance(node, (bool, int, float, str)):
+            return node
+        return leaf(node, where)
+
+    return walk(tree, "")
+
+
+class LeafStore(dict):
+    """A ``leaf`` for :func:`encode_tree` keeping each leaf under its dotted path; its JSON
+    stand-in is ``{"$tensor": path}``. ``copy(node)`` gives the copy to keep, or None for a
+    node that cannot be stored."""
+
+    def __init__(self, copy: Callable[[Any], Any], allowed: str):
+        super().__init__()
+        self.copy, self.allowed = copy, allowed
+
+    def __call__(self, node: Any, where: str) -> dict:
+        kept = self.copy(node)
+        if kept is None:
+            raise TypeError(f"cannot store {type(node).__name__} at {where or 'the root'} of "
+                            f"the training state (use {self.allowed})")
+        if where in self:
+            raise ValueError(f"two tensors of the training state share the key {where!r}")
+        self[where] = kept
+        return {"$tensor": where}
+
+
+def decode_tree(skeleton: Any, leaf: Callable[[dict], Any]) -> Any:
+    """The tree :func:`encode_tree` described by ``skeleton``; ``leaf(stand_in)`` rebuilds
+    each stored node from its JSON stand-in."""
+    if isinstance(skeleton, dict):
+        if "$dict" in skeleton:
+            return {key: decode_tree(value, leaf) for key, value in skeleton["$dict"]}
+        if "$tuple" in skeleton:
+            return tuple(decode_tree(value, leaf) for value in skeleton["$tuple"])
+        if "$list" in skeleton:
+            return [decode_tree(value, leaf) for value in skeleton["$list"]]
+        return leaf(skeleton)
+    return skeleton

@@ -37,8 +37,8 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import load, save
 from torch import nn
 
-from crashsafe import (STAGING_DIR, atomic_write_bytes, atomic_write_text, recover_files,
-                       replace_files)
+from crashsafe import (STAGING_DIR, LeafStore, atomic_write_bytes, atomic_write_text,
+                       decode_tree, encode_tree, recover_files, replace_files)
 
 from .registry import GanPair, create_generator
 
@@ -237,42 +237,19 @@ def checkpoint_sha256(run_dir: str | Path) -> str:
     return digest.hexdigest()
 
 
-def encode_state(tree: Any, path: str = "") -> tuple[dict[str, torch.Tensor], Any]:
+def encode_state(tree: Any) -> tuple[dict[str, torch.Tensor], Any]:
     """Split a nested tree into ``{dotted path: tensor}`` and a JSON skeleton.
 
     Dicts (any JSON-scalar keys), lists, tuples, tensors, and JSON scalars are allowed; tensors
     are copied to the CPU. :func:`decode_state` inverts it exactly.
     """
-    tensors: dict[str, torch.Tensor] = {}
-
-    def walk(node: Any, where: str) -> Any:
-        if torch.is_tensor(node):
-            if where in tensors:
-                raise ValueError(f"two tensors of the training state share the key {where!r}")
-            tensors[where] = node.detach().cpu().clone().contiguous()
-            return {"$tensor": where}
-        child = (lambda key: f"{where}.{key}" if where else str(key))
-        if isinstance(node, Mapping):
-            return {"$dict": [[key, walk(value, child(key))] for key, value in node.items()]}
-        if isinstance(node, (list, tuple)):
-            tag = "$tuple" if isinstance(node, tuple) else "$list"
-            return {tag: [walk(value, child(i)) for i, value in enumerate(node)]}
-        if node is None or isinstance(node, (bool, int, float, str)):
-            return node
-        raise TypeError(f"cannot store {type(node).__name__} at {where or 'the root'} of the "
-                        "training state (use tensors, numbers, strings, lists and dicts)")
-
-    return tensors, walk(tree, path)
+    tensors = LeafStore(lambda node: node.detach().cpu().clone().contiguous()
+                        if torch.is_tensor(node) else None,
+                        "tensors, numbers, strings, lists and dicts")
+    skeleton = encode_tree(tree, tensors)
+    return dict(tensors), skeleton
 
 
 def decode_state(tensors: Mapping[str, torch.Tensor], skeleton: Any) -> Any:
     """The tree :func:`encode_state` split into ``tensors`` and ``skeleton``."""
-    if isinstance(skeleton, dict):
-        if "$tensor" in skeleton:
-            return tensors[skeleton["$tensor"]]
-        if "$dict" in skeleton:
-            return {key: decode_state(tensors, value) for key, value in skeleton["$dict"]}
-        if "$tuple" in skeleton:
-            return tuple(decode_state(tensors, value) for value in skeleton["$tuple"])
-        return [decode_state(tensors, value) for value in skeleton["$list"]]
-    return skeleton
+    return decode_tree(skeleton, lambda stand_in: tensors[stand_in["$tensor"]])

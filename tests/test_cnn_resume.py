@@ -15,7 +15,7 @@ from conftest import Crash, crash_after
 from forensics.cli import main
 from forensics.detectors import create_detector
 from forensics.detectors.train_state import (STATE_JSON, STATE_TENSORS, TrainStateError,
-                                             decode_tree, discard_train_state, encode_tree)
+                                             decode_state, discard_train_state, encode_state)
 from forensics.training import train_state_dir
 from test_spectral_detector import corpus, write_real_fake_folders
 
@@ -160,15 +160,15 @@ def test_state_tree_round_trips_with_key_types():
     tree = {"optimiser": {"state": {0: {"step": torch.tensor(3.0)}},
                           "param_groups": [{"betas": (0.9, 0.999), "params": [0], "x": None}]},
             "queue": np.arange(4), "rng": np.random.default_rng(1).bit_generator.state}
-    tensors, skeleton = encode_tree(tree)
-    back = decode_tree(tensors, json.loads(json.dumps(skeleton)))
+    tensors, skeleton = encode_state(tree)
+    back = decode_state(tensors, json.loads(json.dumps(skeleton)))
     assert back["optimiser"]["param_groups"] == tree["optimiser"]["param_groups"]
     assert list(back["optimiser"]["state"]) == [0]
     assert back["optimiser"]["state"][0]["step"] == 3.0
     np.testing.assert_array_equal(back["queue"], tree["queue"])
     assert back["rng"] == tree["rng"]
     with pytest.raises(TypeError, match="cannot store set"):
-        encode_tree({"bad": {1}})
+        encode_state({"bad": {1}})
 
 
 def test_ensemble_cnn_member_resumes_from_its_own_state(data, tmp_path, monkeypatch):

@@ -26,7 +26,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from crashsafe import atomic_write_bytes, fsync_dir, recover_files, replace_files
+from crashsafe import (LeafStore, atomic_write_bytes, decode_tree, encode_tree, fsync_dir,
+                       recover_files, replace_files)
 
 if TYPE_CHECKING:
     import torch
@@ -34,9 +35,9 @@ if TYPE_CHECKING:
 __all__ = [
     "TRAIN_STATE_DIR",
     "TrainStateError",
-    "decode_tree",
+    "decode_state",
     "discard_train_state",
-    "encode_tree",
+    "encode_state",
     "fingerprint_data",
     "load_train_state",
     "save_train_state",
@@ -53,48 +54,34 @@ class TrainStateError(ValueError):
     """A training state that cannot be resumed: unreadable, or written for other inputs."""
 
 
-def encode_tree(tree: Any) -> tuple[dict[str, torch.Tensor], Any]:
+def encode_state(tree: Any) -> tuple[dict[str, torch.Tensor], Any]:
     """Split a tree of dicts, lists, tuples, tensors, numpy arrays and JSON scalars into
-    ``{dotted path: tensor}`` (CPU copies) and a JSON skeleton; :func:`decode_tree` inverts it."""
+    ``{dotted path: tensor}`` (CPU copies) and a JSON skeleton; :func:`decode_state` inverts it."""
     import torch
 
-    tensors: dict[str, torch.Tensor] = {}
-
-    def walk(node: Any, where: str) -> Any:
+    def copy(node: Any) -> torch.Tensor | None:
         if isinstance(node, np.ndarray):
-            return {"$ndarray": walk(torch.from_numpy(np.ascontiguousarray(node)), where)}
-        if torch.is_tensor(node):
-            if where in tensors:
-                raise ValueError(f"two tensors of the training state share the key {where!r}")
-            tensors[where] = node.detach().cpu().clone().contiguous()
-            return {"$tensor": where}
-        child = (lambda key: f"{where}.{key}" if where else str(key))
-        if isinstance(node, Mapping):
-            return {"$dict": [[key, walk(value, child(key))] for key, value in node.items()]}
-        if isinstance(node, (list, tuple)):
-            tag = "$tuple" if isinstance(node, tuple) else "$list"
-            return {tag: [walk(value, child(i)) for i, value in enumerate(node)]}
-        if node is None or isinstance(node, (bool, int, float, str)):
-            return node
-        raise TypeError(f"cannot store {type(node).__name__} at {where or 'the root'} of the "
-                        "training state (use tensors, arrays, numbers, strings, lists and dicts)")
+            node = torch.from_numpy(np.ascontiguousarray(node))
+        return node.detach().cpu().clone().contiguous() if torch.is_tensor(node) else None
 
-    return tensors, walk(tree, "")
+    tensors = LeafStore(copy, "tensors, arrays, numbers, strings, lists and dicts")
+
+    def leaf(node: Any, where: str) -> dict:
+        stand_in = tensors(node, where)
+        return {"$ndarray": stand_in} if isinstance(node, np.ndarray) else stand_in
+
+    skeleton = encode_tree(tree, leaf)
+    return dict(tensors), skeleton
 
 
-def decode_tree(tensors: Mapping[str, torch.Tensor], skeleton: Any) -> Any:
-    """The tree :func:`encode_tree` split into ``tensors`` and ``skeleton``."""
-    if isinstance(skeleton, dict):
-        if "$tensor" in skeleton:
-            return tensors[skeleton["$tensor"]]
-        if "$ndarray" in skeleton:
-            return decode_tree(tensors, skeleton["$ndarray"]).numpy()
-        if "$dict" in skeleton:
-            return {key: decode_tree(tensors, value) for key, value in skeleton["$dict"]}
-        if "$tuple" in skeleton:
-            return tuple(decode_tree(tensors, value) for value in skeleton["$tuple"])
-        return [decode_tree(tensors, value) for value in skeleton["$list"]]
-    return skeleton
+def decode_state(tensors: Mapping[str, torch.Tensor], skeleton: Any) -> Any:
+    """The tree :func:`encode_state` split into ``tensors`` and ``skeleton``."""
+    def leaf(stand_in: dict) -> Any:
+        if "$ndarray" in stand_in:
+            return leaf(stand_in["$ndarray"]).numpy()
+        return tensors[stand_in["$tensor"]]
+
+    return decode_tree(skeleton, leaf)
 
 
 def fingerprint_data(images: Sequence[np.ndarray], labels: np.ndarray,
@@ -131,7 +118,7 @@ def save_train_state(folder: str | os.PathLike, state: Mapping[str, Any], *,
     """
     from safetensors.torch import save
 
-    tensors, skeleton = encode_tree(dict(state))
+    tensors, skeleton = encode_state(dict(state))
     document = {"format": STATE_FORMAT, "version": STATE_VERSION,
                 "fingerprint": dict(fingerprint), "state": skeleton}
     text = json.dumps(document, indent=1) + "\n"  # NaN/inf allowed: json reads them back
@@ -195,7 +182,7 @@ def load_train_state(folder: str | os.PathLike,
         raise _unreadable(folder, f"{STATE_TENSORS} is not a valid .safetensors file: "
                                   f"{error}") from None
     try:
-        state = decode_tree(tensors, document.get("state"))
+        state = decode_state(tensors, document.get("state"))
     except (KeyError, TypeError, AttributeError) as error:
         raise _unreadable(folder, f"{STATE_JSON} and {STATE_TENSORS} do not match: "
                                   f"{error!r}") from None
