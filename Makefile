@@ -22,8 +22,10 @@ test: venv
 # The reliability campaign at its opt-in long size (CI runs the same tests at --campaign ci).
 CAMPAIGN_TESTS := tests/test_hostile_inputs.py tests/test_kill_resume.py \
 	tests/test_tampered_bundles.py tests/test_app_hostile_uploads.py tests/test_app_concurrency.py \
-	tests/test_failure_messages.py tests/test_robustness.py::test_resume_after_kill_equals_uninterrupted_run \
-	tests/test_generators_training.py::test_a_crash_anywhere_in_a_checkpoint_save_leaves_old_or_new_whole
+	tests/test_failure_messages.py tests/test_cnn_resume.py \
+	tests/test_robustness.py::test_resume_after_kill_equals_uninterrupted_run \
+	tests/test_generators_training.py::test_a_crash_anywhere_in_a_checkpoint_save_leaves_old_or_new_whole \
+	tests/test_ensemble.py::test_a_crash_anywhere_in_a_save_leaves_the_old_or_the_new_bundle
 campaign: venv
 	$(BIN)/python -m pytest -q -s --campaign long $(CAMPAIGN_TESTS)
 
