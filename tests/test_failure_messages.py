@@ -196,11 +196,12 @@ def test_every_case_ran_in_time(outcomes):
 def test_a_bug_is_one_line_with_exit_1_and_the_traceback_only_with_v(monkeypatch, capsys):
     """An unexpected exception is not blamed on the input: exit 1, one line; -v re-raises."""
     from forensics import cli
+    from forensics.cli import corpus_commands
 
     def broken(args):
         raise RuntimeError("something\nunexpected")
 
-    monkeypatch.setattr(cli, "cmd_corpus_info", broken)
+    monkeypatch.setattr(corpus_commands, "cmd_corpus_info", broken)
     assert cli.main(["corpus", "info", "anywhere"]) == 1
     err = capsys.readouterr().err.strip()
     assert err == ("forensics: internal error: RuntimeError: something unexpected (a bug, not a "

@@ -1,0 +1,81 @@
+"""`forensics demo` and `forensics app`: the pipeline in miniature, and the Streamlit app."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+from forensics.cli.common import CliError, add_limit_options
+
+
+APP_DEFAULT_DETECTOR, APP_DEFAULT_ROOT = "runs/demo/detector", "runs"
+# How `forensics app` configures the Streamlit app (read by app/components.py, AppConfig).
+APP_ENV_DETECTOR, APP_ENV_ROOT = "FORENSICS_APP_DETECTOR", "FORENSICS_APP_ROOT"
+APP_ENV_MAX_BYTES, APP_ENV_MAX_PIXELS = "FORENSICS_APP_MAX_BYTES", "FORENSICS_APP_MAX_PIXELS"
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from forensics.pipeline import demo_summary, run_demo
+
+    result = run_demo(args.out, quick=args.quick, seed=args.seed, device=args.device,
+                      progress=not args.quiet)
+    print(demo_summary(result, args.out))
+    return 0
+
+
+def cmd_app(args: argparse.Namespace) -> int:
+    """Serve app/Home.py with Streamlit; the default detector is trained by the quick demo first."""
+    app = Path(__file__).resolve().parents[2] / "app" / "Home.py"
+    if not app.is_file():
+        raise CliError(f"the app is not installed ({app} is missing); run from a source checkout")
+    bundle = Path(args.detector)
+    if not (bundle / "detector.json").is_file():
+        if args.detector != APP_DEFAULT_DETECTOR:
+            raise CliError(f"{bundle}: no detector.json; pass a bundle from `forensics detector "
+                           "train`, or leave --detector out to use the demo's")
+        print(f"No detector at {bundle} yet: training the quick demo first "
+              f"(`forensics demo --quick --out {bundle.parent}`, about 2 minutes on 2 cores).",
+              flush=True)
+        from forensics.pipeline import run_demo
+
+        run_demo(bundle.parent, quick=True, progress=not args.quiet)
+    root = Path(args.root)
+    root.mkdir(parents=True, exist_ok=True)
+    env = {**os.environ, APP_ENV_DETECTOR: str(bundle.resolve()),
+           APP_ENV_ROOT: str(root.resolve()), APP_ENV_MAX_BYTES: str(args.max_bytes),
+           APP_ENV_MAX_PIXELS: str(args.max_pixels)}
+    command = [sys.executable, "-m", "streamlit", "run", str(app),
+               "--server.headless", "true", "--server.address", "127.0.0.1",
+               "--server.port", str(args.port), "--browser.gatherUsageStats", "false",
+               "--server.fileWatcherType", "none", "--client.toolbarMode", "minimal",
+               "--server.maxUploadSize", str(max(1, -(-args.max_bytes // 2**20)))]
+    print(f"GAN forensics app on http://127.0.0.1:{args.port} (detector {bundle}, "
+          f"browsing {root}); Ctrl+C stops it.", flush=True)
+    os.execve(sys.executable, command, env)  # this process becomes the server: signals reach it
+    return 0  # not reached
+
+
+def add_demo_parser(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
+    """The `demo` command."""
+    demo = sub.add_parser("demo", parents=[common], help="the whole pipeline in miniature on the bundled photos")
+    demo.add_argument("--quick", action="store_true", help="smaller and faster (about 2 minutes)")
+    demo.add_argument("--out", default="runs/demo", help="output folder (default runs/demo)")
+    demo.add_argument("--seed", type=int, default=0)
+    demo.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    demo.set_defaults(func=cmd_demo)
+
+
+def add_app_parser(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
+    """The `app` command."""
+    app = sub.add_parser("app", parents=[common], help="the Streamlit app: verdicts, evidence, corpora")
+    app.add_argument("--detector", default=APP_DEFAULT_DETECTOR,
+                     help=f"bundle folder (default {APP_DEFAULT_DETECTOR}, trained by the quick "
+                          "demo when missing)")
+    app.add_argument("--port", type=int, default=8501)
+    app.add_argument("--root", default=APP_DEFAULT_ROOT,
+                     help="corpora, runs and robustness results under it can be browsed "
+                          f"(default {APP_DEFAULT_ROOT})")
+    add_limit_options(app)
+    app.set_defaults(func=cmd_app)

@@ -1,0 +1,106 @@
+"""`forensics detector train|info`: fit detectors into bundles and describe them."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from typing import Any
+
+from forensics.cli.common import CliError, parse_overrides
+
+
+def _detector_params(args: argparse.Namespace) -> dict[str, Any]:
+    """Constructor parameters from --set KEY=VALUE and the --features/--classifier/--members flags."""
+    params = parse_overrides(args.set)
+    for key in ("features", "classifier", "members"):
+        if getattr(args, key) is not None:
+            params[key] = getattr(args, key)
+    return params
+
+
+def cmd_detector_train(args: argparse.Namespace) -> int:
+    from forensics.detectors import create_detector
+    from forensics.training import train_detector, train_state_dir
+
+    params = _detector_params(args)
+    try:
+        # Wrong kinds and parameter names fail before decoding.
+        resumes = create_detector(args.kind, **params).resumes_training()
+        if args.resume and not resumes:
+            print(f"--resume: a {args.kind} detector fits in seconds, so it is simply trained "
+                  "again")
+        elif resumes:
+            state = train_state_dir(args.out)
+            found = any(state.rglob("state.json"))
+            if args.resume and not found:
+                print(f"--resume: no training state in {state}; training from scratch")
+            elif found and not args.resume:
+                print(f"discarding the training state of an interrupted run in {state} "
+                      "(pass --resume to continue it)")
+        det = train_detector(args.kind, args.corpus, args.out, params=params,
+                             workers=args.workers, progress=not args.quiet, resume=args.resume)
+    except TypeError as exc:
+        raise CliError(f"--kind {args.kind} does not take these parameters ({exc}); "
+                       f"it takes {_constructor_parameters(args.kind)}") from None
+    except ValueError as exc:  # bad parameter values or unusable training data
+        raise CliError(str(exc)) from None
+    val = det.validation_metrics_ or {}
+    ap = val.get("ap")
+    print(f"saved {args.kind} detector to {args.out}: threshold {det.threshold_:.3f}"
+          + (f", validation AP {ap:.3f}" if ap is not None else ""))
+    return 0
+
+
+def _constructor_parameters(kind: str) -> str:
+    """The --set KEY names a detector kind takes, for error messages."""
+    import inspect
+
+    from forensics.detectors import registered_detectors
+
+    cls = registered_detectors(kind).get(kind)
+    names = [] if cls is None else [n for n in inspect.signature(cls).parameters
+                                    if n not in ("self", "args", "kwargs")]
+    return ", ".join(names) or "no parameters"
+
+
+def cmd_detector_info(args: argparse.Namespace) -> int:
+    from forensics.detectors import load_detector
+    from forensics.detectors.card import format_model_card, model_card
+
+    load_detector(args.bundle)  # validates the bundle before describing it
+    card = model_card(args.bundle)
+    print(json.dumps(card, indent=2) if args.json else format_model_card(card))
+    return 0
+
+
+def add_parsers(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
+    """The `detector` command group."""
+    det = sub.add_parser("detector", help="train or describe detectors")
+    dsub = det.add_subparsers(dest="detector_command", required=True, metavar="ACTION")
+    dtrain = dsub.add_parser("train", parents=[common], help="train on the train split, threshold on val")
+    dtrain.add_argument("--kind", default="spectral")
+    dtrain.add_argument("--corpus", nargs="+", required=True)
+    dtrain.add_argument("--out", required=True, help="bundle folder to write")
+    dtrain.add_argument("--features", help="spectral: fft, dct, residual, npr or a '+' join "
+                                           "(e.g. fft+npr); default fft")
+    dtrain.add_argument("--classifier", choices=["logreg", "svm", "gbm"],
+                        help="spectral: the classifier (default logreg)")
+    dtrain.add_argument("--members", help="ensemble: comma-separated kind[:variant] members, "
+                                          "e.g. spectral:fft,spectral:npr,cnn")
+    dtrain.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="any constructor parameter (JSON values), repeatable, e.g. "
+                             "--set n_bins=32 --set 'classifier_params={\"C\": 0.1}'")
+    dtrain.add_argument("--workers", type=int, default=2, help="decoding threads")
+    dtrain.add_argument("--resume", action="store_true",
+                        help="continue an interrupted training from its state in "
+                             "OUT/.train-state/ (a hidden folder the CNN, and the CNN members "
+                             "of an ensemble, update after every epoch and which is removed "
+                             "once the bundle is saved), so at most the epoch in progress is "
+                             "redone; same corpora and --set options required. Without "
+                             "--resume that state is discarded. Spectral detectors fit in "
+                             "seconds and are simply retrained")
+    dtrain.set_defaults(func=cmd_detector_train)
+    dinfo = dsub.add_parser("info", parents=[common], help="what a bundle was trained on and how it scored")
+    dinfo.add_argument("bundle")
+    dinfo.add_argument("--json", action="store_true", help="print the model card as JSON")
+    dinfo.set_defaults(func=cmd_detector_info)

@@ -1,0 +1,184 @@
+"""`forensics scan|evaluate|robustness`: score files, measure detectors, stress them."""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+from collections import Counter
+from pathlib import Path
+
+from forensics.cli.common import (CliError, add_io_options, add_limit_options, image_limits,
+                                  write_json)
+
+
+def cmd_scan(args: argparse.Namespace) -> int:
+    from forensics.corpus import iter_image_files
+    from forensics.detectors import load_detector
+    from forensics.scoring import score_files
+
+    detector = load_detector(args.detector)
+    paths = list(iter_image_files(args.paths))
+    if not paths:
+        raise CliError(f"no image files found in {', '.join(args.paths)}; give image files "
+                       "(.png, .jpg, .webp, .bmp, .tif, .gif) or folders holding them")
+    rows = score_files(paths, detector, batch_size=args.batch_size, workers=args.workers,
+                       limits=image_limits(args), progress=not args.quiet)
+    members = sorted({name for r in rows for name in r.members})  # ensembles only
+    records = [{"path": str(r.path),
+                "p_fake": "" if r.p_fake is None else round(r.p_fake, 6),
+                "verdict": "" if r.p_fake is None else
+                ("fake" if r.p_fake >= detector.threshold_ else "real"),
+                **{f"p_fake_{m}": round(r.members[m], 6) if m in r.members else "" for m in members},
+                "error": r.error} for r in rows]
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    # surrogateescape writes a non-UTF-8 file name back as its original bytes instead of failing
+    with out.open("w", newline="", encoding="utf-8", errors="surrogateescape") as fh:
+        if args.format == "jsonl":
+            for rec in records:
+                fh.write(json.dumps({k: None if v == "" and k != "error" else v
+                                     for k, v in rec.items()}) + "\n")
+        else:
+            writer = csv.DictWriter(fh, fieldnames=list(records[0]))
+            writer.writeheader()
+            writer.writerows(records)
+    n_fake = sum(r["verdict"] == "fake" for r in records)
+    n_real = sum(r["verdict"] == "real" for r in records)
+    bad = [r for r in records if r["error"]]
+    print(f"scanned {len(records)} files: {n_fake} fake, {n_real} real, {len(bad)} unreadable "
+          f"(threshold {detector.threshold_:.3f}) -> {out}")
+    for r in bad:
+        print(f"  error: {r['path']}: {r['error']}")
+    for advice, count in Counter(r.advice for r in rows if r.error and r.advice).items():
+        print(f"  what to do ({count} file{'s' if count > 1 else ''}): {advice}")
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from forensics import evaluation as protocol
+    from forensics.corpus import discover_corpus
+    from forensics.detectors import load_detector
+    from forensics.plots import plot_matrix
+
+    detector = load_detector(args.detector)
+    corpora = [discover_corpus(d) for d in args.corpus]
+    plots = Path(args.plots) if args.plots else None
+    try:
+        result = protocol.evaluate_corpora(detector, corpora, split=args.split,
+                                           batch_size=args.batch_size, workers=args.workers,
+                                           progress=not args.quiet, bootstrap=args.bootstrap,
+                                           seed=args.seed, plots=plots, limits=image_limits(args))
+    except ValueError as exc:  # no images in the split
+        raise CliError(str(exc)) from None
+    print(f"split: {result['split']}, {result['n_scored']} of {result['n_images']} images scored, "
+          f"threshold {detector.threshold_:.3f} (from validation; ap_95ci: bootstrap interval)")
+    print(protocol.evaluation_table(result))
+    for err in result["errors"]:
+        print(f"  error: {err['path']}: {err['error']}")
+    if args.leave_one_out or args.cross_generator:
+        data = protocol.ProtocolData(corpora, workers=args.workers, progress=not args.quiet,
+                                     limits=image_limits(args))
+        kind, params = detector.kind, detector.get_params()
+        try:
+            if args.leave_one_out:
+                result["leave_one_out"] = protocol.leave_one_out(kind, params, data)
+                print(f"leave one generator out (a fresh {kind} detector per row, trained "
+                      "without that generator):")
+                print(protocol.leave_one_out_table(result["leave_one_out"]))
+            if args.cross_generator:
+                matrix = result["cross_generator"] = protocol.cross_generator_matrix(
+                    kind, params, data)
+                print("cross-generator AP (row: trained on, column: tested on):")
+                print(protocol.matrix_table(matrix))
+                if plots is not None:
+                    result["plots"].append(str(plot_matrix(
+                        matrix["ap"], matrix["generators"], plots / "cross_generator_ap.png")))
+        except ValueError as exc:  # too few generators, or splits without both classes
+            raise CliError(str(exc)) from None
+    if plots is not None:
+        print(f"plots: {', '.join(result['plots'])}")
+    if args.out:
+        write_json(args.out, result)
+        print(f"wrote {args.out}")
+    return 0
+
+
+def cmd_robustness(args: argparse.Namespace) -> int:
+    from forensics.grid import GridError
+    from forensics.report import write_report
+    from forensics.robustness import RobustnessError, run_robustness
+
+    try:
+        result = run_robustness(args.detector, args.corpus, args.out, grid=args.grid,
+                                split=args.split, limit=args.limit, batch_size=args.batch_size,
+                                workers=args.workers, fresh=args.fresh,
+                                progress=not args.quiet, limits=image_limits(args))
+    except (GridError, RobustnessError) as exc:
+        raise CliError(str(exc)) from None
+    if result is None:  # a torchrun rank other than 0: rank 0 merges and reports
+        return 0
+    report = write_report(args.out, metric=args.break_metric, below=args.break_below,
+                          rows=result.rows)
+    n_errors = sum(bool(row["error"]) for row in result.rows)
+    print(f"{len(result.rows)} results ({n_errors} with errors): {result.manifest['images']} "
+          f"images (split {result.manifest['split']}) x {len(result.manifest['grid'])} "
+          f"perturbations x {len(result.manifest['detectors'])} detectors")
+    for point in report.breaking_points:
+        print(f"  {point['detector']}: {point['text']}")
+    print(f"wrote {report.html} ({args.out}/results.jsonl, metrics.csv, metrics.json, "
+          f"{len(report.plots)} plots)")
+    return 0
+
+
+def add_parsers(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
+    """The `scan`, `evaluate` and `robustness` commands."""
+    scan = sub.add_parser("scan", parents=[common], help="score image files and folders")
+    scan.add_argument("paths", nargs="+", help="files and folders (searched recursively)")
+    scan.add_argument("--detector", required=True, help="bundle folder")
+    scan.add_argument("--out", default="results.csv")
+    scan.add_argument("--format", choices=["csv", "jsonl"], default="csv")
+    add_limit_options(scan)
+    add_io_options(scan)
+    scan.set_defaults(func=cmd_scan)
+
+    ev = sub.add_parser("evaluate", parents=[common], help="metrics per generator on labelled corpora")
+    ev.add_argument("--detector", required=True)
+    ev.add_argument("--corpus", nargs="+", required=True)
+    ev.add_argument("--split", default="auto", choices=["auto", "train", "val", "test", "all"],
+                    help="auto: test if the detector was trained on these corpora, else all")
+    ev.add_argument("--out", help="write the full result as JSON")
+    ev.add_argument("--plots", metavar="DIR",
+                    help="write ROC/PR curves, a reliability diagram (and the matrix heat map)")
+    ev.add_argument("--bootstrap", type=int, default=1000,
+                    help="resamples for 95%% intervals of AP, AUC and accuracy (0: none)")
+    ev.add_argument("--seed", type=int, default=0, help="bootstrap seed")
+    ev.add_argument("--leave-one-out", action="store_true",
+                    help="per generator: train a fresh detector of this kind and parameters "
+                         "without it (train/val splits), test on it")
+    ev.add_argument("--cross-generator", action="store_true",
+                    help="train on each generator, test on each: an AP matrix")
+    add_limit_options(ev)
+    add_io_options(ev)
+    ev.set_defaults(func=cmd_evaluate)
+
+    rob = sub.add_parser("robustness", parents=[common],
+                         help="score corpora under a perturbation grid; resumable; torchrun-ready")
+    rob.add_argument("--detector", nargs="+", required=True, help="bundle folders")
+    rob.add_argument("--corpus", nargs="+", required=True, help="corpus folders")
+    rob.add_argument("--out", required=True,
+                     help="run folder: results (resumed when rerun), metrics, plots, report.html")
+    rob.add_argument("--grid", default="default",
+                     help="built-in grid (default, small) or a .yaml/.toml/.json grid file")
+    rob.add_argument("--split", default="auto", choices=["auto", "train", "val", "test", "all"],
+                     help="auto: test if a detector was trained on these corpora, else all")
+    rob.add_argument("--limit", type=int, help="at most N images per label and generator")
+    rob.add_argument("--fresh", action="store_true", help="discard results already in --out")
+    rob.add_argument("--break-metric", default="ap",
+                     choices=["ap", "roc_auc", "accuracy", "balanced_accuracy"],
+                     help="the metric whose fall the report describes (default ap)")
+    rob.add_argument("--break-below", type=float, default=0.8,
+                     help="a detector breaks where the metric falls below this (default 0.8)")
+    add_limit_options(rob)
+    add_io_options(rob)
+    rob.set_defaults(func=cmd_robustness)

@@ -1,0 +1,265 @@
+"""`forensics zoo list|train|sample|metrics`: the generator zoo."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any, Sequence
+
+from forensics.cli.common import CliError, is_main_process, parse_overrides, write_json
+
+
+ZOO_TRAIN_DEFAULTS = {"steps": None, "seed": None, "device": "auto", "sample_every": 0,
+                      "checkpoint_every": 0, "diagnostics_every": 50, "max_minutes": None,
+                      "data": None, "data_b": None, "class_key": None, "split": "train"}
+
+
+def _gan_training_items(dirs: Sequence[str], split: str,
+                        class_key: str | None = None) -> list[tuple[Path, str]]:
+    """Real images to train a GAN on, each with a class name.
+
+    From a corpus: its real images of ``split``; from a plain folder: all its images. The class
+    is the manifest field ``class_key`` when given (a manifest corpus only), else the first
+    subfolder of the ``--data`` folder the image lies in (the folder's own name for images
+    directly inside it).
+    """
+    from forensics.corpus import REAL, CorpusError, discover_corpus, iter_image_files
+
+    def folder_class(path: Path, root: Path) -> str:
+        parts = path.relative_to(root).parts
+        return parts[0] if len(parts) > 1 else root.resolve().name
+
+    items: list[tuple[Path, str]] = []
+    for d in dirs:
+        root = Path(d)
+        try:
+            chosen = discover_corpus(d).select(split=split, label=REAL)
+        except CorpusError:
+            if not root.is_dir():
+                raise
+            if class_key:
+                raise CliError(f"--class-key {class_key} reads a manifest.jsonl field, but {d} "
+                               "has no manifest; use class subfolders instead") from None
+            items += [(p, folder_class(p, root)) for p in iter_image_files([d])]
+            continue
+        for it in chosen:
+            if class_key and it.meta.get(class_key) is None:
+                raise CliError(f"{it.path}: its manifest row has no {class_key!r} field; add "
+                               "it to every row or choose another --class-key")
+            items.append((it.path, str(it.meta[class_key]) if class_key
+                          else folder_class(it.path, root)))
+    if not items:
+        raise CliError(f"no real training images found in {', '.join(dirs)} (split {split}); "
+                       "pass corpora with real images in that split (real/, or manifest rows "
+                       "labelled real; --split all takes every split) or a plain folder of images")
+    return items
+
+
+def cmd_zoo_list(args: argparse.Namespace) -> int:
+    from generators.registry import get_family, list_generators
+
+    for name, cfg in list_generators().items():
+        print(f"{name} (data: {get_family(name).dataset}): {json.dumps(cfg)}")
+    return 0
+
+
+def cmd_zoo_train(args: argparse.Namespace) -> int:
+    from generators.config import TRAIN_OPTIONS, RunFile, merge_options, read_run_file
+    from generators.registry import get_family
+    from generators.trainer import TrainingDiverged, train_gan
+
+    try:
+        run_file = read_run_file(args.config) if args.config else RunFile()
+        name = args.name or run_file.name
+        if not name:
+            raise CliError("name the generator (`forensics zoo train NAME`) or set name in "
+                           "the --config file")
+        options = merge_options(ZOO_TRAIN_DEFAULTS, run_file.train,
+                                {key: getattr(args, key) for key in TRAIN_OPTIONS})
+        for key in ("steps", "data"):
+            if options[key] is None:
+                raise CliError(f"--{key} is required (on the command line or under [train] "
+                               "in the --config file)")
+        as_list = (lambda v: [v] if isinstance(v, str) else list(v))
+        overrides = {**run_file.config, **parse_overrides(args.set)}
+        for key in ("resolution", "batch_size"):
+            if getattr(args, key) is not None:
+                overrides[key] = getattr(args, key)
+        family = get_family(name)
+        items = _gan_training_items(as_list(options["data"]), options["split"],
+                                    options["class_key"])
+        data = items if family.dataset == "labelled" else [path for path, _ in items]
+        data_b = ([path for path, _ in _gan_training_items(as_list(options["data_b"]),
+                                                           options["split"])]
+                  if options["data_b"] else None)
+        result = train_gan(name, data, Path(args.out), steps=options["steps"], data_b=data_b,
+                           seed=options["seed"], device=options["device"],
+                           config_overrides=overrides, sample_every=options["sample_every"],
+                           checkpoint_every=options["checkpoint_every"],
+                           diagnostics_every=options["diagnostics_every"],
+                           max_minutes=options["max_minutes"], resume=args.resume,
+                           progress=not args.quiet)
+    except (ValueError, TrainingDiverged) as exc:
+        raise CliError(str(exc)) from None
+    if not is_main_process():
+        return 0
+    if result.stopped:
+        print(f"stopped by the {result.stopped} (--max-minutes) at step {result.step} of "
+              f"{result.target_steps}; checkpoint saved in {result.run_dir}: continue with "
+              "the same command and --resume")
+    elif result.start_step >= result.target_steps:
+        print(f"{result.run_dir} is already at step {result.step} (target "
+              f"{result.target_steps}); nothing to do")
+    else:
+        print(f"trained {name} to step {result.step} on {len(data)} images"
+              + (f" + {len(data_b)}" if data_b else "")
+              + f" -> {result.run_dir} (samples.png, curves.png, stats.jsonl)")
+    return 0
+
+
+def cmd_zoo_sample(args: argparse.Namespace) -> int:
+    from generators.sampling import sample_images
+
+    try:
+        rows = sample_images(Path(args.run), args.n, Path(args.out), seed=args.seed,
+                             batch_size=args.batch_size, device=args.device,
+                             progress=not args.quiet, class_name=args.class_name,
+                             truncation=args.truncation, source=args.source,
+                             direction=args.direction)
+    except ValueError as exc:
+        raise CliError(str(exc)) from None
+    print(f"{len(rows)} images in {args.out} (manifest.jsonl)")
+    return 0
+
+
+def cmd_zoo_metrics(args: argparse.Namespace) -> int:
+    from forensics.corpus import iter_image_files
+
+    for side in ("real", "fake"):
+        if not Path(getattr(args, side)).is_dir():
+            raise CliError(f"--{side} {getattr(args, side)} is not a folder; pass a folder of "
+                           f"{side} images")
+    paths = {side: sorted(p for p in iter_image_files([folder]) if p.is_file())
+             for side, folder in (("real", args.real), ("fake", args.fake))}
+    for side, found in paths.items():
+        if len(found) <= args.k:
+            raise CliError(f"--{side} {getattr(args, side)} holds {len(found)} images; the "
+                           f"metrics need more than k={args.k}: give a folder with more images "
+                           "or a smaller --k")
+    from forensics.backbones import BackboneError, create_backbone, normalisation
+    from generators.quality import (INCEPTION_SIZE, embed_images, inception_feature_model,
+                                    quality_report)
+    from generators.runtime import resolve_device
+
+    device = resolve_device(args.device)
+
+    def figures(model: Any, name: str, size: int, mean: Sequence[float],
+                std: Sequence[float]) -> dict:
+        real, fake = (embed_images(paths[side], model, size=size, mean=mean, std=std,
+                                   device=device, batch_size=args.batch_size)
+                      for side in ("real", "fake"))
+        return quality_report(real, fake, name, kid_subset_size=args.kid_subset_size, k=args.k)
+
+    try:
+        backbone = create_backbone(args.backbone, num_classes=0)
+    except BackboneError as exc:
+        raise CliError(str(exc)) from None
+    size = int(backbone.pretrained_cfg.get("input_size", (3, 224, 224))[-1])
+    report = {"real": str(args.real), "fake": str(args.fake), "backbone": args.backbone,
+              "input_size": size, **figures(backbone, args.backbone, size,
+                                            *normalisation(backbone))}
+    if args.inception_weights:
+        try:
+            inception = inception_feature_model(args.inception_weights)
+        except (OSError, ValueError) as exc:
+            raise CliError(f"--inception-weights: {exc}") from None
+        report.update(figures(inception, "inception_v3", INCEPTION_SIZE, (0.5,) * 3, (0.5,) * 3))
+    else:
+        report["FD_inception_v3"] = None
+        report["note"] = ("Inception FID unavailable: no local Inception-v3 weights (pass "
+                          "--inception-weights FILE, a torchvision inception_v3 state dict)")
+    print(f"{report['n_real']} real vs {report['n_fake']} fake images; features: "
+          f"{args.backbone} at {size} px")
+    for key, value in report.items():
+        if key.startswith(("FD_", "KID_", "precision_", "recall_")) and value is not None:
+            print(f"  {key}: {value:.6g}")
+    if "note" in report:
+        print(f"  {report['note']}")
+    if args.out:
+        write_json(args.out, report)
+        print(f"wrote {args.out}")
+    return 0
+
+
+def add_parsers(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
+    """The `zoo` command group."""
+    zoo = sub.add_parser("zoo", help="train, sample and score generators")
+    zsub = zoo.add_subparsers(dest="zoo_command", required=True, metavar="ACTION")
+    zsub.add_parser("list", parents=[common], help="generators and their default configs").set_defaults(
+        func=cmd_zoo_list)
+    train = zsub.add_parser(
+        "train", parents=[common], help="train a generator on real images",
+        description="Train a generator into a run folder. Runs under `torchrun --nproc_per_node "
+                    "N` unchanged (DDP; rank 0 writes). Precedence: defaults < --config file "
+                    "< flags.")
+    train.add_argument("name", nargs="?", help="generator name (see `forensics zoo list`)")
+    train.add_argument("--data", nargs="+",
+                       help="corpus folders (their real images) or plain image folders; for "
+                            "cgan the classes are their subfolders (or see --class-key)")
+    train.add_argument("--data-b", nargs="+", help="domain B images (cyclegan)")
+    train.add_argument("--class-key", help="cgan on a manifest corpus: the manifest field "
+                                           "naming each image's class (e.g. source)")
+    train.add_argument("--split", choices=["train", "val", "test", "all"],
+                       help="which split of a corpus to train on (default train)")
+    train.add_argument("--out", required=True, help="run folder")
+    train.add_argument("--steps", type=int, help="total steps to reach (also when resuming)")
+    train.add_argument("--resume", action="store_true",
+                       help="continue the run in --out from its checkpoint")
+    train.add_argument("--max-minutes", type=float,
+                       help="stop cleanly (with a checkpoint) after this long")
+    train.add_argument("--config", help="run file (.yaml/.toml) with name, [config], [train]")
+    train.add_argument("--checkpoint-every", type=int, help="steps between checkpoints "
+                                                            "(default: only at the end)")
+    train.add_argument("--sample-every", type=int, help="steps between extra sample grids")
+    train.add_argument("--diagnostics-every", type=int,
+                       help="steps between mode-collapse diagnostics (default 50; 0: off)")
+    train.add_argument("--resolution", type=int)
+    train.add_argument("--batch-size", type=int)
+    train.add_argument("--seed", type=int)
+    train.add_argument("--device", choices=["auto", "cpu", "cuda"])
+    train.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                       help="override a config value (JSON values), repeatable")
+    train.set_defaults(func=cmd_zoo_train)
+    sample = zsub.add_parser("sample", parents=[common], help="sample a trained generator into a fake corpus")
+    sample.add_argument("run", help="run folder from `zoo train`")
+    sample.add_argument("--n", type=int, required=True,
+                        help="number of images (translations: of source images)")
+    sample.add_argument("--out", required=True)
+    sample.add_argument("--seed", type=int, default=0, help="first seed; image i uses seed+i")
+    sample.add_argument("--class", dest="class_name",
+                        help="conditional models: draw every image from this class "
+                             "(default: classes cycle with the seed)")
+    sample.add_argument("--truncation", type=float, metavar="PSI",
+                        help="truncation psi (stylegan)")
+    sample.add_argument("--source", help="translation models: folder of images to translate")
+    sample.add_argument("--direction", choices=["AtoB", "BtoA"], default="AtoB")
+    sample.add_argument("--batch-size", type=int, default=64)
+    sample.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    sample.set_defaults(func=cmd_zoo_sample)
+    metrics = zsub.add_parser("metrics", parents=[common],
+                              help="FD, KID and precision/recall of fakes against reals")
+    metrics.add_argument("--real", required=True, help="folder of real images")
+    metrics.add_argument("--fake", required=True, help="folder of generated images")
+    metrics.add_argument("--backbone", default="tf_efficientnet_lite0",
+                         help="feature extractor with offline ImageNet weights (named in "
+                              "every figure)")
+    metrics.add_argument("--inception-weights", metavar="FILE",
+                         help="torchvision inception_v3 state dict (.safetensors or .pth) for "
+                              "the Inception FID")
+    metrics.add_argument("--kid-subset-size", type=int, default=1000)
+    metrics.add_argument("--k", type=int, default=3, help="neighbours for precision/recall")
+    metrics.add_argument("--batch-size", type=int, default=32)
+    metrics.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    metrics.add_argument("--out", help="write the figures as JSON")
+    metrics.set_defaults(func=cmd_zoo_metrics)
