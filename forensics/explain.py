@@ -10,7 +10,8 @@ tools offer (Forensically, Sherloq, FotoForensics) plus the two that fit our det
 * ``noise_residual``: what is left once content is predicted away (sensor noise or generator
   texture);
 * ``error_level_analysis``: the difference after re-saving as JPEG;
-* ``gradcam`` and ``overlay``: where the CNN looked;
+* ``gradcam`` and ``overlay``: where the CNN looked (at a stage fine enough for the image's
+  size: ``cam_stage``);
 * ``jpeg_quality_estimate``: the quality a JPEG file was saved at, from its quantisation tables.
 """
 
@@ -43,11 +44,13 @@ __all__ = [
     "noise_residual",
     "error_level_analysis",
     "gradcam",
+    "cam_stage",
     "overlay",
     "jpeg_quality_estimate",
 ]
 
 _TARGETS = ("verdict", "fake", "real")
+CAM_MIN_CELLS = 7  # a Grad-CAM map's cells across the shorter side, at least (7: the paper's)
 
 
 def _stretch(values: np.ndarray, low: float, high: float) -> np.ndarray:
@@ -133,14 +136,19 @@ def error_level_analysis(image: np.ndarray, quality: int = 90,
     return np.clip(difference * amplification, 0, 255).astype(np.uint8)
 
 
-def gradcam(detector: Detector, image: np.ndarray, target: str = "verdict") -> np.ndarray:
+def gradcam(detector: Detector, image: np.ndarray, target: str = "verdict", *,
+            min_cells: int = CAM_MIN_CELLS) -> np.ndarray:
     """Grad-CAM heat map of the CNN's logit over the image, float32 (H, W) in [0, 1].
 
-    ``detector`` is a CNNDetector or an ensemble with a CNN member. The maps are those of the
-    network's last convolutional stage; as in scoring, images larger than the detector's tile
-    size are done tile by tile (overlaps averaged), never resized. ``target`` is "fake"
-    (what raised P(fake)), "real" (what lowered it) or "verdict" (whichever the detector
-    decided). An all-zero map means no region pushed towards the target.
+    ``detector`` is a CNNDetector or an ensemble with a CNN member. The map is taken at the
+    deepest stage of the backbone whose map still has ``min_cells`` cells across the image's
+    (or tile's) shorter side: the last stage (7 x 7 for 224 px, as in the Grad-CAM paper) for
+    large images, an earlier one for small images, where the last stage is 1 x 1 and says
+    nothing about where (as Layer-CAM does for finer maps). As in scoring, images larger than
+    the detector's tile size are done tile by tile (overlaps averaged), never resized.
+    ``target`` is "fake" (what raised P(fake)), "real" (what lowered it) or "verdict"
+    (whichever the detector decided). An all-zero map means no region pushed towards the
+    target.
     """
     if target not in _TARGETS:
         raise ValueError(f"target must be one of {', '.join(_TARGETS)}, got {target!r}")
@@ -151,16 +159,23 @@ def gradcam(detector: Detector, image: np.ndarray, target: str = "verdict") -> n
     network = cnn.network_.eval()
     device = next(network.parameters()).device
     height, width = image.shape[:2]
+    boxes = tile_boxes(height, width, cnn.tile_size)
+    shortest = min(min(b[0].stop - b[0].start, b[1].stop - b[1].start) for b in boxes)
+    stage = network.backbone.get_submodule(cam_stage(network.backbone, shortest, min_cells))
     cams, logits = [], []
-    for box in tile_boxes(height, width, cnn.tile_size):
-        x = cnn.to_tensor(image[box][None], device)
-        with torch.enable_grad():
-            features = network.features(x)
-            logit = network.head(features)[0]
-            (gradient,) = torch.autograd.grad(logit, features)
+    for box in boxes:
+        x = cnn.to_tensor(image[box][None], device).requires_grad_(True)
+        captured: list[torch.Tensor] = []
+        hook = stage.register_forward_hook(lambda module, args, output: captured.append(output))
+        try:
+            with torch.enable_grad():
+                logit = network(x)[0]
+                (gradient,) = torch.autograd.grad(logit, captured[0])
+        finally:
+            hook.remove()
         # Channel weights: the gradient averaged over the map; their sign flips for "real".
         weights = gradient.mean(dim=(2, 3), keepdim=True)
-        cams.append((features.detach() * weights).sum(dim=1, keepdim=True))
+        cams.append((captured[0].detach() * weights).sum(dim=1, keepdim=True))
         logits.append(float(logit.detach()))
     sign = {"fake": 1.0, "real": -1.0}.get(target)
     if sign is None:
@@ -169,7 +184,7 @@ def gradcam(detector: Detector, image: np.ndarray, target: str = "verdict") -> n
 
     heat = torch.zeros(height, width, dtype=torch.float64)
     counts = torch.zeros(height, width, dtype=torch.float64)
-    for box, cam in zip(tile_boxes(height, width, cnn.tile_size), cams):
+    for box, cam in zip(boxes, cams):
         size = (box[0].stop - box[0].start, box[1].stop - box[1].start)
         up = F.interpolate(torch.relu(sign * cam), size=size, mode="bilinear",
                            align_corners=False)
@@ -178,6 +193,14 @@ def gradcam(detector: Detector, image: np.ndarray, target: str = "verdict") -> n
     heat = (heat / counts).numpy()
     peak = heat.max()
     return (heat / peak if peak > 0 else heat).astype(np.float32)
+
+
+def cam_stage(backbone: torch.nn.Module, side: int, min_cells: int = CAM_MIN_CELLS) -> str:
+    """Name of the deepest stage in timm's ``feature_info`` of ``backbone`` whose map has at
+    least ``min_cells`` cells across ``side`` pixels (the shallowest stage when none has)."""
+    stages = sorted(backbone.feature_info, key=lambda info: info["reduction"])
+    fitting = [info for info in stages if side // info["reduction"] >= min_cells]
+    return (fitting[-1] if fitting else stages[0])["module"]
 
 
 def overlay(image: np.ndarray, heatmap: np.ndarray, alpha: float = 0.5) -> np.ndarray:

@@ -87,6 +87,22 @@ def test_gradcam_is_a_map_in_unit_range_of_the_image_size(cnn, size):
     assert heat.std() > 0.01  # not constant
 
 
+def test_gradcam_of_a_small_image_is_taken_at_a_stage_with_a_map(cnn):
+    """At 32 px the last stage of Lite0 is 1 x 1: a constant map. An earlier stage is used."""
+    backbone = cnn.network_.backbone
+    assert explain.cam_stage(backbone, 224) == "blocks.6"  # stride 32: 7 x 7, as in the paper
+    assert explain.cam_stage(backbone, 64) == "blocks.2"  # stride 8: 8 x 8
+    assert explain.cam_stage(backbone, 32) == "blocks.1"  # stride 4: 8 x 8
+    assert explain.cam_stage(backbone, 8) == "blocks.0"  # the shallowest when none has 7 cells
+    small = cv2.resize(skimage.data.astronaut(), (32, 32), interpolation=cv2.INTER_AREA)
+    heat = explain.gradcam(cnn, small, "fake") + explain.gradcam(cnn, small, "real")
+    assert heat.shape == (32, 32) and heat.std() > 0.01  # it says where, not just "all of it"
+    # Asking for the last stage anyway gives the old, uninformative constant map.
+    flat = explain.gradcam(cnn, small, "fake", min_cells=1) + explain.gradcam(cnn, small, "real",
+                                                                              min_cells=1)
+    assert flat.std() < 1e-6
+
+
 def test_gradcam_uses_an_ensembles_cnn_member_and_refuses_detectors_without_one(cnn, spectral):
     ensemble = EnsembleDetector()
     ensemble.members_ = {"spectral": spectral, "cnn": cnn}

@@ -142,7 +142,10 @@ def render_residuals(tab_noise, tab_ela, tab_cam, image: np.ndarray, sha: str,
         ui.how_to_read(
             "Where the CNN looked for its verdict: warm areas pushed the score towards the "
             "call it made. Broad warmth over textures is typical; a single hot object may mean "
-            "the CNN reacts to content rather than to generator traces.")
+            "the CNN reacts to content rather than to generator traces. The map comes from the "
+            "deepest stage of the network with at least 7 cells across the image: the last "
+            "stage for large images, an earlier and finer one for small images (at 32 px the "
+            "last stage is a single cell).")
         if not C.has_cnn(detector):
             st.info("This detector has no CNN, so there is no Grad-CAM map. Train a `cnn` or "
                     "an `ensemble` with a CNN member to see one.", icon=":material/info:")

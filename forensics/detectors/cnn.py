@@ -154,8 +154,8 @@ class _Batches:
 class _Network(nn.Module):
     """A timm backbone with one logit, its input normalisation (and optional NPR) built in.
 
-    Takes float RGB in [0, 1], (N, 3, H, W); ``features`` and ``head`` are exposed separately
-    for Grad-CAM, whose maps are the output of ``features`` (the last convolutional stage).
+    Takes float RGB in [0, 1], (N, 3, H, W); ``features`` (the last convolutional stage) and
+    ``head`` are exposed separately.
     """
 
     def __init__(self, backbone: nn.Module, npr: bool):
