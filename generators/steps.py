@@ -25,6 +25,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from .augment import diff_augment
 from .distributed import all_ranks_true, no_sync, unwrap
 from .losses import get_loss, gradient_penalty, r1_penalty
 from .registry import GanPair
@@ -96,7 +97,8 @@ class AdversarialStep:
     Holds the optimizers (``optimizers["G"]``, ``optimizers["D"]``), with ``amp`` (CUDA only)
     float16 autocast and one GradScaler per network, and the EMA generator when the config asks
     for one. Calling it with a batch (images (N, 3, R, R) in [-1, 1], or (images, labels) for a
-    conditional family: G(z, y), D(x, y), fakes drawn for the real batch's classes) returns
+    conditional family: G(z, y), D(x, y), fakes drawn for the real batch's classes; D sees
+    real and fake images through the config's ``diffaugment`` policy, if any) returns
     the step's statistics: ``loss_d``, ``loss_g``, ``d_real`` and ``d_fake`` (the loss's score
     of D(x) and D(G(z)) before D's update), ``skipped`` (updates skipped for a non-finite loss)
     and ``r1`` / ``gp`` when those penalties are on.
@@ -112,6 +114,7 @@ class AdversarialStep:
         self.gp_weight = float(config.get("gp_weight", 10.0))
         self.r1_gamma = float(config.get("r1_gamma", 0.0))
         self.r1_every = int(config.get("r1_every", 16))
+        self.augment = str(config.get("diffaugment", ""))
         lr_d = config.get("lr_d")
         self.optimizers = {
             "G": torch.optim.Adam(pair.generator.parameters(), lr=config["lr"],
@@ -146,7 +149,7 @@ class AdversarialStep:
         autocast = torch.autocast(self.device.type, dtype=torch.float16, enabled=self.amp)
 
         def discriminate(images: torch.Tensor) -> torch.Tensor:
-            return discriminator(images, *condition)
+            return discriminator(diff_augment(images, self.augment), *condition)
 
         extra: dict[str, torch.Tensor] = {}
         with autocast:

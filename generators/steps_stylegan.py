@@ -28,6 +28,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from .augment import diff_augment
 from .distributed import no_sync, unwrap
 from .losses import get_loss, r1_penalty
 from .registry import GanPair
@@ -67,6 +68,7 @@ class StyleGANStep:
         self.pl_weight = float(config["pl_weight"])
         self.pl_interval = int(config["pl_interval"])
         self.style_mixing = float(config["style_mixing"])
+        self.augment = str(config["diffaugment"])
         self.ema_images = float(config["ema_kimg"]) * 1000
         self.ema_rampup = float(config["ema_rampup"])
         self.optimizers = {
@@ -123,21 +125,24 @@ class StyleGANStep:
         n = real.shape[0]
         extra: dict[str, torch.Tensor] = {}
 
+        def discriminate(images: torch.Tensor) -> torch.Tensor:
+            return discriminator(diff_augment(images, self.augment))
+
         with self.autocast:
             fake = self._fakes(n, update_w_avg=True)
-            real_out = discriminator(real)
-            fake_out = discriminator(fake.detach())
+            real_out = discriminate(real)
+            fake_out = discriminate(fake.detach())
             loss_d = self.loss.discriminator(real_out, fake_out)
         applied = [self._update("D", loss_d)]
         if self.r1_gamma > 0 and self.steps_done % self.r1_interval == 0:
-            extra["r1"] = r1_penalty(discriminator, real)
+            extra["r1"] = r1_penalty(discriminate, real)
             applied.append(self._update("D", extra["r1"] * (self.r1_gamma / 2
                                                              * self.r1_interval)))
 
         discriminator.requires_grad_(False)  # G's losses need no gradient for D's weights
         try:
             with self.autocast, no_sync(discriminator):
-                loss_g = self.loss.generator(discriminator(fake))
+                loss_g = self.loss.generator(discriminate(fake))
             applied.append(self._update("G", loss_g))
             if self.pl_weight > 0 and self.steps_done % self.pl_interval == 0:
                 with no_sync(discriminator):

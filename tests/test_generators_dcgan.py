@@ -63,7 +63,7 @@ def test_registry_lists_dcgan_with_reference_defaults():
                         "lr_d": None, "betas": (0.5, 0.999), "batch_size": 64,
                         "loss": "nonsaturating", "gp_weight": 10.0, "r1_gamma": 0.0,
                         "r1_every": 16, "spectral_norm": False, "d_norm": "batch",
-                        "ema_beta": 0.0, "ema_rampup": True}
+                        "ema_beta": 0.0, "ema_rampup": True, "diffaugment": ""}
     defaults["nz"] = 1  # a copy: the registry is unchanged
     assert list_generators()["dcgan"]["nz"] == 100
 

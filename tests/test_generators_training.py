@@ -53,8 +53,10 @@ def train(name, data, run_dir, steps, config=TINY, **options):
 
 RESUME_CASES = {
     "dcgan": TINY,
-    # EMA, lazy R1, TTUR and labels: every piece of state a resume has to bring back.
-    "cgan": {**TINY, "ema_beta": 0.9, "r1_gamma": 1.0, "r1_every": 2, "lr_d": 4e-4},
+    # EMA, lazy R1, TTUR, labels and DiffAugment's random draws: every piece of state a resume
+    # has to bring back.
+    "cgan": {**TINY, "ema_beta": 0.9, "r1_gamma": 1.0, "r1_every": 2, "lr_d": 4e-4,
+             "diffaugment": "color,translation,cutout"},
 }
 
 

@@ -29,7 +29,7 @@ from torch import nn
 from torch.nn.utils.parametrizations import spectral_norm
 
 from ..registry import register_generator
-from .validation import adam_betas, number_in, positive_int
+from .validation import adam_betas, augment_policy, number_in, positive_int
 
 DCGAN_DEFAULTS = {
     "resolution": 64,
@@ -48,6 +48,7 @@ DCGAN_DEFAULTS = {
     "d_norm": "batch",
     "ema_beta": 0.0,
     "ema_rampup": True,
+    "diffaugment": "",  # e.g. "color,translation,cutout" for small datasets (generators.augment)
 }
 CGAN_DEFAULTS = {**DCGAN_DEFAULTS, "resolution": 32, "num_classes": 10, "embed_dim": 32}
 
@@ -158,6 +159,7 @@ def _build(config: dict, num_classes: int = 0,
         number_in(family, config, key, 0)
     number_in(family, config, "ema_beta", 0, 1)  # 0: no EMA (1 is refused by the EMA itself)
     adam_betas(family, config)
+    augment_policy(family, config)
     if config["d_norm"] not in ("batch", "none"):
         raise ValueError(f"DCGAN d_norm must be 'batch' or 'none', got {config['d_norm']!r}")
     if config["loss"] == "wgan-gp" and config["d_norm"] == "batch":

@@ -30,7 +30,7 @@ from ..layers import (EqualConv2d, EqualLinear, FIRResample2d, MinibatchStd, Mod
                       NoiseInjection, bias_leaky_relu, normalize_2nd_moment)
 from ..registry import register_generator
 from ..steps_stylegan import StyleGANStep
-from .validation import adam_betas, number_in, positive_int, power_of_two
+from .validation import adam_betas, augment_policy, number_in, positive_int, power_of_two
 
 STYLEGAN_DEFAULTS = {
     # architecture
@@ -55,6 +55,7 @@ STYLEGAN_DEFAULTS = {
     "style_mixing": 0.9,
     "ema_kimg": 10.0,  # half-life of the generator EMA in thousands of images
     "ema_rampup": 0.05,  # the half-life is at most this fraction of the images seen so far
+    "diffaugment": "",  # e.g. "color,translation,cutout" for small datasets (generators.augment)
 }
 
 
@@ -254,6 +255,7 @@ def _validate(config: dict) -> None:
     for key in ("r1_gamma", "pl_weight", "ema_kimg"):
         number_in(name, config, key, 0)
     adam_betas(name, config)
+    augment_policy(name, config)
 
 
 @register_generator("stylegan", STYLEGAN_DEFAULTS, step_class=StyleGANStep)

@@ -41,3 +41,17 @@ def power_of_two(family: str, config: dict, key: str, low: int, high: int) -> in
     if value & (value - 1) or not low <= value <= high:
         _fail(family, key, f"a power of two from {low} to {high}", value)
     return value
+
+
+def augment_policy(family: str, config: dict, key: str = "diffaugment") -> str:
+    """A DiffAugment policy string (``generators.augment``): parts joined by commas, or ""."""
+    from ..augment import parse_policy
+
+    value = config[key]
+    if not isinstance(value, str):
+        _fail(family, key, 'a string such as "color,translation,cutout" (or "" for none)', value)
+    try:
+        parse_policy(value)
+    except ValueError as exc:
+        raise ValueError(f"{family} config {key!r}: {exc}") from None
+    return value
