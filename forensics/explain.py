@@ -161,21 +161,17 @@ def gradcam(detector: Detector, image: np.ndarray, target: str = "verdict", *,
     height, width = image.shape[:2]
     boxes = tile_boxes(height, width, cnn.tile_size)
     shortest = min(min(b[0].stop - b[0].start, b[1].stop - b[1].start) for b in boxes)
-    stage = network.backbone.get_submodule(cam_stage(network.backbone, shortest, min_cells))
+    stage = cam_stage(network.backbone, shortest, min_cells)
     cams, logits = [], []
     for box in boxes:
         x = cnn.to_tensor(image[box][None], device).requires_grad_(True)
-        captured: list[torch.Tensor] = []
-        hook = stage.register_forward_hook(lambda module, args, output: captured.append(output))
-        try:
-            with torch.enable_grad():
-                logit = network(x)[0]
-                (gradient,) = torch.autograd.grad(logit, captured[0])
-        finally:
-            hook.remove()
+        with torch.enable_grad():
+            features, stage_map = network.features_and_stage(x, stage)
+            logit = network.head(features)[0]
+            (gradient,) = torch.autograd.grad(logit, stage_map)
         # Channel weights: the gradient averaged over the map; their sign flips for "real".
         weights = gradient.mean(dim=(2, 3), keepdim=True)
-        cams.append((captured[0].detach() * weights).sum(dim=1, keepdim=True))
+        cams.append((stage_map.detach() * weights).sum(dim=1, keepdim=True))
         logits.append(float(logit.detach()))
     sign = {"fake": 1.0, "real": -1.0}.get(target)
     if sign is None:
@@ -195,12 +191,13 @@ def gradcam(detector: Detector, image: np.ndarray, target: str = "verdict", *,
     return (heat / peak if peak > 0 else heat).astype(np.float32)
 
 
-def cam_stage(backbone: torch.nn.Module, side: int, min_cells: int = CAM_MIN_CELLS) -> str:
-    """Name of the deepest stage in timm's ``feature_info`` of ``backbone`` whose map has at
+def cam_stage(backbone: torch.nn.Module, side: int, min_cells: int = CAM_MIN_CELLS) -> int:
+    """Index in timm's ``feature_info`` of ``backbone`` of the deepest stage whose map has at
     least ``min_cells`` cells across ``side`` pixels (the shallowest stage when none has)."""
-    stages = sorted(backbone.feature_info, key=lambda info: info["reduction"])
-    fitting = [info for info in stages if side // info["reduction"] >= min_cells]
-    return (fitting[-1] if fitting else stages[0])["module"]
+    reductions = [info["reduction"] for info in backbone.feature_info]
+    fitting = [i for i, reduction in enumerate(reductions) if side // reduction >= min_cells]
+    return max(fitting, key=reductions.__getitem__) if fitting else reductions.index(
+        min(reductions))
 
 
 def overlay(image: np.ndarray, heatmap: np.ndarray, alpha: float = 0.5) -> np.ndarray:

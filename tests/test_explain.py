@@ -90,10 +90,14 @@ def test_gradcam_is_a_map_in_unit_range_of_the_image_size(cnn, size):
 def test_gradcam_of_a_small_image_is_taken_at_a_stage_with_a_map(cnn):
     """At 32 px the last stage of Lite0 is 1 x 1: a constant map. An earlier stage is used."""
     backbone = cnn.network_.backbone
-    assert explain.cam_stage(backbone, 224) == "blocks.6"  # stride 32: 7 x 7, as in the paper
-    assert explain.cam_stage(backbone, 64) == "blocks.2"  # stride 8: 8 x 8
-    assert explain.cam_stage(backbone, 32) == "blocks.1"  # stride 4: 8 x 8
-    assert explain.cam_stage(backbone, 8) == "blocks.0"  # the shallowest when none has 7 cells
+
+    def stage(side):
+        return backbone.feature_info[explain.cam_stage(backbone, side)]["module"]
+
+    assert stage(224) == "blocks.6"  # stride 32: 7 x 7, as in the paper
+    assert stage(64) == "blocks.2"  # stride 8: 8 x 8
+    assert stage(32) == "blocks.1"  # stride 4: 8 x 8
+    assert stage(8) == "blocks.0"  # the shallowest when none has 7 cells
     small = cv2.resize(skimage.data.astronaut(), (32, 32), interpolation=cv2.INTER_AREA)
     heat = explain.gradcam(cnn, small, "fake") + explain.gradcam(cnn, small, "real")
     assert heat.shape == (32, 32) and heat.std() > 0.01  # it says where, not just "all of it"
@@ -149,3 +153,17 @@ def test_jpeg_quality_estimate_reads_paths_and_says_none_for_other_data(tmp_path
     assert explain.jpeg_quality_estimate(path) == 80
     assert explain.jpeg_quality_estimate(encode_png(PHOTO)) is None
     assert explain.jpeg_quality_estimate(b"not an image") is None
+
+
+def test_gradcam_from_several_threads_at_once_equals_one_at_a_time(cnn):
+    """The app computes maps for concurrent sessions on one shared network."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    images = [cv2.resize(photo, (side, side), interpolation=cv2.INTER_AREA)
+              for photo in (skimage.data.astronaut(), skimage.data.coffee(), PHOTO)
+              for side in (32, 64)]
+    alone = [explain.gradcam(cnn, image) for image in images]
+    with ThreadPoolExecutor(max_workers=len(images)) as pool:
+        together = list(pool.map(lambda image: explain.gradcam(cnn, image), images * 3))
+    for i, heat in enumerate(together):
+        np.testing.assert_allclose(heat, alone[i % len(images)], atol=1e-5)

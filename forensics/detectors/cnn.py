@@ -154,8 +154,8 @@ class _Batches:
 class _Network(nn.Module):
     """A timm backbone with one logit, its input normalisation (and optional NPR) built in.
 
-    Takes float RGB in [0, 1], (N, 3, H, W); ``features`` (the last convolutional stage) and
-    ``head`` are exposed separately.
+    Takes float RGB in [0, 1], (N, 3, H, W); ``features`` (the last convolutional stage),
+    ``head`` and ``features_and_stage`` (for Grad-CAM) are exposed separately.
     """
 
     def __init__(self, backbone: nn.Module, npr: bool):
@@ -172,6 +172,19 @@ class _Network(nn.Module):
 
     def head(self, features: torch.Tensor) -> torch.Tensor:
         return self.backbone.forward_head(features)[:, 0]
+
+    def features_and_stage(self, x: torch.Tensor,
+                           stage: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """``features(x)`` and the map of the backbone's stage ``stage`` (an index into timm's
+        ``feature_info``) from the same pass, for Grad-CAM; no hooks, so threads may share the
+        network. Backbones without ``forward_intermediates`` give the last stage's map."""
+        x = (x - self.mean) / self.std
+        x = npr_residual(x) if self.npr else x
+        if not hasattr(self.backbone, "forward_intermediates"):
+            features = self.backbone.forward_features(x)
+            return features, features
+        features, (stage_map,) = self.backbone.forward_intermediates(x, indices=[stage])
+        return features, stage_map
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.features(x))
