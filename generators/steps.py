@@ -83,6 +83,23 @@ def optimizer_step(optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScale
     return True
 
 
+def optimizer_state(optimizers: dict[str, torch.optim.Optimizer],
+                    scalers: dict[str, torch.amp.GradScaler]) -> dict[str, Any]:
+    """The ``optimizers`` and ``scalers`` entries of a step's ``state_dict``."""
+    return {"optimizers": {name: opt.state_dict() for name, opt in optimizers.items()},
+            "scalers": {name: scaler.state_dict() for name, scaler in scalers.items()}}
+
+
+def load_optimizer_state(optimizers: dict[str, torch.optim.Optimizer],
+                         scalers: dict[str, torch.amp.GradScaler], state: dict[str, Any]) -> None:
+    """Restore what :func:`optimizer_state` saved (a disabled scaler saved nothing)."""
+    for name, optimizer in optimizers.items():
+        optimizer.load_state_dict(state["optimizers"][name])
+    for name, scaler in scalers.items():
+        if state["scalers"].get(name):
+            scaler.load_state_dict(state["scalers"][name])
+
+
 def split_batch(batch: Any) -> tuple[torch.Tensor, tuple[torch.Tensor, ...]]:
     """(images, conditioning args): a "labelled" batch conditions both nets on its classes."""
     if isinstance(batch, (tuple, list)):
@@ -191,8 +208,7 @@ class AdversarialStep:
     def state_dict(self) -> dict[str, Any]:
         """Everything needed to continue bit-exactly: optimizers, scalers, EMA, counters."""
         state: dict[str, Any] = {
-            "optimizers": {name: opt.state_dict() for name, opt in self.optimizers.items()},
-            "scalers": {name: scaler.state_dict() for name, scaler in self.scalers.items()},
+            **optimizer_state(self.optimizers, self.scalers),
             "updates": self.updates,
         }
         if self.ema is not None:
@@ -200,11 +216,7 @@ class AdversarialStep:
         return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        for name, optimizer in self.optimizers.items():
-            optimizer.load_state_dict(state["optimizers"][name])
-        for name, scaler in self.scalers.items():
-            if state["scalers"].get(name):
-                scaler.load_state_dict(state["scalers"][name])
+        load_optimizer_state(self.optimizers, self.scalers, state)
         if self.ema is not None:
             self.ema.load_state_dict(state["ema"])
         self.updates = int(state["updates"])

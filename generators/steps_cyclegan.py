@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from .distributed import no_sync
 from .losses import get_loss
 from .registry import GanPair
-from .steps import optimizer_step
+from .steps import load_optimizer_state, optimizer_state, optimizer_step
 
 PREVIEW_SIZE = 16  # real A images kept for the sample grid (translated to B)
 
@@ -198,19 +198,14 @@ class CycleGANStep:
     def state_dict(self) -> dict[str, Any]:
         """Optimizers, scalers, both pools (images and generator), preview images, counter."""
         return {
-            "optimizers": {name: opt.state_dict() for name, opt in self.optimizers.items()},
-            "scalers": {name: scaler.state_dict() for name, scaler in self.scalers.items()},
+            **optimizer_state(self.optimizers, self.scalers),
             "pools": {domain: pool.state_dict() for domain, pool in self.pools.items()},
             "preview_images": self.preview_images.clone(),
             "steps_done": self.steps_done,
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        for name, optimizer in self.optimizers.items():
-            optimizer.load_state_dict(state["optimizers"][name])
-        for name, scaler in self.scalers.items():
-            if state["scalers"].get(name):
-                scaler.load_state_dict(state["scalers"][name])
+        load_optimizer_state(self.optimizers, self.scalers, state)
         for domain, pool in self.pools.items():
             pool.load_state_dict(state["pools"][domain])
         self.preview_images = state["preview_images"].cpu().clone()
