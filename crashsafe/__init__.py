@@ -10,6 +10,7 @@ sense together (a checkpoint, a detector bundle) are replaced as one unit by
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
@@ -116,6 +117,36 @@ def _move_staged(folder: Path, last: str) -> None:
             fsync_dir((folder / relative).parent)
     shutil.rmtree(stage)  # the marker, and temp files of a write the crash cut
     fsync_dir(folder)
+
+
+def sha256_hex(data: bytes) -> str:
+    """The SHA-256 of ``data`` as 64 lowercase hex digits: what manifests record per file."""
+    return hashlib.sha256(data).hexdigest()
+
+
+def is_sha256_hex(value: object) -> bool:
+    """Whether ``value`` is a SHA-256 as :func:`sha256_hex` writes it."""
+    return (isinstance(value, str) and len(value) == 64
+            and all(c in "0123456789abcdef" for c in value))
+
+
+class ChecksumError(ValueError):
+    """A file whose bytes do not hash to the SHA-256 its manifest records."""
+
+
+def read_checked(path: str | os.PathLike, expected_sha256: str) -> bytes:
+    """The bytes of ``path`` after checking them against ``expected_sha256``.
+
+    One read serves both the check and the caller, so the bytes used are the bytes checked.
+    Raises ChecksumError on a mismatch (a flipped bit, a truncated copy, a file swapped in by
+    hand) and OSError when the file cannot be read.
+    """
+    data = Path(path).read_bytes()
+    actual = sha256_hex(data)
+    if actual != expected_sha256:
+        raise ChecksumError(f"{os.fspath(path)}: SHA-256 {actual[:12]}... differs from the "
+                            f"{str(expected_sha256)[:12]}... recorded for it")
+    return data
 
 
 def json_safe(value: Any) -> Any:

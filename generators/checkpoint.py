@@ -19,8 +19,9 @@ A checkpoint is replaced as one unit (``crashsafe.replace_files``), so a crash a
 either the previous checkpoint or the new one, never a mix: the new files are staged in
 ``.pending/``, committed by a marker and moved into place (``config.json`` last); whoever opens
 the folder next finishes that move when the marker is there and discards the staging folder
-when it is not. The SHA-256 of each tensor file in ``config.json`` still
-catches files swapped or copied in by hand. Loading parses JSON and safetensors only, so it can
+when it is not. The SHA-256 of each tensor file in ``config.json`` is checked
+before the file is parsed, so a flipped byte, a truncated copy or a file swapped in by hand is
+refused. Loading parses JSON and safetensors only, so it can
 never run code.
 """
 
@@ -37,8 +38,9 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import load, save
 from torch import nn
 
-from crashsafe import (STAGING_DIR, LeafStore, atomic_write_bytes, atomic_write_text,
-                       decode_tree, encode_tree, recover_files, replace_files)
+from crashsafe import (STAGING_DIR, ChecksumError, LeafStore, atomic_write_bytes,
+                       atomic_write_text, decode_tree, encode_tree, is_sha256_hex, read_checked,
+                       recover_files, replace_files, sha256_hex)
 
 from .registry import GanPair, create_generator
 
@@ -91,7 +93,7 @@ def save_checkpoint(run_dir: str | Path, pair: GanPair, step: int, extra_config:
         "config": pair.config,
         "step": int(step),
         "extra": extra_config or {},
-        "files": {filename: hashlib.sha256(data).hexdigest() for filename, data in files.items()},
+        "files": {filename: sha256_hex(data) for filename, data in files.items()},
     }
     def write(stage: Path) -> None:
         for filename, data in files.items():
@@ -142,19 +144,23 @@ def read_checkpoint_config(run_dir: str | Path) -> dict:
 
 
 def _read_tensor_file(run_dir: Path, filename: str, document: dict) -> bytes:
-    """The bytes of a tensor file, checked against the hash ``config.json`` recorded."""
+    """The bytes of a tensor file, checked against the SHA-256 ``config.json`` records for it
+    before anything parses them; a file without a recorded SHA-256 is refused."""
     path = run_dir / filename
+    files = document.get("files")
+    expected = files.get(filename) if isinstance(files, dict) else None
+    if not is_sha256_hex(expected):
+        raise CheckpointError(f"{run_dir / CONFIG_FILE} records no SHA-256 for {filename}, so "
+                              "the file cannot be checked; restore the folder or retrain")
     try:
-        data = path.read_bytes()
+        return read_checked(path, expected)
     except FileNotFoundError:
         raise CheckpointError(f"{path} not found; the checkpoint folder is incomplete: "
                               "restore the folder or retrain") from None
-    expected = document.get("files", {}).get(filename)
-    if expected is not None and hashlib.sha256(data).hexdigest() != expected:
-        raise CheckpointError(f"{path} does not match the hash in {run_dir / CONFIG_FILE} "
-                              "(a checkpoint torn by a crash, or a file copied from elsewhere); "
-                              "restore the folder or retrain")
-    return data
+    except ChecksumError:
+        raise CheckpointError(f"{path} does not match the SHA-256 in {run_dir / CONFIG_FILE} "
+                              "(a corrupted file, or one copied from elsewhere); restore the "
+                              "folder or retrain") from None
 
 
 def _parse_safetensors(data: bytes, path: Path) -> dict[str, torch.Tensor]:

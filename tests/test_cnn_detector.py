@@ -14,6 +14,7 @@ from forensics.detectors import BundleError, create_detector, list_detectors, lo
 from forensics.detectors.cnn import CNNDetector, npr_residual, tile_boxes
 from forensics.features import npr_residual as npr_residual_numpy
 from forensics.images import load_image
+from bundle_support import rehash_bundle
 from test_spectral_detector import _TouchOnUnpickle, corpus, data  # noqa: F401 (fixture)
 
 # A tiny timm network for the tests that check plumbing, not accuracy.
@@ -94,6 +95,7 @@ def test_refuses_pickled_weights_without_executing_them(bundle, tmp_path, payloa
         weights.write_bytes(pickle.dumps(_TouchOnUnpickle(marker)))
     else:  # a torch checkpoint is a zip of pickles
         torch.save({"w": _TouchOnUnpickle(marker)}, weights)
+    rehash_bundle(bundle)  # a consistent forgery: the parser itself must refuse the pickle
     with pytest.raises(BundleError, match="not a valid .safetensors.*nothing from it was executed"):
         load_detector(bundle)
     assert not marker.exists()
@@ -119,9 +121,17 @@ def _rewrite_weights(folder, change) -> None:
 def test_refuses_weights_that_do_not_fit_or_reproduce(bundle):
     key = "backbone.conv_stem.weight"
     _rewrite_weights(bundle, lambda t: t.update({key: t[key] * 3}))
-    with pytest.raises(BundleError, match="does not reproduce"):
+    with pytest.raises(BundleError, match="weights.safetensors does not match the SHA-256"):
+        load_detector(bundle)
+    # Intact files (checksums forged to match) whose probe logit is not what this timm and
+    # torch compute: the compatibility message, naming the versions.
+    _rewrite_weights(bundle, lambda t: t.update(probe_logit=t["probe_logit"] + 1.0))
+    rehash_bundle(bundle)
+    with pytest.raises(BundleError, match="probe image the logit .*intact.*compute other "
+                                          "numbers.*install the versions"):
         load_detector(bundle)
     _rewrite_weights(bundle, lambda t: t.update({key: t[key][:1]}))
+    rehash_bundle(bundle)
     with pytest.raises(BundleError, match="does not fit"):
         load_detector(bundle)
 

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import average_precision_score
 
+from bundle_support import rehash_bundle
 from conftest import Crash, crash_after
 from crashsafe import STAGING_DIR
 from forensics.detectors import BundleError, create_detector, load_detector
@@ -142,6 +143,10 @@ def test_refuses_a_pickle_payload_in_a_member(bundle, tmp_path):
     marker = tmp_path / "payload-ran"
     (bundle / "members" / "npr-gbm" / "weights.npz").write_bytes(
         pickle.dumps(_TouchOnUnpickle(marker)))
+    with pytest.raises(BundleError, match="members/npr-gbm/weights.npz does not match the SHA"):
+        load_detector(bundle)
+    rehash_bundle(bundle / "members" / "npr-gbm")  # forged checksums, member's then the
+    rehash_bundle(bundle)  # ensemble's: the member's loader must refuse the pickle itself
     with pytest.raises(BundleError, match="refused") as error:
         load_detector(bundle)
     assert "npr-gbm" in str(error.value) and not marker.exists()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import pathlib
 import pickle
@@ -22,6 +21,7 @@ from generators.losses import get_loss
 from generators.runtime import seed_everything
 from generators.sampling import seed_latents
 from generators.trainer import plot_training_curves
+from bundle_support import rehash_checkpoint
 from generators_support import one_thread, write_blob_images  # noqa: F401 (fixture)
 
 SMALL = {"resolution": 32, "ngf": 16, "ndf": 16, "batch_size": 16}
@@ -274,9 +274,7 @@ def test_load_rejects_a_pickle_payload_without_running_it(tmp_path):
     assert marker.exists()
     marker.unlink()
     (tmp_path / "weights.safetensors").write_bytes(payload)
-    document = json.loads((tmp_path / "config.json").read_text())
-    document["files"]["weights.safetensors"] = hashlib.sha256(payload).hexdigest()
-    (tmp_path / "config.json").write_text(json.dumps(document))  # a consistent forgery
+    rehash_checkpoint(tmp_path)  # a consistent forgery
     with pytest.raises(CheckpointError, match="not a valid safetensors file") as caught:
         load_checkpoint(tmp_path)
     assert isinstance(caught.value.__cause__, SafetensorError)
@@ -290,11 +288,14 @@ def test_load_checks_folder_and_weights(tmp_path):
     save_checkpoint(tmp_path / "a", small, step=0)
     save_checkpoint(tmp_path / "b", create_generator("dcgan", resolution=16, ngf=8, ndf=4), step=0)
     (tmp_path / "a" / "weights.safetensors").replace(tmp_path / "b" / "weights.safetensors")
-    with pytest.raises(CheckpointError, match="does not match the hash"):
+    with pytest.raises(CheckpointError, match="does not match the SHA-256"):
         load_checkpoint(tmp_path / "b")
     document = json.loads((tmp_path / "b" / "config.json").read_text())
-    del document["files"]  # without the hash, the shapes still catch the mismatch
+    del document["files"]  # a file without a recorded hash is refused: it cannot be checked
     (tmp_path / "b" / "config.json").write_text(json.dumps(document))
+    with pytest.raises(CheckpointError, match="records no SHA-256 for weights.safetensors"):
+        load_checkpoint(tmp_path / "b")
+    rehash_checkpoint(tmp_path / "b", names=["weights.safetensors"])  # the shapes catch it
     with pytest.raises(CheckpointError, match="does not match the config"):
         load_checkpoint(tmp_path / "b")
 

@@ -9,6 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 from scipy.ndimage import gaussian_filter
+
+from bundle_support import rehash_bundle, sha256_of
 from sklearn.exceptions import NotFittedError
 from sklearn.metrics import average_precision_score
 
@@ -120,12 +122,13 @@ def test_bundle_round_trip(detector, data, tmp_path):
     assert sorted(p.name for p in folder.iterdir()) == ["detector.json", "weights.npz"]
 
     manifest = json.loads((folder / "detector.json").read_text())
-    assert manifest["format"] == "gan-forensics-detector" and manifest["format_version"] == 1
+    assert manifest["format"] == "gan-forensics-detector" and manifest["format_version"] == 2
     assert manifest["kind"] == "spectral" and manifest["params"]["n_bins"] == 32
     assert manifest["threshold"] == detector.threshold_
     assert manifest["training"]["corpora"] == {"fake": "synthetic upsampled noise"}
     assert manifest["validation"] == detector.validation_metrics_
-    assert {"preprocessing", "created", "library_version"} <= set(manifest)
+    assert {"preprocessing", "created", "library_version", "environment"} <= set(manifest)
+    assert manifest["sha256"] == {"weights.npz": sha256_of(folder / "weights.npz")}
 
     loaded = load_detector(folder)
     x = data["test"][0]
@@ -197,8 +200,14 @@ def test_refuses_unknown_kind_and_lists_known(bundle):
 
 
 def test_refuses_newer_format_version(bundle):
-    edit_manifest(bundle, format_version=2)
-    with pytest.raises(BundleError, match="format_version 2 is newer"):
+    edit_manifest(bundle, format_version=3)
+    with pytest.raises(BundleError, match="format_version 3 is newer"):
+        load_detector(bundle)
+
+
+def test_refuses_a_bundle_from_before_checksums(bundle):
+    edit_manifest(bundle, format_version=1)
+    with pytest.raises(BundleError, match="format_version 1 predates the SHA-256.*retrain"):
         load_detector(bundle)
 
 
@@ -216,6 +225,7 @@ def test_refuses_unreadable_array_file(bundle, content):
             np.save(handle, np.zeros(3))
     else:
         weights.write_bytes(content)
+    rehash_bundle(bundle)  # past the checksum: the parser must refuse it
     with pytest.raises(BundleError, match="weights.npz"):
         load_detector(bundle)
 
@@ -231,7 +241,10 @@ def test_refuses_weights_that_do_not_reproduce_saved_scores(bundle):
         arrays = dict(npz)
     arrays["coef"] = arrays["coef"] * 1.01
     np.savez(bundle / "weights.npz", **arrays)
-    with pytest.raises(BundleError, match="does not reproduce"):
+    with pytest.raises(BundleError, match="weights.npz does not match the SHA-256"):
+        load_detector(bundle)
+    rehash_bundle(bundle)  # intact files that compute other numbers: the probe's message
+    with pytest.raises(BundleError, match="does not reproduce.*intact.*compute other numbers"):
         load_detector(bundle)
 
 
@@ -257,6 +270,7 @@ def test_refuses_pickle_payload_without_executing_it(bundle, tmp_path, payload):
         np.savez(weights, **arrays)
     else:
         weights.write_bytes(pickle.dumps(_TouchOnUnpickle(marker)))
+    rehash_bundle(bundle)  # a consistent forgery: the loader itself must refuse the pickle
 
     with pytest.raises(BundleError, match="refused.*nothing from it was executed") as error:
         load_detector(bundle)

@@ -10,6 +10,7 @@ from sklearn.metrics import average_precision_score
 from forensics.detectors import BundleError, create_detector, load_detector
 from forensics.detectors.calibration import PlattCalibration
 from forensics.detectors.classifiers import fit_scorer, scorer_from_arrays
+from bundle_support import rehash_bundle
 from test_spectral_detector import corpus
 
 FEATURES = ["fft", "dct", "residual", "npr", "fft+npr"]
@@ -106,6 +107,7 @@ def tamper(bundle, **changes):
         arrays = dict(npz)
     arrays.update(changes)
     np.savez(bundle / "weights.npz", **arrays)
+    rehash_bundle(bundle)  # past the checksum: the tree checks must refuse it
 
 
 @pytest.fixture(scope="module")

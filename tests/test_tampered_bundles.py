@@ -5,7 +5,6 @@ raise; here each tampered detector bundle or generator checkpoint goes through `
 or `forensics zoo sample`, which must exit 2 with one line naming the folder and what to do,
 no traceback, and nothing executed from a pickle payload."""
 
-import hashlib
 import json
 import pickle
 import shutil
@@ -14,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from bundle_support import flip_byte, rehash_bundle, rehash_checkpoint
 from conftest import run_cli
 from forensics.detectors import create_detector
 from forensics.images import save_png
@@ -96,15 +96,18 @@ def wrong_shapes(bundle: Path) -> None:
     with np.load(bundle / "weights.npz") as npz:
         arrays = {key: np.zeros(npz[key].shape + (2,), npz[key].dtype) for key in npz.files}
     np.savez(bundle / "weights.npz", **arrays)
+    rehash_bundle(bundle)  # consistent forgeries: the loader's own checks must refuse them
 
 
 def pickle_safetensors(bundle: Path) -> None:
     (bundle / "extra.safetensors").write_bytes(live_payload(bundle.parent / "payload-ran"))
     edit_manifest(bundle, lambda m: m["arrays"].append("extra.safetensors"))
+    rehash_bundle(bundle)
 
 
 def pickle_npz(bundle: Path) -> None:
     (bundle / "weights.npz").write_bytes(live_payload(bundle.parent / "payload-ran"))
+    rehash_bundle(bundle)
 
 
 def ensemble_member_escapes(bundle: Path) -> None:
@@ -132,6 +135,11 @@ DETECTOR_TAMPERS = {
     "absolute array path": ("spectral", escape_absolute),
     "missing weights.npz": ("spectral", lambda b: (b / "weights.npz").unlink()),
     "missing detector.json": ("spectral", lambda b: (b / "detector.json").unlink()),
+    "flipped byte in weights.npz": ("spectral", lambda b: flip_byte(b / "weights.npz")),
+    "flipped byte in a member's weights": (
+        "ensemble", lambda b: flip_byte(b / "members" / "spectral-npr" / "weights.npz", 0.9)),
+    "flipped byte in a member's detector.json": (
+        "ensemble", lambda b: flip_byte(b / "members" / "spectral-fft" / "detector.json", 0.3)),
     "newer format_version": ("spectral", newer_version),
     "wrong array shapes": ("spectral", wrong_shapes),
     "pickle in .safetensors": ("spectral", pickle_safetensors),
@@ -168,16 +176,9 @@ def run_dir(tmp_path_factory):
     return root / "run"
 
 
-def record_hash(run: Path) -> None:
-    """Make config.json's hash agree with the replaced weights: a consistent forgery."""
-    document = json.loads((run / "config.json").read_text())
-    document["files"][WEIGHTS_FILE] = hashlib.sha256((run / WEIGHTS_FILE).read_bytes()).hexdigest()
-    (run / "config.json").write_text(json.dumps(document))
-
-
 def weights_pickle(run: Path) -> None:
     (run / WEIGHTS_FILE).write_bytes(live_payload(run.parent / "payload-ran"))
-    record_hash(run)
+    rehash_checkpoint(run)
 
 
 def config_newer(run: Path) -> None:
@@ -191,7 +192,7 @@ def weights_wrong_shapes(run: Path) -> None:
     other.pop("batch_size")
     save_checkpoint(run.parent / "other", create_generator("dcgan", **other), step=0)
     shutil.copyfile(run.parent / "other" / WEIGHTS_FILE, run / WEIGHTS_FILE)
-    record_hash(run)
+    rehash_checkpoint(run)
 
 
 CHECKPOINT_TAMPERS = {
@@ -199,6 +200,7 @@ CHECKPOINT_TAMPERS = {
     "config.json from a newer version": config_newer,
     "weights of the wrong shapes": weights_wrong_shapes,
     "missing weights.safetensors": lambda run: (run / WEIGHTS_FILE).unlink(),
+    "flipped byte in weights.safetensors": lambda run: flip_byte(run / WEIGHTS_FILE),
     "missing config.json": lambda run: (run / "config.json").unlink(),
 }
 

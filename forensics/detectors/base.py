@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import abc
 import importlib
+import importlib.metadata
 import datetime
+import platform
 import io
 import json
 import os
@@ -25,7 +27,8 @@ import safetensors.numpy
 from sklearn.exceptions import NotFittedError
 
 import forensics
-from crashsafe import atomic_write_bytes, recover_files, replace_files
+from crashsafe import (ChecksumError, atomic_write_bytes, is_sha256_hex, read_checked,
+                       recover_files, replace_files, sha256_hex)
 from forensics.features.spectrum import check_rgb_image
 from forensics.metrics import binary_metrics, choose_threshold
 
@@ -42,7 +45,9 @@ __all__ = [
 ]
 
 BUNDLE_FORMAT = "gan-forensics-detector"
-BUNDLE_FORMAT_VERSION = 1
+# 2: detector.json records the SHA-256 of every file of the bundle ("sha256") and the
+# library versions that wrote it ("environment").
+BUNDLE_FORMAT_VERSION = 2
 MANIFEST_NAME = "detector.json"
 
 _REGISTRY: dict[str, type[Detector]] = {}
@@ -135,6 +140,14 @@ def read_manifest(folder: str | os.PathLike) -> dict:
     version = manifest.get("format_version")
     if not isinstance(version, int) or isinstance(version, bool) or version < 1:
         raise BundleError(folder, f"format_version {version!r} is not a positive integer")
+    if version < BUNDLE_FORMAT_VERSION:
+        raise BundleError(
+            folder,
+            f"format_version {version} predates the SHA-256 checksums of format "
+            f"{BUNDLE_FORMAT_VERSION}, so its files cannot be checked",
+            "retrain it with `forensics detector train` (this is "
+            f"gan-forensics {forensics.__version__})",
+        )
     if version > BUNDLE_FORMAT_VERSION:
         raise BundleError(
             folder,
@@ -150,24 +163,90 @@ def read_manifest(folder: str | os.PathLike) -> dict:
         _check_array_file_name(folder, name)
         if not (folder / name).is_file():
             raise BundleError(folder, f"missing array file {name} listed in {MANIFEST_NAME}")
+    checksums = manifest.get("sha256")
+    if not isinstance(checksums, dict) or not all(
+            isinstance(name, str) and is_sha256_hex(value) for name, value in checksums.items()):
+        raise BundleError(folder, f"{MANIFEST_NAME} has no 'sha256' object mapping each file "
+                                  "of the bundle to its SHA-256")
+    unlisted = sorted(set(arrays) - set(checksums))
+    if unlisted:
+        raise BundleError(folder, f"{MANIFEST_NAME} records no SHA-256 for {', '.join(unlisted)}")
     return manifest
 
 
-def load_arrays(folder: str | os.PathLike, name: str) -> dict[str, np.ndarray]:
+def _bundle_file(folder: Path, relative: str) -> Path:
+    """``folder/relative`` for a path a manifest lists, refused when it leaves the folder."""
+    path = folder / relative
+    if Path(relative).is_absolute() or ".." in Path(relative).parts or path.is_symlink():
+        raise BundleError(folder, f"{MANIFEST_NAME} lists {relative!r}, which is not a plain "
+                                  "file inside the bundle folder")
+    return path
+
+
+def read_bundle_file(folder: str | os.PathLike, relative: str, manifest: Mapping) -> bytes:
+    """The bytes of a file the bundle's ``sha256`` lists, after checking them against it."""
+    folder = Path(folder)
+    path = _bundle_file(folder, relative)
+    try:
+        return read_checked(path, manifest["sha256"][relative])
+    except ChecksumError:
+        raise BundleError(folder, f"{relative} does not match the SHA-256 recorded in "
+                                  f"{MANIFEST_NAME} (a corrupted or altered file: a flipped "
+                                  "bit, a truncated copy or a file swapped in)",
+                          "get an intact copy of the bundle folder or retrain it with "
+                          "`forensics detector train`") from None
+    except OSError as error:
+        raise BundleError(folder, f"{relative} listed in {MANIFEST_NAME} cannot be read "
+                                  f"({error.strerror or error})") from None
+
+
+def verify_bundle_files(folder: str | os.PathLike, manifest: Mapping,
+                        skip: Sequence[str] = ()) -> None:
+    """Check every file the bundle's ``sha256`` lists (but ``skip``, checked where read)."""
+    for relative in sorted(manifest["sha256"]):
+        if relative not in skip:
+            read_bundle_file(folder, relative, manifest)
+
+
+def _checksums(stage: Path) -> dict[str, str]:
+    """SHA-256 of every file written into a staged bundle, by path relative to it."""
+    return {path.relative_to(stage).as_posix(): sha256_hex(path.read_bytes())
+            for path in sorted(stage.rglob("*"))
+            if path.is_file() and not path.name.endswith(".tmp")}
+
+
+RECORDED_PACKAGES = ("numpy", "scikit-learn", "scipy", "torch", "timm")
+
+
+def library_versions() -> dict[str, str | None]:
+    """Python's and the numeric libraries' versions (None when not installed), read without
+    importing them: a bundle records them so that a reload computing other numbers can say
+    which versions differ."""
+    versions: dict[str, str | None] = {"python": platform.python_version()}
+    for package in RECORDED_PACKAGES:
+        try:
+            versions[package] = importlib.metadata.version(package)
+        except importlib.metadata.PackageNotFoundError:
+            versions[package] = None
+    return versions
+
+
+def load_arrays(folder: str | os.PathLike, name: str, manifest: Mapping) -> dict[str, np.ndarray]:
     """Load every array of ``folder/name``: .npz with ``allow_pickle=False``, or .safetensors.
 
-    Object arrays and pickle payloads are refused before anything is unpickled (safetensors
-    holds only a JSON header and raw numbers), so loading never runs code from the file; this
-    and any other unreadable file raises BundleError.
+    The bytes are first checked against the SHA-256 that ``manifest`` (the bundle's
+    detector.json) records for the file. Object arrays and pickle payloads are refused before
+    anything is unpickled (safetensors holds only a JSON header and raw numbers), so loading
+    never runs code from the file; this and any other unreadable file raises BundleError.
     """
     folder = Path(folder)
     name = _check_array_file_name(folder, name)
-    path = folder / name
-    if not path.is_file():
+    if not (folder / name).is_file():
         raise BundleError(folder, f"missing array file {name}")
+    data = read_bundle_file(folder, name, manifest)
     if name.endswith(".safetensors"):
         try:
-            return safetensors.numpy.load_file(path)
+            return safetensors.numpy.load(data)
         except (safetensors.SafetensorError, OSError, ValueError) as error:
             raise BundleError(
                 folder,
@@ -176,7 +255,7 @@ def load_arrays(folder: str | os.PathLike, name: str) -> dict[str, np.ndarray]:
             ) from None
     arrays = None
     try:
-        loaded = np.load(path, allow_pickle=False)
+        loaded = np.load(io.BytesIO(data), allow_pickle=False)
         if isinstance(loaded, np.lib.npyio.NpzFile):
             with loaded:
                 arrays = {key: loaded[key] for key in loaded.files}
@@ -271,6 +350,7 @@ class Detector(abc.ABC):
     known_failure_modes: ClassVar[tuple[str, ...]] = ()
     variant_param: ClassVar[str | None] = None
     calibration_: dict[str, Any] | None = None
+    saved_with_: Mapping[str, Any] = {}  # a loaded bundle's "environment"
     train_state_dir: str | os.PathLike | None = None
 
     @abc.abstractmethod
@@ -306,6 +386,22 @@ class Detector(abc.ABC):
     @abc.abstractmethod
     def _restore(self, folder: Path, arrays: dict[str, dict[str, np.ndarray]]) -> None:
         """Set the learned model from loaded arrays; raise BundleError if they do not fit."""
+
+    def incompatible(self, folder: Path, what: str) -> BundleError:
+        """The refusal of a bundle whose files are intact (each matched its SHA-256) but whose
+        model computes other numbers here than where it was saved: ``what`` says which numbers;
+        the message names the library versions that differ."""
+        now = library_versions()
+        differ = [f"{name} {saved} then, {now.get(name)} now"
+                  for name, saved in sorted(self.saved_with_.items()) if now.get(name) != saved]
+        return BundleError(
+            folder,
+            f"{what}, although its files are intact (each matches its SHA-256 in "
+            f"{MANIFEST_NAME}): these libraries compute other numbers than the ones that saved "
+            f"it ({'; '.join(differ) or 'the same versions are installed'})",
+            "install the versions it was saved with, or retrain it here with "
+            "`forensics detector train`",
+        )
 
     def resumes_training(self) -> bool:
         """Whether ``fit`` keeps a state in ``train_state_dir`` and continues from it."""
@@ -406,9 +502,10 @@ class Detector(abc.ABC):
             "arrays": sorted(arrays),
             "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
             "library_version": forensics.__version__,
+            "environment": library_versions(),
         }
         # Serialise everything before writing anything, so a bad value leaves no partial bundle.
-        text = json.dumps(manifest, indent=2, allow_nan=False, default=_json_default) + "\n"
+        json.dumps(manifest, allow_nan=False, default=_json_default)
         files = {
             _check_array_file_name(folder, n): _array_file_bytes(n, a) for n, a in arrays.items()
         }
@@ -417,7 +514,10 @@ class Detector(abc.ABC):
             for name, data in files.items():
                 atomic_write_bytes(stage / name, data)
             self._save_parts(stage)
-            atomic_write_bytes(stage / MANIFEST_NAME, text.encode("utf-8"))
+            # Every file written above (an ensemble's members included), by its SHA-256.
+            manifest["sha256"] = _checksums(stage)
+            text = json.dumps(manifest, indent=2, allow_nan=False, default=_json_default)
+            atomic_write_bytes(stage / MANIFEST_NAME, (text + "\n").encode("utf-8"))
 
         replace_files(folder, write, last=MANIFEST_NAME)
         return folder
@@ -444,7 +544,10 @@ class Detector(abc.ABC):
         except (TypeError, ValueError) as error:
             raise BundleError(folder, f"'params' do not fit {cls.__name__} ({error})") from None
         detector.calibration_ = manifest.get("calibration")
-        detector._restore(folder, {name: load_arrays(folder, name) for name in manifest["arrays"]})
+        detector.saved_with_ = manifest.get("environment") or {}
+        verify_bundle_files(folder, manifest, skip=manifest["arrays"])  # arrays: as they load
+        detector._restore(folder, {name: load_arrays(folder, name, manifest)
+                                   for name in manifest["arrays"]})
         detector.threshold_ = float(threshold)
         detector.training_info_ = manifest.get("training") or {}
         detector.validation_metrics_ = manifest.get("validation")

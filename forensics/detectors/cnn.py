@@ -614,11 +614,13 @@ class CNNDetector(Detector):
             raise BundleError(folder, f"{WEIGHTS_FILE} does not fit a {self.backbone} "
                                       f"network ({error})") from None
         self.network_ = _place(network, self.torch_device()).eval()
-        expected = float(tensors["probe_logit"][0])
-        if not math.isclose(self._probe_logit(), expected, rel_tol=_PROBE_TOLERANCE,
-                            abs_tol=_PROBE_TOLERANCE):
-            raise BundleError(folder, "the rebuilt network does not reproduce the logit saved "
-                                      "with it (corrupt weights or an incompatible timm version)")
+        # The checksums proved the weights intact; the probe checks this timm/torch computes
+        # with them what the saving one did.
+        expected, actual = float(tensors["probe_logit"][0]), self._probe_logit()
+        if not math.isclose(actual, expected, rel_tol=_PROBE_TOLERANCE, abs_tol=_PROBE_TOLERANCE):
+            raise self.incompatible(folder, f"the rebuilt {self.backbone} network gives the probe "
+                                            f"image the logit {actual:.4f}, not the "
+                                            f"{expected:.4f} saved with it")
 
 
 def _memory_format(device: torch.device) -> torch.memory_format:

@@ -181,7 +181,5 @@ class SpectralDetector(Detector):
         self.probe_features_ = w["probe_features"].astype(np.float64)
         if not np.allclose(self._proba_of_features(self.probe_features_), w["probe_proba"],
                            rtol=1e-9, atol=1e-12):
-            raise BundleError(
-                folder,
-                "the rebuilt model does not reproduce the scores saved with it (corrupt weights)",
-            )
+            raise self.incompatible(folder, "the rebuilt model does not reproduce the scores "
+                                            "saved with its probe rows")

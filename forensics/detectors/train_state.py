@@ -4,7 +4,8 @@ Layout of a state folder (``forensics detector train`` keeps it in ``<out>/.trai
 
 - ``state.safetensors``: every tensor of the state (network weights, optimizer moments, RNG
   states, ...) under a dotted key (``optimiser.state.0.exp_avg``);
-- ``state.json``: the format, the fingerprint of the training inputs and parameters, and the
+- ``state.json``: the format, the SHA-256 of ``state.safetensors`` (checked before it is
+  parsed), the fingerprint of the training inputs and parameters, and the
   rest of the state tree as a JSON skeleton whose ``{"$tensor": key}`` leaves point into the
   safetensors file, with dict keys kept with their types (optimizers index their state by int).
 
@@ -26,8 +27,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from crashsafe import (LeafStore, atomic_write_bytes, decode_tree, encode_tree, fsync_dir,
-                       recover_files, replace_files)
+from crashsafe import (ChecksumError, LeafStore, atomic_write_bytes, decode_tree, encode_tree,
+                       fsync_dir, read_checked, recover_files, replace_files, sha256_hex)
 
 if TYPE_CHECKING:
     import torch
@@ -45,7 +46,7 @@ __all__ = [
 
 TRAIN_STATE_DIR = ".train-state"
 STATE_FORMAT = "gan-forensics-detector-train-state"
-STATE_VERSION = 1
+STATE_VERSION = 2  # 2: state.json records the SHA-256 of state.safetensors
 STATE_JSON = "state.json"
 STATE_TENSORS = "state.safetensors"
 
@@ -119,10 +120,11 @@ def save_train_state(folder: str | os.PathLike, state: Mapping[str, Any], *,
     from safetensors.torch import save
 
     tensors, skeleton = encode_state(dict(state))
+    data = save(tensors)
     document = {"format": STATE_FORMAT, "version": STATE_VERSION,
+                "files": {STATE_TENSORS: sha256_hex(data)},
                 "fingerprint": dict(fingerprint), "state": skeleton}
     text = json.dumps(document, indent=1) + "\n"  # NaN/inf allowed: json reads them back
-    data = save(tensors)
 
     def write(stage: Path) -> None:
         atomic_write_bytes(stage / STATE_TENSORS, data)
@@ -174,10 +176,16 @@ def load_train_state(folder: str | os.PathLike,
             "validation images (their SHA-256 differs); resume with the same corpora, or rerun "
             "without --resume to train from scratch")
     from safetensors import SafetensorError
-    from safetensors.torch import load_file
+    from safetensors.torch import load
 
     try:
-        tensors = load_file(folder / STATE_TENSORS)
+        expected = (document.get("files") or {})[STATE_TENSORS]
+        tensors = load(read_checked(folder / STATE_TENSORS, expected))
+    except (KeyError, TypeError):
+        raise _unreadable(folder, f"{STATE_JSON} records no SHA-256 for {STATE_TENSORS}") from None
+    except ChecksumError:
+        raise _unreadable(folder, f"{STATE_TENSORS} does not match the SHA-256 recorded in "
+                                  f"{STATE_JSON} (a corrupted or altered file)") from None
     except (SafetensorError, OSError, ValueError) as error:
         raise _unreadable(folder, f"{STATE_TENSORS} is not a valid .safetensors file: "
                                   f"{error}") from None
