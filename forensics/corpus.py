@@ -141,6 +141,28 @@ def discover_corpus(root: str | os.PathLike,
                       "corpus written by `forensics corpus bundled` or `forensics zoo sample`")
 
 
+def image_splits(folder: str | os.PathLike,
+                 fractions: Sequence[float] = DEFAULT_FRACTIONS) -> list[tuple[Path, str]]:
+    """Each image of ``folder`` with its split, sorted by path: what a derived image (a
+    translation of it) must inherit so that it never crosses from test into train.
+
+    A corpus's images as :func:`discover_corpus` reads them (the manifest's split, else the hash
+    split of the path relative to the folder); any other folder's images with that hash split.
+    """
+    root = Path(folder)
+    if not root.is_dir():
+        raise CorpusError(root, "not a folder" if root.exists() else "folder does not exist",
+                          "pass a folder of images (or a corpus folder)")
+    try:
+        corpus = discover_corpus(root, fractions)
+    except CorpusError:
+        if (root / MANIFEST_NAME).is_file():
+            raise  # a manifest that cannot be read: its splits are unknown
+        return [(p, split_for(p.relative_to(root).as_posix(), fractions))
+                for p in iter_image_files([root])]
+    return [(it.path, it.split) for it in corpus.items]
+
+
 def _item(root: Path, path: Path, label: int, generator: str | None, split: str | None,
           fractions: Sequence[float], meta: dict[str, Any] | None = None) -> CorpusItem:
     rel = path.relative_to(root).as_posix()

@@ -71,24 +71,19 @@ def _write_json(path: Path, data: Any) -> None:
     atomic_write_text(path, json.dumps(data, indent=2) + "\n")
 
 
-def _domains(real: Corpus, out: Path) -> dict[str, Path]:
-    """Copy the real patches into colour/ and grey/ folders: CycleGAN's two domains."""
-    folders = {tone: out / "domains" / tone for tone in ("colour", "grey")}
-    for folder in folders.values():
-        folder.mkdir(parents=True, exist_ok=True)
-    for it in real.items:
-        shutil.copyfile(it.path, folders[it.meta["tone"]] / it.path.name)
-    return folders
-
-
 def _train_generators(cfg: DemoConfig, real: Corpus, out: Path, seed: int, device: str,
                       progress: bool) -> dict[str, Path]:
-    """Train each generator on real train patches and sample it into ``out/fake_<name>``."""
+    """Train each generator on real train patches and sample it into ``out/fake_<name>``.
+
+    CycleGAN translates colour patches of every split, each into its source's split, so no
+    translation of a test photo lands in the detectors' training data.
+    """
     from generators.sampling import sample_images
     from generators.trainer import train_gan
 
     train = real.select(split="train", label=REAL)
-    domains = _domains(real, out)
+    colour = [(it.path, it.split) for it in real.select(label=REAL)
+              if it.meta["tone"] == "colour"]
     fake_dirs = {}
     for name in GENERATORS:
         run, fake = out / "runs" / name, out / f"fake_{name}"
@@ -106,7 +101,7 @@ def _train_generators(cfg: DemoConfig, real: Corpus, out: Path, seed: int, devic
                   device=device, config_overrides=overrides, progress=progress)
         if fake.exists():
             shutil.rmtree(fake)  # a demo rerun starts its fake corpora afresh
-        source = domains["colour"] if name == "cyclegan" else None
+        source = colour if name == "cyclegan" else None
         sample_images(run, cfg.n_fake, fake, seed=seed + 1_000_000, device=device,
                       progress=progress, source=source)
         fake_dirs[name] = fake

@@ -120,9 +120,15 @@ def has_checkpoint(run_dir: str | Path) -> bool:
     return (Path(run_dir) / CONFIG_FILE).is_file()
 
 
-def read_checkpoint_config(run_dir: str | Path) -> dict:
-    """The parsed ``config.json`` of a checkpoint folder, checked for format and version."""
-    recover_checkpoint(run_dir)
+def read_checkpoint_config(run_dir: str | Path, *, recover: bool = True) -> dict:
+    """The parsed ``config.json`` of a checkpoint folder, checked for format and version.
+
+    ``recover=False`` leaves the folder untouched (for viewers such as the app: the save in
+    progress of a training beside them is not theirs to finish or discard) and reads the
+    last complete checkpoint's config.
+    """
+    if recover:
+        recover_checkpoint(run_dir)
     path = Path(run_dir) / CONFIG_FILE
     try:
         document = json.loads(path.read_text(encoding="utf-8"))

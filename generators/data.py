@@ -23,19 +23,6 @@ from torch.utils.data import Dataset
 _DECODE_ERRORS = (OSError, ValueError, SyntaxError, Image.DecompressionBombError)
 
 
-IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff"})
-
-
-def list_image_files(folder: str | Path) -> list[Path]:
-    """Image files (by suffix) anywhere under ``folder``, sorted; FileNotFoundError if absent."""
-    folder = Path(folder)
-    if not folder.is_dir():
-        raise FileNotFoundError(f"image folder {folder} does not exist; pass an existing "
-                                "folder of images")
-    return sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES
-                  and p.is_file())
-
-
 def load_square_rgb(path: str | Path, resolution: int) -> Image.Image:
     """Decode ``path`` to RGB (EXIF orientation applied), resize the shorter side to
     ``resolution`` (bicubic, antialiased when shrinking) and centre-crop a square."""

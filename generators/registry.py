@@ -1,13 +1,16 @@
 """One factory over a registry of GAN families.
 
-A family registers a builder with its default config as plain data::
+A family registers a builder with its default config, and the values it supports of keys that
+take a choice (its training step applies them), as plain data::
 
-    @register_generator("dcgan", {"resolution": 64, "nz": 100, ...})
-    def build_dcgan(config: dict) -> tuple[nn.Module, nn.Module]:
+    @register_generator("stylegan", {"resolution": 32, "loss": "nonsaturating", ...},
+                        choices={"loss": ("nonsaturating", "hinge", "lsgan")})
+    def build_stylegan(config: dict) -> tuple[nn.Module, nn.Module]:
         ...
 
 and everything else goes through ``create_generator("dcgan", resolution=32)``, which merges
-the overrides into the defaults, rejects unknown keys and returns a :class:`GanPair`.
+the overrides into the defaults, refuses keys and values the family does not support (one
+message naming the family, the option and what it supports) and returns a :class:`GanPair`.
 ``list_generators()`` shows what exists and the defaults of each; ``get_family(name)`` also
 tells which training step and which kind of data the family needs (see ``generators.trainer``
 for the step contract).
@@ -18,7 +21,7 @@ from __future__ import annotations
 import copy
 import importlib
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Mapping, Sequence
 
 from torch import nn
 
@@ -44,11 +47,13 @@ DATASET_KINDS = {
 
 @dataclass(frozen=True)
 class Family:
-    """A registered GAN family: how to build it, its defaults, its step and its data."""
+    """A registered GAN family: how to build it, its defaults, the values it supports of keys
+    that take a choice, its step and its data."""
 
     name: str
     builder: Builder
     default_config: dict
+    choices: dict[str, tuple]
     step_class: type | None  # None: generators.steps.AdversarialStep
     dataset: str
 
@@ -104,24 +109,37 @@ class GanPair(nn.Module):
 
 
 def register_generator(name: str, default_config: dict, *, step_class: type | None = None,
-                       dataset: str = "images") -> Callable[[Builder], Builder]:
+                       dataset: str = "images",
+                       choices: Mapping[str, Sequence[Any]] | None = None
+                       ) -> Callable[[Builder], Builder]:
     """Decorator registering ``builder(config)`` under ``name``.
 
     The builder returns ``(generator, discriminator)`` or a mapping ``{net name: module}``.
     ``default_config`` lists every key the family accepts (architecture and hyperparameters,
-    JSON-friendly values); a ``"loss"`` key, when present, must name an entry of
-    ``losses.LOSSES``. ``step_class`` is the training step (default
-    ``generators.steps.AdversarialStep``; contract in ``generators.trainer``); ``dataset`` is
-    one of :data:`DATASET_KINDS`.
+    JSON-friendly values); ``choices`` the values a key may take where only some are
+    supported: a ``"loss"`` key must list the entries of ``losses.LOSSES`` that the family's
+    step applies (wgan-gp only where it adds the gradient penalty). ``step_class`` is the
+    training step (default ``generators.steps.AdversarialStep``; contract in
+    ``generators.trainer``); ``dataset`` is one of :data:`DATASET_KINDS`.
     """
     if dataset not in DATASET_KINDS:
         raise ValueError(f"dataset must be one of {sorted(DATASET_KINDS)}, got {dataset!r}")
+    allowed = {key: tuple(values) for key, values in (choices or {}).items()}
+    if "loss" in default_config and "loss" not in allowed:
+        raise ValueError(f"{name!r} has a loss key: declare the losses its step applies "
+                         "(choices={'loss': (...)})")
+    for key, values in allowed.items():
+        if key not in default_config or default_config[key] not in values:
+            raise ValueError(f"choices of {name!r}: {key!r} must be a config key whose default "
+                             f"is one of {list(values)}")
+    if not set(allowed.get("loss", ())) <= set(LOSSES):
+        raise ValueError(f"choices of {name!r}: losses must be among {sorted(LOSSES)}")
 
     def decorator(builder: Builder) -> Builder:
         if name in _REGISTRY:
             raise ValueError(f"a generator named {name!r} is already registered")
         _REGISTRY[name] = Family(name, builder, _normalise(copy.deepcopy(default_config)),
-                                 step_class, dataset)
+                                 allowed, step_class, dataset)
         return builder
 
     return decorator
@@ -152,7 +170,8 @@ def list_generators() -> dict[str, dict]:
 
 
 def resolve_config(name: str, **overrides: Any) -> dict:
-    """The family's defaults updated by ``overrides``, validated for keys and loss name.
+    """The family's defaults updated by ``overrides``; ValueError for a key or a value the
+    family does not support (its step would silently ignore it).
 
     JSON arrays in the overrides are read as tuples, so a config read back from
     ``config.json`` equals the one saved.
@@ -160,13 +179,23 @@ def resolve_config(name: str, **overrides: Any) -> dict:
     family = get_family(name)
     unknown = sorted(set(overrides) - set(family.default_config))
     if unknown:
-        raise ValueError(f"unknown config key(s) {unknown} for generator {name!r}; "
-                         f"valid keys: {sorted(family.default_config)}")
+        elsewhere = sorted(other.name for other in _REGISTRY.values()
+                           if set(unknown) & set(other.default_config))
+        raise _unsupported(name, f"config key(s) {unknown}"
+                           + (f" (options of {', '.join(elsewhere)})" if elsewhere else ""),
+                           f"valid keys: {sorted(family.default_config)}")
     config = {**copy.deepcopy(family.default_config), **_normalise(copy.deepcopy(overrides))}
-    if "loss" in config and config["loss"] not in LOSSES:
-        raise ValueError(f"unknown loss {config['loss']!r} for generator {name!r}; "
-                         f"choose one of {sorted(LOSSES)}")
+    for key, values in family.choices.items():
+        if config[key] not in values:
+            raise _unsupported(name, f"{key}={config[key]!r}",
+                               f"it supports {key} in {sorted(values)}")
     return config
+
+
+def _unsupported(name: str, what: str, supported: str) -> ValueError:
+    """The one message for a config the family ``name`` does not support."""
+    return ValueError(f"generator {name!r} does not support {what}; {supported} "
+                      "(`forensics zoo list` shows each family's options)")
 
 
 def create_generator(name: str, **overrides: Any) -> GanPair:

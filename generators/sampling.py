@@ -5,8 +5,10 @@ image whatever the batch. Conditional families (``dataset="labelled"``) draw see
 class ``s % num_classes`` by default, or every seed from one class (``class_name``; images then
 go to ``<class>/seed{s:06d}.png``). ``truncation`` (families whose generator's ``forward``
 takes a ``truncation`` argument, e.g. StyleGAN) adds ``_psi<value>`` to the names. Translation
-families (``dataset="paired"``) map the images of a ``source`` folder through the family
-step's ``translate(pair, images, direction)`` hook, one ``<stem>_<direction>.png`` per source.
+families (``dataset="paired"``) map ``source`` images through the family step's
+``translate(pair, images, direction)`` hook, one ``<stem>_<direction>.png`` per source; each
+source comes with its split, which its translation inherits (a translation of a test image is
+a test image: in another split it would leak the test photo into training).
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from tqdm.auto import tqdm
 from crashsafe import append_jsonl, read_jsonl
 
 from .checkpoint import checkpoint_sha256, load_checkpoint
-from .data import list_image_files, load_square_rgb
+from .data import load_square_rgb
 from .images import save_png, tensor_to_uint8
 from .registry import GanPair, get_family
 from .runtime import resolve_device
@@ -93,14 +95,16 @@ class _Job:
 def sample_images(run_dir: str | Path, n: int, out_dir: str | Path, *, seed: int = 0,
                   batch_size: int = 64, device: str = "auto", progress: bool = True,
                   class_name: str | None = None, truncation: float | None = None,
-                  source: str | Path | None = None, direction: str = "AtoB") -> list[dict]:
+                  source: Sequence[tuple[str | Path, str]] | None = None,
+                  direction: str = "AtoB") -> list[dict]:
     """Write ``n`` images of the checkpoint in ``run_dir`` to ``out_dir``; return their rows.
 
-    Latent families use seeds ``seed..seed+n-1``; translation families the first ``n`` images
-    (sorted by path) of ``source``. Each new image gets one row in ``out_dir/manifest.jsonl``:
-    ``path`` (relative to ``out_dir``), ``label`` ("fake"), ``generator``, ``checkpoint``
-    (``run_dir`` as given), ``checkpoint_sha256``, ``seed`` (None for translations),
-    ``resolution``, and ``class`` / ``truncation`` / ``source`` + ``direction`` where they
+    Latent families use seeds ``seed..seed+n-1``; translation families the first ``n`` of the
+    ``source`` images, given as (path, split) pairs (``forensics.corpus.image_splits`` lists a
+    folder's). Each new image gets one row in ``out_dir/manifest.jsonl``: ``path`` (relative to
+    ``out_dir``), ``label`` ("fake"), ``generator``, ``checkpoint`` (``run_dir`` as given),
+    ``checkpoint_sha256``, ``seed`` (None for translations), ``resolution``, and ``class`` /
+    ``truncation`` / ``source`` + ``split`` (the source's) + ``direction`` where they
     apply. Images whose row and PNG already exist are skipped, so rerunning after an
     interruption resumes without duplicating rows. Raises ValueError if ``out_dir`` already
     holds one of these images from another checkpoint, or for options the family lacks.
@@ -160,8 +164,9 @@ def _latent_jobs(pair: GanPair, document: dict, n: int, seed: int, class_name: s
     return jobs, produce
 
 
-def _translation_jobs(pair: GanPair, n: int, source: str | Path | None, direction: str,
-                      device: torch.device) -> tuple[list[_Job], Callable[[list], torch.Tensor]]:
+def _translation_jobs(pair: GanPair, n: int, source: Sequence[tuple[str | Path, str]] | None,
+                      direction: str, device: torch.device
+                      ) -> tuple[list[_Job], Callable[[list], torch.Tensor]]:
     if source is None:
         raise ValueError(f"generator {pair.name!r} translates images: give a source folder "
                          f"(--source DIR) and a direction ({' or '.join(DIRECTIONS)})")
@@ -170,13 +175,14 @@ def _translation_jobs(pair: GanPair, n: int, source: str | Path | None, directio
     translate = getattr(get_family(pair.name).resolve_step_class(), "translate", None)
     if translate is None:
         raise ValueError(f"generator family {pair.name!r} provides no translate hook")
-    paths = list_image_files(source)[:n]
-    if not paths:
-        raise ValueError(f"no images found in the source folder {source}")
+    chosen = [(Path(path), split) for path, split in list(source)[:n]]
+    if not chosen:
+        raise ValueError("no source images to translate; pass a --source folder holding images")
     resolution = pair.config["resolution"]
     jobs = [_Job(f"{path.stem}_{direction}.png",
-                 {"seed": None, "source": str(path), "direction": direction}, path)
-            for path in paths]
+                 {"seed": None, "source": str(path), "split": split, "direction": direction},
+                 path)
+            for path, split in chosen]
 
     def produce(items: list) -> torch.Tensor:
         arrays = np.stack([np.asarray(load_square_rgb(p, resolution)) for p in items])

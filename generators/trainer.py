@@ -43,7 +43,8 @@ Step contract (a family's ``register_generator(..., step_class=...)``; default
 - optional ``preview() -> Tensor (N, 3, R, R)``: images for the grid and diagnostics when the
   sample model takes no latents (translation families).
 - optional ``@staticmethod translate(pair, images, direction) -> images``: what
-  ``sample_images(..., source=DIR, direction="AtoB"|"BtoA")`` calls (paired families).
+  ``sample_images(..., source=[(path, split), ...], direction="AtoB"|"BtoA")`` calls (paired
+  families).
 """
 
 from __future__ import annotations

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 
 from forensics.bundled import SOURCE_PHOTOS, write_bundled_corpus
-from forensics.corpus import (FAKE, REAL, CorpusError, discover_corpus, iter_image_files,
-                              split_for)
+from forensics.corpus import (FAKE, REAL, CorpusError, discover_corpus, image_splits,
+                              iter_image_files, split_for)
 from forensics.images import load_image, save_png
 
 
@@ -89,6 +89,24 @@ def test_missing_and_unlabelled_folders_are_clear_errors(tmp_path):
     _png(tmp_path / "x.png")
     with pytest.raises(CorpusError, match="datasets.md"):
         discover_corpus(tmp_path)
+
+
+def test_image_splits_are_the_corpus_readers_or_the_path_hash(tmp_path):
+    """What a translation inherits from each source image (forensics zoo sample --source)."""
+    plain = tmp_path / "plain"
+    for name in ("a.png", "sub/b.png"):
+        _png(plain / name)
+    assert image_splits(plain) == [(plain / "a.png", split_for("a.png")),
+                                   (plain / "sub" / "b.png", split_for("sub/b.png"))]
+    corpus = tmp_path / "corpus"
+    _png(corpus / "x.png")
+    (corpus / "manifest.jsonl").write_text('{"path": "x.png", "label": "real", "split": "val"}\n')
+    assert image_splits(corpus) == [(corpus / "x.png", "val")]
+    (corpus / "manifest.jsonl").write_text("{oops\n")  # unknown splits are not guessed
+    with pytest.raises(CorpusError, match="line 1"):
+        image_splits(corpus)
+    with pytest.raises(CorpusError, match="pass a folder of images"):
+        image_splits(tmp_path / "missing")
 
 
 def test_iter_image_files_survives_symlink_loop(tmp_path):

@@ -46,6 +46,24 @@ CASES = {
     "zoo train: unknown --set key": (
         "zoo train dcgan --data {corpus} --out {tmp}/run --steps 1 --set nosuchkey=1", 2,
         "nosuchkey", "valid keys"),
+    # an option the family's step would ignore: refused, naming family, option and what it takes
+    "zoo train: stylegan --set loss=wgan-gp (no gradient penalty)": (
+        "zoo train stylegan --data {corpus} --out {tmp}/run --steps 1 --set loss=wgan-gp", 2,
+        "'stylegan' does not support loss='wgan-gp'",
+        "supports loss in ['hinge', 'lsgan', 'nonsaturating']"),
+    "zoo train: cyclegan --set loss=wgan-gp (no gradient penalty)": (
+        "zoo train cyclegan --data {corpus} --data-b {corpus} --out {tmp}/run --steps 1 "
+        "--set loss=wgan-gp", 2, "'cyclegan' does not support loss='wgan-gp'",
+        "supports loss in ['hinge', 'lsgan', 'nonsaturating']"),
+    "zoo train: stylegan --set spectral_norm / lr_d (dcgan options)": (
+        "zoo train stylegan --data {corpus} --out {tmp}/run --steps 1 --set spectral_norm=true "
+        "--set lr_d=0.001", 2, "'stylegan' does not support config key(s) ['lr_d', "
+        "'spectral_norm'] (options of cgan, dcgan)", "valid keys: ['batch_size'"),
+    "zoo train: cyclegan --set diffaugment / r1_gamma / ema_beta": (
+        "zoo train cyclegan --data {corpus} --data-b {corpus} --out {tmp}/run --steps 1 "
+        "--set diffaugment=color --set r1_gamma=1 --set ema_beta=0.99", 2,
+        "'cyclegan' does not support config key(s) ['diffaugment', 'ema_beta', 'r1_gamma']",
+        "valid keys: ['batch_size'"),
     "zoo sample: not a run folder": (
         "zoo sample {plain} --n 1 --out {tmp}/s", 2, "{plain}", "forensics zoo train"),
     "zoo metrics: --real missing": (

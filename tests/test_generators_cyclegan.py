@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -10,6 +11,7 @@ import torch
 from PIL import Image
 
 from forensics.cli import main as forensics_main
+from forensics.corpus import discover_corpus, split_for
 from generators import checkpoint_sha256, train_gan
 from generators.checkpoint import decode_state, encode_state
 from generators.nets.cyclegan import PatchDiscriminator, ResnetBlock
@@ -213,3 +215,34 @@ def test_cli_trains_on_two_domains_and_translates_a_folder(tmp_path, domains):
     assert {row["direction"] for row in rows} == {"BtoA"}
     assert {row["generator"] for row in rows} == {"cyclegan"}
     assert np.asarray(Image.open(fakes / rows[0]["path"])).shape == (32, 32, 3)
+
+
+def test_translations_inherit_the_split_of_their_source(tmp_path, domains):
+    """A fake keeps its source's split: from the source corpus's manifest, else the hash of
+    the source's path; corpus discovery of the fakes keeps it. A translation of a test photo
+    in the train split would leak the test photo into training."""
+    paths_a, paths_b = domains
+    run = tmp_path / "run"
+    train_gan("cyclegan", paths_a, run, data_b=paths_b, steps=1, device="cpu", progress=False,
+              diagnostics_every=0, config_overrides={**TINY, "batch_size": 2})
+    corpus = tmp_path / "bundled"
+    assert forensics_main(["corpus", "bundled", str(corpus), "--size", "32", "--count", "24",
+                           "-q"]) == 0
+    plain = paths_b[0].parent  # no manifest: splits by the hash of the path under the folder
+    for source in (corpus, plain):
+        fakes = tmp_path / f"fakes_{source.name}"
+        assert forensics_main(["zoo", "sample", str(run), "--n", "24", "--out", str(fakes),
+                               "--source", str(source), "-q"]) == 0
+        expected = ({it.path: it.split for it in discover_corpus(corpus).items}
+                    if source == corpus else
+                    {p: split_for(p.relative_to(plain).as_posix()) for p in paths_b})
+        rows = [json.loads(line) for line in (fakes / "manifest.jsonl").read_text().splitlines()]
+        assert len(rows) == len(expected)
+        assert {row["path"]: row["split"] for row in rows} == {
+            f"{Path(row['source']).stem}_AtoB.png": expected[Path(row["source"])] for row in rows}
+        found = discover_corpus(fakes).items
+        assert {it.path.name: it.split for it in found} == {
+            row["path"]: expected[Path(row["source"])] for row in rows}
+        # Without the source's split the fakes would split by their own paths: differently.
+        assert any(split_for(row["path"]) != row["split"] for row in rows)
+        assert len(set(expected.values())) > 1

@@ -8,10 +8,12 @@ from torch import nn
 
 from generators.diagnostics import CollapseProbe, mean_pairwise_distance, projection_features
 from generators.losses import get_loss, gradient_penalty, r1_penalty
-from generators.registry import create_generator
+from generators.registry import create_generator, get_family
 from generators.sampling import generate
 from generators.steps import AdversarialStep, ExponentialMovingAverage
 from generators_support import TINY, one_thread  # noqa: F401 (fixture)
+import test_generators_cyclegan as cyclegan
+import test_generators_stylegan as stylegan
 
 CPU = torch.device("cpu")
 
@@ -55,6 +57,31 @@ def test_wgan_gp_needs_a_discriminator_without_batchnorm():
     rows = [step(batch) for _ in range(3)]
     assert all(row["gp"] > 0 for row in rows)
     assert ["r1" in row for row in rows] == [True, False, True]  # lazy: every r1_every steps
+
+
+def _step_and_batch(name: str, loss: str):
+    """A fresh step of the family ``name`` at a tiny size with ``loss``, and a batch for it."""
+    if name == "stylegan":
+        return stylegan.make_step(loss=loss), stylegan.real_batch()
+    if name == "cyclegan":
+        return cyclegan.make_step(loss=loss), cyclegan.domain_batches()
+    torch.manual_seed(0)
+    pair = create_generator(name, **TINY, loss=loss, d_norm="none")
+    return AdversarialStep(pair, CPU), torch.rand(8, 3, 16, 16) * 2 - 1
+
+
+@pytest.mark.parametrize("name", ["dcgan", "stylegan", "cyclegan"])
+def test_every_loss_a_family_supports_changes_its_training(name):
+    """The losses a family declares are the ones its step applies: each gives D another loss
+    on the same nets and batch, and wgan-gp (where supported) adds its gradient penalty."""
+    rows = {}
+    for loss in get_family(name).choices["loss"]:
+        step, batch = _step_and_batch(name, loss)
+        torch.manual_seed(1)
+        rows[loss] = step(batch)
+    assert len({row["loss_d"] for row in rows.values()}) == len(rows) >= 3, rows
+    assert ("wgan-gp" in rows) == (name == "dcgan")
+    assert all(("gp" in row) == (loss == "wgan-gp") for loss, row in rows.items())
 
 
 def test_spectral_norm_bounds_every_discriminator_layer():

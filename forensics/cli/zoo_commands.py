@@ -60,7 +60,11 @@ def cmd_zoo_list(args: argparse.Namespace) -> int:
     from generators.registry import get_family, list_generators
 
     for name, cfg in list_generators().items():
-        print(f"{name} (data: {get_family(name).dataset}): {json.dumps(cfg)}")
+        family = get_family(name)
+        print(f"{name} (data: {family.dataset}): {json.dumps(cfg)}")
+        if family.choices:
+            print("  supports " + ", ".join(f"{key} in {list(values)}"
+                                            for key, values in family.choices.items()))
     return 0
 
 
@@ -119,13 +123,18 @@ def cmd_zoo_train(args: argparse.Namespace) -> int:
 
 
 def cmd_zoo_sample(args: argparse.Namespace) -> int:
+    from forensics.corpus import image_splits
     from generators.sampling import sample_images
 
     try:
+        source = None if args.source is None else image_splits(args.source)
+        if source is not None and not source:
+            raise CliError(f"--source {args.source} holds no images; pass a folder of images "
+                           "to translate")
         rows = sample_images(Path(args.run), args.n, Path(args.out), seed=args.seed,
                              batch_size=args.batch_size, device=args.device,
                              progress=not args.quiet, class_name=args.class_name,
-                             truncation=args.truncation, source=args.source,
+                             truncation=args.truncation, source=source,
                              direction=args.direction)
     except ValueError as exc:
         raise CliError(str(exc)) from None
@@ -242,7 +251,9 @@ def add_parsers(sub: argparse._SubParsersAction, common: argparse.ArgumentParser
                              "(default: classes cycle with the seed)")
     sample.add_argument("--truncation", type=float, metavar="PSI",
                         help="truncation psi (stylegan)")
-    sample.add_argument("--source", help="translation models: folder of images to translate")
+    sample.add_argument("--source", help="translation models: folder of images to translate; "
+                                         "each fake keeps its source's split (from the "
+                                         "folder's manifest.jsonl, else the path's hash)")
     sample.add_argument("--direction", choices=["AtoB", "BtoA"], default="AtoB")
     sample.add_argument("--batch-size", type=int, default=64)
     sample.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])

@@ -40,6 +40,8 @@ CYCLEGAN_DEFAULTS = {
     "total_steps": 20000,  # the lr reaches 0 here ...
     "decay_start": 0.5,  # ... falling linearly from this fraction of total_steps on
 }
+# The losses CycleGANStep applies: wgan-gp needs a gradient penalty, which it does not add.
+CYCLEGAN_CHOICES = {"loss": ("nonsaturating", "hinge", "lsgan")}
 
 
 def _conv_norm_relu(in_channels: int, out_channels: int, **conv: int) -> list[nn.Module]:
@@ -124,7 +126,8 @@ def _validate(config: dict) -> int:
     return positive_int(name, config, "n_blocks")
 
 
-@register_generator("cyclegan", CYCLEGAN_DEFAULTS, step_class=CycleGANStep, dataset="paired")
+@register_generator("cyclegan", CYCLEGAN_DEFAULTS, step_class=CycleGANStep, dataset="paired",
+                    choices=CYCLEGAN_CHOICES)
 def build_cyclegan(config: dict) -> dict[str, nn.Module]:
     n_blocks = _validate(config)
     nets = {

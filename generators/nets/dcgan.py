@@ -28,6 +28,7 @@ import torch
 from torch import nn
 from torch.nn.utils.parametrizations import spectral_norm
 
+from ..losses import LOSSES
 from ..registry import register_generator
 from .validation import adam_betas, augment_policy, number_in, positive_int
 
@@ -51,6 +52,8 @@ DCGAN_DEFAULTS = {
     "diffaugment": "",  # e.g. "color,translation,cutout" for small datasets (generators.augment)
 }
 CGAN_DEFAULTS = {**DCGAN_DEFAULTS, "resolution": 32, "num_classes": 10, "embed_dim": 32}
+# AdversarialStep applies every loss (wgan-gp with its penalty); "none" drops D's BatchNorms.
+DCGAN_CHOICES = {"loss": tuple(LOSSES), "d_norm": ("batch", "none")}
 
 
 def _num_doublings(resolution: int) -> int:
@@ -160,8 +163,6 @@ def _build(config: dict, num_classes: int = 0,
     number_in(family, config, "ema_beta", 0, 1)  # 0: no EMA (1 is refused by the EMA itself)
     adam_betas(family, config)
     augment_policy(family, config)
-    if config["d_norm"] not in ("batch", "none"):
-        raise ValueError(f"DCGAN d_norm must be 'batch' or 'none', got {config['d_norm']!r}")
     if config["loss"] == "wgan-gp" and config["d_norm"] == "batch":
         raise ValueError("WGAN-GP penalises each image's gradient, which BatchNorm in D couples "
                          "across the batch: set d_norm=none")
@@ -180,12 +181,12 @@ def _build(config: dict, num_classes: int = 0,
     return generator, discriminator
 
 
-@register_generator("dcgan", DCGAN_DEFAULTS)
+@register_generator("dcgan", DCGAN_DEFAULTS, choices=DCGAN_CHOICES)
 def build_dcgan(config: dict) -> tuple[DCGANGenerator, DCGANDiscriminator]:
     return _build(config)
 
 
-@register_generator("cgan", CGAN_DEFAULTS, dataset="labelled")
+@register_generator("cgan", CGAN_DEFAULTS, dataset="labelled", choices=DCGAN_CHOICES)
 def build_cgan(config: dict) -> tuple[DCGANGenerator, DCGANDiscriminator]:
     return _build(config, positive_int("cgan", config, "num_classes"),
                   positive_int("cgan", config, "embed_dim"))

@@ -57,6 +57,8 @@ STYLEGAN_DEFAULTS = {
     "ema_rampup": 0.05,  # the half-life is at most this fraction of the images seen so far
     "diffaugment": "",  # e.g. "color,translation,cutout" for small datasets (generators.augment)
 }
+# The losses StyleGANStep applies: wgan-gp needs a gradient penalty, which it does not add.
+STYLEGAN_CHOICES = {"loss": ("nonsaturating", "hinge", "lsgan")}
 
 
 def channels_at(resolution: int, channel_base: int, channel_max: int) -> int:
@@ -258,7 +260,8 @@ def _validate(config: dict) -> None:
     augment_policy(name, config)
 
 
-@register_generator("stylegan", STYLEGAN_DEFAULTS, step_class=StyleGANStep)
+@register_generator("stylegan", STYLEGAN_DEFAULTS, step_class=StyleGANStep,
+                    choices=STYLEGAN_CHOICES)
 def build_stylegan(config: dict) -> tuple[StyleGenerator, StyleDiscriminator]:
     _validate(config)
     generator = StyleGenerator(config["resolution"], config["z_dim"], config["w_dim"],
