@@ -1,4 +1,7 @@
-"""App logic as plain functions: configuration, safe folder browsing, scoring, verdicts, exports.
+"""App logic as plain functions: configuration, safe folder browsing, scoring, exports.
+
+The verdict policy (fake, real, uncertain, unsure) is ``forensics.verdict``, shared with
+`forensics scan`; the batch table here lays out its words.
 
 Nothing here imports streamlit, so every function is unit-tested without a browser. The pages
 (``Home.py``, ``pages/``) only lay out what these functions return.
@@ -14,7 +17,7 @@ import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -27,23 +30,18 @@ from forensics.cli import APP_ENV_MAX_BYTES as ENV_MAX_BYTES
 from forensics.cli import APP_ENV_MAX_PIXELS as ENV_MAX_PIXELS
 from forensics.cli import APP_ENV_ROOT as ENV_ROOT
 from forensics.corpus import MANIFEST_NAME
-from forensics.detectors import Detector
-from forensics.detectors.cnn import CNNDetector
 from forensics.images import (DEFAULT_LIMITS, IMAGE_EXTENSIONS, ImageError, ImageLimits,
                               format_bytes, load_image)
-from forensics.perturb import jpeg, resize
+from forensics.verdict import (STABILITY_COPIES, flipped_copies, members_agree, score_images,
+                               verdict)
+
+if TYPE_CHECKING:  # the detectors import sklearn and torch: loaded under the page's spinner
+    from forensics.detectors import Detector
 
 
 UPLOAD_TYPES = sorted(ext.lstrip(".") for ext in IMAGE_EXTENSIONS)
-DEFAULT_BAND = 0.15
-# Degraded copies for the stability check: what a re-save or a resize by a website does.
-STABILITY_COPIES: dict[str, Callable[[np.ndarray], np.ndarray]] = {
-    "JPEG 90": lambda image: jpeg(image, 90, check=False),
-    "downscale 0.75": lambda image: resize(image, 0.75, interpolation="area", check=False),
-}
-FAKE, REAL, UNCERTAIN, UNSURE = "fake", "real", "uncertain", "unsure"
-TABLE_COLUMNS = ["file", "verdict", "p_fake", *STABILITY_COPIES, "stability", "members_agree",
-                 "width", "height", "sha256", "error"]
+TABLE_COLUMNS = ["file", "verdict", "p_fake", *(c.label for c in STABILITY_COPIES), "stability",
+                 "members_agree", "width", "height", "sha256", "error"]
 
 
 # --- configuration and safe folders -------------------------------------------------------------
@@ -92,6 +90,15 @@ def is_training_run(folder: Path) -> bool:
     return (folder / "stats.jsonl").is_file() and (folder / "config.json").is_file()
 
 
+EVALUATION_FILE = "evaluation.json"
+
+
+def is_evaluation(folder: Path) -> bool:
+    """A folder holding detector results as ``evaluation.json``: the demo's (at its top), or
+    one written by ``forensics evaluate --out DIR/evaluation.json``."""
+    return (folder / EVALUATION_FILE).is_file()
+
+
 def is_robustness_run(folder: Path) -> bool:
     """A robustness output folder: metrics as CSV (or JSON) next to the curves."""
     return any(folder.glob("*metrics*.csv")) or any(folder.glob("*metrics*.json"))
@@ -121,7 +128,8 @@ def find_folders(root: str | os.PathLike, accept: Callable[[Path], bool],
 
 @dataclass
 class ImageResult:
-    """One uploaded file after scoring: ``p_fake`` is None when ``error`` says why it failed."""
+    """One uploaded file after scoring (a ``forensics.verdict.Scored``): ``p_fake`` is None
+    when ``error`` says why it failed."""
 
     name: str
     sha256: str
@@ -146,7 +154,7 @@ def decode_upload(name: str, data: bytes, limits: ImageLimits = DEFAULT_LIMITS) 
 
 def score_upload(detector: Detector, name: str, data: bytes,
                  limits: ImageLimits = DEFAULT_LIMITS) -> ImageResult:
-    """Decode and score an upload and its degraded copies; a bad file sets ``error``."""
+    """Decode and score an upload and its stability copies; a bad file sets ``error``."""
     result = ImageResult(name=name, sha256=sha256_hex(data))
     try:
         image = decode_upload(name, data, limits)
@@ -154,11 +162,8 @@ def score_upload(detector: Detector, name: str, data: bytes,
         result.error, result.advice = exc.reason, exc.advice
         return result
     result.height, result.width = image.shape[:2]
-    batch = [image, *(make(image) for make in STABILITY_COPIES.values())]
-    scores, members = detector.predict_proba_with_members(batch)
-    result.p_fake = float(scores[0])
-    result.copies = {label: float(s) for label, s in zip(STABILITY_COPIES, scores[1:])}
-    result.members = {name: float(s[0]) for name, s in members.items()}
+    (scores,) = score_images(detector, [image], stability=True)
+    result.p_fake, result.copies, result.members = scores.p_fake, scores.copies, scores.members
     return result
 
 
@@ -166,61 +171,6 @@ def refusal_message(result: ImageResult) -> str:
     """Markdown for an upload that could not be scored: its name, why, and what to do."""
     return (f"**{result.name}** could not be scored: {result.error.rstrip('.')}; "
             f"{result.advice}.")
-
-
-def is_fake(p_fake: float, threshold: float) -> bool:
-    """The detector's call: P(fake) at or above the threshold."""
-    return p_fake >= threshold
-
-
-def in_uncertain_band(p_fake: float, threshold: float, band: float) -> bool:
-    """Whether P(fake) lies within ``band`` of the threshold (too close to call)."""
-    return abs(p_fake - threshold) < band
-
-
-def flipped_copies(result: ImageResult, threshold: float) -> list[str]:
-    """Names of degraded copies whose call differs from the original's."""
-    original = is_fake(result.p_fake, threshold)
-    return [label for label, s in result.copies.items() if is_fake(s, threshold) != original]
-
-
-def members_agree(result: ImageResult, threshold: float) -> bool | None:
-    """Whether all ensemble members make the same call at ``threshold``; None without members."""
-    if not result.members:
-        return None
-    return len({is_fake(s, threshold) for s in result.members.values()}) == 1
-
-
-def verdict(result: ImageResult, threshold: float, band: float) -> str:
-    """``uncertain`` inside the band, ``unsure`` when a degraded copy flips the call, else the call.
-
-    Returns "" for a file that could not be scored.
-    """
-    if result.p_fake is None:
-        return ""
-    if in_uncertain_band(result.p_fake, threshold, band):
-        return UNCERTAIN
-    if flipped_copies(result, threshold):
-        return UNSURE
-    return FAKE if is_fake(result.p_fake, threshold) else REAL
-
-
-def verdict_sentence(result: ImageResult, threshold: float, band: float) -> str:
-    """One line explaining the verdict in words."""
-    call = verdict(result, threshold, band)
-    if not call:
-        return f"Not scored: {result.error}"
-    p = result.p_fake
-    if call == UNCERTAIN:
-        return (f"P(fake) {p:.2f} is within ±{band:.2f} of the threshold {threshold:.2f}: "
-                "too close to call.")
-    if call == UNSURE:
-        flips = ", ".join(flipped_copies(result, threshold))
-        side = "fake" if is_fake(p, threshold) else "real"
-        return f"Looks {side} (P(fake) {p:.2f}), but the call flips after {flips}: unsure."
-    side = "above" if call == FAKE else "below"
-    return (f"P(fake) {p:.2f} is {side} the threshold {threshold:.2f} and stays there after "
-            f"{' and '.join(STABILITY_COPIES)}.")
 
 
 def result_row(result: ImageResult, threshold: float, band: float) -> dict[str, Any]:
@@ -231,8 +181,8 @@ def result_row(result: ImageResult, threshold: float, band: float) -> dict[str, 
         "verdict": verdict(result, threshold, band) or "error",
         "p_fake": round(result.p_fake, 4) if scored else None,
     }
-    row.update({label: round(result.copies[label], 4) if scored else None
-                for label in STABILITY_COPIES})
+    row.update({c.label: round(result.copies[c.label], 4) if scored else None
+                for c in STABILITY_COPIES})
     row["stability"] = (("flips" if flipped_copies(result, threshold) else "stable")
                         if scored else "")
     row["members_agree"] = members_agree(result, threshold)
@@ -302,7 +252,7 @@ def spectrum_chart_rows(comparison: Mapping[str, Any]) -> list[dict[str, Any]]:
 def has_cnn(detector: Detector) -> bool:
     """Whether the detector is a CNN or an ensemble with a CNN member (Grad-CAM needs one)."""
     members = getattr(detector, "members_", {}).values()
-    return any(isinstance(d, CNNDetector) for d in (detector, *members))
+    return any(d.kind == "cnn" for d in (detector, *members))  # by kind: no torch import here
 
 
 # --- corpora and runs ------------------------------------------------------------------------

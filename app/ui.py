@@ -4,11 +4,14 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import streamlit as st
 
 import components
-from forensics.detectors import BundleError, Detector, load_detector
+
+if TYPE_CHECKING:  # the detectors import sklearn and torch: loaded under detector()'s spinner
+    from forensics.detectors import Detector
 
 
 def config() -> components.AppConfig:
@@ -16,9 +19,11 @@ def config() -> components.AppConfig:
     return components.AppConfig.from_env()
 
 
-@st.cache_resource(show_spinner="Loading the detector…")
+@st.cache_resource(show_spinner=False)  # detector() shows which bundle is loading
 def _load(folder: str, key: str) -> Detector:
     """The detector of a bundle; a new ``key`` (see ``detector_key``) reloads a rewritten one."""
+    from forensics.detectors import load_detector
+
     return load_detector(folder)
 
 
@@ -28,16 +33,21 @@ def detector_key(folder: Path) -> str:
 
 
 def detector(folder: Path) -> Detector:
-    """The cached detector of ``folder``; for a missing or broken bundle: why, then stop."""
+    """The cached detector of ``folder``, loaded behind a spinner that names it (the first load
+    imports torch and can take seconds, so pages draw their text before calling this); for a
+    missing or broken bundle: why, then stop."""
     if not (folder / "detector.json").is_file():
         st.error(f"No detector bundle at `{folder}`. Start the app with "
                  "`forensics app --detector BUNDLE`, or plain `forensics app` to train the demo's.")
         st.stop()
-    try:
-        return _load(str(folder.resolve()), detector_key(folder))
-    except BundleError as exc:
-        st.error(f"{exc}, or pick another bundle.")  # the error already says what to do
-        st.stop()
+    with st.spinner(f"Loading detector {folder}…"):
+        from forensics.detectors import BundleError  # with sklearn: only under the spinner
+
+        try:
+            return _load(str(folder.resolve()), detector_key(folder))
+        except BundleError as exc:
+            st.error(f"{exc}, or pick another bundle.")  # the error already says what to do
+            st.stop()
 
 
 def how_to_read(text: str) -> None:

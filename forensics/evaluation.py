@@ -165,10 +165,16 @@ def _with_ci_text(row: dict[str, Any]) -> dict[str, Any]:
     return {**row, "ap_95ci": f"{ci[0]:.3f}-{ci[1]:.3f}" if ci else None}
 
 
+def evaluation_rows(result: dict[str, Any]) -> list[dict[str, Any]]:
+    """The table's rows (TABLE_COLUMNS, None where a row has no value): one per generator, then
+    the mean over generators and all pooled; what the CLI prints and the app shows."""
+    rows = result["per_generator"] + [result["mean"], result["overall"]]
+    return [{column: _with_ci_text(row).get(column) for column in TABLE_COLUMNS} for row in rows]
+
+
 def evaluation_table(result: dict[str, Any]) -> str:
     """The printed table: one line per generator, then the mean over generators and all pooled."""
-    rows = result["per_generator"] + [result["mean"], result["overall"]]
-    return format_table([_with_ci_text(r) for r in rows], TABLE_COLUMNS)
+    return format_table(evaluation_rows(result), TABLE_COLUMNS)
 
 
 # ----------------------------------------------------------------------------- protocols

@@ -13,6 +13,7 @@ from tqdm.auto import tqdm
 
 from forensics.detectors.base import Detector
 from forensics.images import DEFAULT_LIMITS, ImageError, ImageLimits, load_image
+from forensics.verdict import score_images
 
 
 @dataclass(frozen=True)
@@ -20,7 +21,8 @@ class ScoreRow:
     """The outcome for one file: ``p_fake`` when scored, otherwise ``error`` says why not and
     ``advice`` what to do.
 
-    ``members`` holds each member's P(fake) when the detector is an ensemble, else is empty.
+    ``members`` holds each member's P(fake) when the detector is an ensemble, else is empty;
+    ``copies`` the P(fake) of each stability copy (``forensics.verdict``) when they were scored.
     """
 
     path: Path
@@ -28,6 +30,7 @@ class ScoreRow:
     error: str = ""
     members: dict[str, float] = field(default_factory=dict, compare=False)
     advice: str = field(default="", compare=False)
+    copies: dict[str, float] = field(default_factory=dict, compare=False)
 
 
 def _decode(path: Path, limits: ImageLimits) -> np.ndarray | ImageError:
@@ -49,14 +52,18 @@ def decode_batches(paths: Sequence[Path], *, batch_size: int = 64, workers: int 
 
 def score_files(paths: Sequence[str | os.PathLike], detector: Detector, *, batch_size: int = 64,
                 workers: int = 2, limits: ImageLimits = DEFAULT_LIMITS,
-                progress: bool = True, desc: str = "scoring") -> list[ScoreRow]:
-    """P(fake) for every file, in the given order; a file that fails gets its reason instead."""
+                progress: bool = True, desc: str = "scoring",
+                stability: bool = False) -> list[ScoreRow]:
+    """P(fake) for every file, in the given order; a file that fails gets its reason instead.
+
+    ``stability`` also scores each image's stability copies (three times the work).
+    """
     paths = [Path(p) for p in paths]
     rows: list[ScoreRow] = []
     with tqdm(total=len(paths), desc=desc, unit="img", disable=not progress) as bar:
         for batch in decode_batches(paths, batch_size=batch_size, workers=workers, limits=limits):
             good = [img for _, img in batch if not isinstance(img, ImageError)]
-            scores = iter(_predict(detector, good))
+            scores = iter(_predict(detector, good, stability))
             for path, img in batch:
                 if isinstance(img, ImageError):
                     rows.append(ScoreRow(path, None, img.reason, advice=img.advice))
@@ -67,17 +74,15 @@ def score_files(paths: Sequence[str | os.PathLike], detector: Detector, *, batch
     return rows
 
 
-def _predict(detector: Detector, images: list[np.ndarray]
-             ) -> list[tuple[float | None, str, dict[str, float], str]]:
-    """Scores for a batch; if the batch fails, score one by one so one odd image fails alone."""
-    if not images:
-        return []
+def _predict(detector: Detector, images: list[np.ndarray], stability: bool = False
+             ) -> list[tuple[float | None, str, dict[str, float], str, dict[str, float]]]:
+    """(p_fake, error, members, advice, copies) for a batch; if the batch fails, score one by
+    one so one odd image fails alone."""
     try:
-        scores, members = detector.predict_proba_with_members(images)
-        return [(float(s), "", {name: float(m[i]) for name, m in members.items()}, "")
-                for i, s in enumerate(scores)]
+        return [(s.p_fake, "", s.members, "", s.copies)
+                for s in score_images(detector, images, stability=stability)]
     except Exception as exc:  # noqa: BLE001 - a per-file failure is reported, not raised
         if len(images) == 1:
             return [(None, f"detector failed on this image: {exc}", {},
-                     "report it with the image attached; the other images were scored")]
-    return [_predict(detector, [img])[0] for img in images]
+                     "report it with the image attached; the other images were scored", {})]
+    return [_predict(detector, [img], stability)[0] for img in images]

@@ -1,7 +1,9 @@
-"""A small root for the app tests: two tiny corpora, a spectral bundle, a run, robustness results.
+"""A small root for the app tests: two tiny corpora, a spectral bundle, a run, an evaluation and
+robustness results.
 
 Built in a couple of seconds: 32 px patches of the bundled photos as the real images and
-nearest-neighbour upsampled noise (the periodic trace GAN upsampling leaves) as the fakes.
+nearest-neighbour upsampled noise (the periodic trace GAN upsampling leaves) as the fakes; the
+run and the evaluation are written by `forensics zoo train` and `forensics evaluate` themselves.
 Also the fixtures the app tests share (import them by name): ``app_root`` and ``app`` (an
 AppTest of the whole app on that root) and ``served_app`` (`forensics app` in the background,
 for the Chromium tests).
@@ -9,7 +11,6 @@ for the Chromium tests).
 
 from __future__ import annotations
 
-import json
 import re
 import socket
 import subprocess
@@ -22,6 +23,7 @@ import numpy as np
 import pytest
 
 from forensics.bundled import write_bundled_corpus
+from forensics.cli import main as cli_main
 from forensics.images import encode_png, save_png
 from forensics.training import train_detector
 
@@ -53,6 +55,7 @@ ENSEMBLE = {"members": [
         "steps_per_epoch": 2, "batch_size": 8, "progress": False}},
 ]}
 _SHARED: dict[Path, Path] = {}
+TINY_DCGAN = {"resolution": 32, "nz": 16, "ngf": 8, "ndf": 8, "batch_size": 8}
 
 
 def shared_app_root(base: Path) -> tuple[Path, Path]:
@@ -62,6 +65,14 @@ def shared_app_root(base: Path) -> tuple[Path, Path]:
         root.mkdir()
         _SHARED[root] = build_app_root(root, ensemble=True)
     return root, _SHARED[root]
+
+
+def train_tiny_run(run: Path, data: Path) -> Path:
+    """A 3-step 32 px DCGAN run folder trained on ``data`` by `forensics zoo train` itself."""
+    settings = [arg for key, value in TINY_DCGAN.items() for arg in ("--set", f"{key}={value}")]
+    assert cli_main(["zoo", "train", "dcgan", "--data", str(data), "--out", str(run),
+                     "--steps", "3", "--device", "cpu", "-q", *settings]) == 0
+    return run
 
 
 def build_app_root(root: Path, ensemble: bool = False) -> Path:
@@ -78,22 +89,22 @@ def build_app_root(root: Path, ensemble: bool = False) -> Path:
     train_detector(kind, [root / "real32", root / "fake_nn"], bundle, params=params,
                    progress=False)
 
-    run = root / "gan_run"
-    run.mkdir()
-    (run / "config.json").write_text(json.dumps({"name": "dcgan", "resolution": 32, "step": 3}))
-    (run / "stats.jsonl").write_text("".join(
-        json.dumps({"step": s, "loss_d": 1.2 - 0.1 * s, "loss_g": 0.8 + 0.1 * s,
-                    "d_real": 0.6, "d_fake": 0.4}) + "\n" for s in range(1, 4)))
-    save_png(upsampled_noise(rng, 64), run / "samples.png")
-    save_png(upsampled_noise(rng, 64), run / "curves.png")
+    train_tiny_run(root / "gan_run", root / "real32")
+    assert cli_main(["evaluate", "--detector", str(bundle), "--corpus", str(root / "real32"),
+                     str(root / "fake_nn"), "--bootstrap", "0", "--out",
+                     str(root / "evaluation" / "evaluation.json"), "-q"]) == 0
 
     robust = root / "robustness"
-    rows = ["detector,generator,family,perturbation,level,ap,roc_auc,accuracy"]
+    rows = ["detector,generator,family,perturbation,level,ap,roc_auc,accuracy,"
+            "balanced_accuracy,fake_accuracy,real_accuracy"]
+    # From JPEG 90 on, every fake falls below the saved threshold while AP still ranks well.
     for gen in ("nn_upsample", "dcgan"):
-        for q, ap in ((100, 0.99), (90, 0.9), (70, 0.7)):
-            rows.append(f"spectral,{gen},jpeg_pil,jpeg_pil/q={q},{q},{ap},{ap},{ap - 0.05}")
+        for q, ap, fake in ((100, 0.99, 0.9), (90, 0.9, 0.0), (70, 0.7, 0.0)):
+            rows.append(f"spectral,{gen},jpeg_pil,jpeg_pil/q={q},{q},{ap},{ap},{ap - 0.05},"
+                        f"{(fake + 1) / 2},{fake},1.0")
         for s, ap in ((1.0, 0.99), (0.5, 0.6)):
-            rows.append(f"spectral,{gen},resize,resize/scale={s},{s},{ap},{ap},{ap - 0.1}")
+            rows.append(f"spectral,{gen},resize,resize/scale={s},{s},{ap},{ap},{ap - 0.1},"
+                        f"{ap},{ap},{ap}")
     robust.mkdir()
     (robust / "metrics.csv").write_text("\n".join(rows) + "\n")
     return bundle

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -48,3 +50,22 @@ def test_app_refuses_a_folder_that_is_not_a_bundle(tmp_path, capsys, exec_calls)
     assert cli.main(["app", "--detector", str(tmp_path), "--root", str(tmp_path)]) == 2
     assert "no detector.json" in capsys.readouterr().err
     assert exec_calls == []
+
+
+def test_demo_help_and_readme_give_the_measured_demo_times(capsys):
+    """`demo --help` and the README state the same wall times, and those are the measured
+    ones the README records (rounded: quick to half minutes, full to minutes)."""
+    with pytest.raises(SystemExit):
+        cli.main(["demo", "--help"])
+    help_text = " ".join(capsys.readouterr().out.split())
+    quick = float(re.search(r"about ([\d.]+) minutes on 2 cores;", help_text).group(1))
+    full = int(re.search(r"the full demo about (\d+) minutes", help_text).group(1))
+    readme = " ".join((Path(cli.__file__).parents[2] / "README.md").read_text().split())
+    assert f"`forensics demo --quick` is the same pipeline, smaller, in about {quick:g} minutes" \
+        in readme
+    assert f"runs `forensics demo` (about {full} min on 2 cores)" in readme
+    measured_full = re.search(r"the full demo took (\d+) min (\d+) s wall", readme)
+    measured_quick = re.search(r"`--quick` (\d+) min (\d+) s wall \(`/usr/bin/time -v", readme)
+    assert round(int(measured_full[1]) + int(measured_full[2]) / 60) == full
+    assert round((int(measured_quick[1]) + int(measured_quick[2]) / 60) * 2) / 2 == quick
+    assert "under 10 min" not in readme

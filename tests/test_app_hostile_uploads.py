@@ -14,6 +14,7 @@ import pytest
 
 from app_support import (CHROMIUM, CHROMIUM_ARGS, TIMEOUT, VERDICTS, app,  # noqa: F401
                          app_root, photo_png, require_chromium, served_app)
+from forensics import verdict as V
 from forensics.images import DEFAULT_LIMITS, IMAGE_ERROR_ADVICE
 from hostile import HOSTILE_MAX_BYTES, png_bomb, write_hostile_corpus
 import components as C
@@ -63,7 +64,7 @@ def test_a_batch_of_every_hostile_upload_lists_each_refusal_and_scores_the_rest(
     rows = app.dataframe[0].value.to_dict("records")
     assert [row["file"] for row in rows] == [name for name, _, _ in batch]  # all, in order
     good = rows.pop(0)
-    assert good["verdict"] in (C.FAKE, C.REAL, C.UNCERTAIN, C.UNSURE) and not good["error"]
+    assert good["verdict"] in V.VERDICTS and not good["error"]
     messages = {}  # file name -> its message (a fake verdict is an st.error too: skipped)
     for alert in app.error:
         name, said, _ = alert.value.partition("** could not be scored: ")

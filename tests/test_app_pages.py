@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import csv
 import io
+import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -12,6 +15,10 @@ from streamlit.testing.v1 import AppTest
 from app_support import (APP_DIR, TIMEOUT, app, app_root, photo_png,  # noqa: F401 - fixtures
                          upsampled_noise)
 import components as C
+from crashsafe import STAGING_DIR
+from conftest import run_cli
+from forensics.detectors import BundleError
+from forensics.verdict import STABILITY_COPIES
 
 
 def encoded(image: np.ndarray, fmt: str, **options) -> bytes:
@@ -82,6 +89,66 @@ def test_the_size_limit_refuses_a_large_image_with_a_message(app, monkeypatch):
     assert "over the limit of 1,000" in app.error[0].value
 
 
+def test_scan_and_the_verdict_page_give_the_same_word_per_file(app, app_root, tmp_path):
+    rng = np.random.default_rng(11)
+    photo = np.asarray(Image.open(io.BytesIO(photo_png(96))))
+    files = {"photo.png": photo_png(64), "photo.jpg": encoded(photo, "JPEG", quality=85),
+             "fake32.png": encoded(upsampled_noise(rng), "PNG"),
+             "fake64.png": encoded(upsampled_noise(rng, 64), "PNG"),
+             "fake48.webp": encoded(upsampled_noise(rng, 48), "WEBP", lossless=True),
+             "fake.jpg": encoded(upsampled_noise(rng, 64), "JPEG", quality=95),
+             # half photo, half fake: P(fake) about 0.5, within 0.1 of the threshold (0.51)
+             "mix.png": encoded(((photo[:64, :64].astype(float) + upsampled_noise(
+                 np.random.default_rng(11), 64)) / 2).astype(np.uint8), "PNG")}
+    (tmp_path / "in").mkdir()
+    for name, data in files.items():
+        (tmp_path / "in" / name).write_bytes(data)
+    proc = run_cli("scan", tmp_path / "in", "--detector", app_root[1], "--band", "0.1",
+                   "--stability", "--out", tmp_path / "scan.csv", "-q")
+    with open(tmp_path / "scan.csv", newline="") as fh:
+        scanned = {Path(row["path"]).name: row for row in csv.DictReader(fh)}
+
+    app.file_uploader(key="uploads").set_value(
+        [(name, data, "application/octet-stream") for name, data in files.items()]).run()
+    app.slider(key="band").set_value(0.1).run()
+    assert not app.exception
+    table = app.dataframe[0].value.set_index("file")
+    words = {name: row["verdict"] for name, row in scanned.items()}
+    assert words == dict(table["verdict"])
+    assert {"real", "uncertain", "unsure"} <= set(words.values())
+    for name, row in scanned.items():  # the same scores behind the words
+        assert float(row["p_fake"]) == pytest.approx(table["p_fake"][name], abs=1e-3)
+        for copy in STABILITY_COPIES:
+            assert float(row[copy.column]) == pytest.approx(table[copy.label][name], abs=1e-3)
+    counts = {word: list(words.values()).count(word) for word in set(words.values())}
+    assert f"{counts['unsure']} unsure" in proc.stdout and "stability check on" in proc.stdout
+
+
+def test_verdict_page_draws_its_text_before_loading_the_detector(app_root, monkeypatch):
+    import streamlit as st
+
+    spinners, real_spinner = [], st.spinner
+    monkeypatch.setattr(st, "spinner", lambda text, *a, **k: spinners.append(text)
+                        or real_spinner(text, *a, **k))
+
+    def refuse(folder):
+        raise BundleError(folder, "not loaded in this test")
+
+    monkeypatch.setattr("forensics.detectors.load_detector", refuse)
+    monkeypatch.setenv(C.ENV_DETECTOR, str(app_root[1]))
+    monkeypatch.setenv(C.ENV_ROOT, str(app_root[0]))
+    st.cache_resource.clear()
+    at = AppTest.from_file(str(APP_DIR / "Home.py"), default_timeout=TIMEOUT).run()
+    assert not at.exception
+    # The load failed, yet everything before it is on the page: it was drawn first.
+    assert [t.value for t in at.title] == ["Is this image generated?"]
+    assert any("calibrated probability" in c.value for c in at.caption)
+    assert at.file_uploader(key="uploads").label == "Images to check"
+    assert "Nothing uploaded yet" in at.info[0].value
+    assert "not loaded in this test" in at.error[0].value
+    assert spinners == [f"Loading detector {app_root[1]}…"]
+
+
 def test_verdict_page_without_a_usable_bundle_says_what_to_do(app_root, monkeypatch, tmp_path):
     monkeypatch.setenv(C.ENV_DETECTOR, str(tmp_path / "nothing"))
     monkeypatch.setenv(C.ENV_ROOT, str(app_root[0]))
@@ -106,8 +173,45 @@ def test_corpora_page_shows_counts_samples_and_runs(app):
     assert len(app.image) == 24
     app.radio(key="browse_kind").set_value("Training runs").run()
     assert not app.exception
+    assert app.selectbox(key="run").options == ["gan_run"]
     metrics = {m.label: m.value for m in app.metric}
-    assert metrics["Generator"] == "dcgan" and metrics["Steps"] == "3"
+    # The run is `forensics zoo train`'s: its config.json nests the model config under "config".
+    assert metrics == {"Generator": "dcgan", "Steps": "3", "Resolution": "32",
+                       "Final D(x) − D(G(z))": metrics["Final D(x) − D(G(z))"]}
+    assert [e.label for e in app.expander] == ["config.json"]
+    assert len(app.image) == 2  # samples.png and curves.png
+
+
+def test_corpora_page_leaves_a_checkpoint_save_in_progress_alone(app_root, monkeypatch,
+                                                                  tmp_path):
+    """A training beside the app stages its next checkpoint in .pending/: viewing the run
+    reads the last complete config and neither finishes nor discards that save."""
+    run = tmp_path / "run"
+    shutil.copytree(app_root[0] / "gan_run", run)
+    (run / STAGING_DIR).mkdir()
+    (run / STAGING_DIR / "weights.safetensors").write_bytes(b"half written")
+    monkeypatch.setenv(C.ENV_DETECTOR, str(app_root[1]))
+    monkeypatch.setenv(C.ENV_ROOT, str(tmp_path))
+    at = AppTest.from_file(str(APP_DIR / "Home.py"), default_timeout=TIMEOUT).run()
+    at.switch_page("pages/corpora.py").run()
+    at.radio(key="browse_kind").set_value("Training runs").run()
+    assert not at.exception
+    assert {m.label: m.value for m in at.metric}["Resolution"] == "32"
+    assert (run / STAGING_DIR / "weights.safetensors").read_bytes() == b"half written"
+
+
+def test_corpora_page_shows_evaluations_where_they_are_written(app, app_root):
+    """evaluation.json lies where `forensics evaluate --out` (or the demo, at its top) put it,
+    never in a run folder: the page browses those folders and shows the printed table."""
+    app.switch_page("pages/corpora.py").run()
+    app.radio(key="browse_kind").set_value("Evaluations").run()
+    assert not app.exception
+    assert app.selectbox(key="evaluation").options == ["evaluation"]
+    metrics = {m.label: m.value for m in app.metric}
+    assert metrics["Detector"] == "ensemble" and metrics["Split"] == "test"
+    table = app.dataframe[0].value
+    assert list(table["generator"]) == ["nn_upsample", "mean", "all"]
+    assert table["ap"].between(0, 1).all() and table["n_fake"][0] > 0
 
 
 def test_robustness_page_filters_families(app):
@@ -119,7 +223,10 @@ def test_robustness_page_filters_families(app):
     app.selectbox(key="robust_generator").set_value("dcgan").run()
     assert list(app.dataframe[0].value["level"]) == [100, 90, 70]
     assert app.get("vega_lite_chart")
-    assert "falls below 0.8 at JPEG quality 70" in app.markdown[-1].value
+    # AP stays at 0.90 but every fake falls below the threshold: the page says it broke there.
+    assert (":red[**broken**] · `spectral` · breaks at JPEG quality 90: balanced accuracy 0.50 "
+            "at the saved threshold, below 0.7 (fake accuracy 0.00: every fake called real, "
+            "real accuracy 1.00); AP 0.90") in app.markdown[-1].value
 
 
 def test_model_page_renders_the_card_and_its_members(app, app_root):

@@ -146,7 +146,7 @@ def test_unreadable_state_is_refused_with_the_remedy(data, tmp_path, monkeypatch
             fit(data, state)
     tensors = state / STATE_TENSORS
     tensors.write_bytes(tensors.read_bytes()[:1000])
-    with pytest.raises(TrainStateError, match="not a valid .safetensors.*delete that folder"):
+    with pytest.raises(TrainStateError, match="does not match the SHA-256.*delete that folder"):
         fit(data, state)
     (state / STATE_JSON).write_text("{")
     with pytest.raises(TrainStateError, match="not valid JSON"):

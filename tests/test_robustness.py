@@ -16,7 +16,7 @@ from forensics.cli import main as cli_main
 from forensics.grid import GRIDS, GridError, expand_grid, families, family_of, load_grid
 from forensics.images import save_png
 from forensics.perturb import Perturbation
-from forensics.report import breaking_points, describe_level
+from forensics.report import break_bars, breaking_points, describe_level
 from forensics.robustness import (
     FIELDS,
     RESULTS_FILE,
@@ -209,23 +209,51 @@ def test_report_files(setup):
     texts = [p["text"] for p in points]
     assert len(texts) == 2 * len(families(load_grid("default")))
     assert all(text in page and text in log for text in texts)
-    assert any("falls below 0.9 at downscale factor 0.5" in t for t in texts)
+    assert document["break_bars"] == {"ap": 0.9, "balanced_accuracy": 0.7}
+    assert any(t.startswith("breaks at downscale factor 0.5: AP") and "below 0.9" in t
+               for t in texts)
+    # Both spectral bundles keep ranking JPEG 90 perfectly but call images wrong at their
+    # saved thresholds: the report must say so though AP never falls.
+    jpeg = [p for p in points if p["family"] == "jpeg_pil"]
+    assert [(p["level"], p["broken_by"]) for p in jpeg] == [(90, ["balanced_accuracy"])] * 2
+    assert all(p["text"].endswith("AP 1.00") and f"BROKEN {p['detector']} {p['text']}" in log
+               for p in jpeg)
     assert describe_level("resize/interpolation=area", 0.5) == \
         "downscale factor 0.5 [interpolation=area]"
 
 
 def test_breaking_points_read_levels_in_grid_order():
     def curve(family, points):
-        return [{"detector": "d", "generator": "all", "family": family, "level": level, "ap": ap}
-                for level, ap in points]
+        """Rows of (level, AP, fake accuracy, real accuracy), balanced accuracy their mean."""
+        return [{"detector": "d", "generator": "all", "family": family, "level": level, "ap": ap,
+                 "fake_accuracy": fake, "real_accuracy": real,
+                 "balanced_accuracy": None if fake is None else (fake + real) / 2}
+                for level, ap, fake, real in points]
 
-    metrics = (curve("jpeg_pil", [(100, 0.7), (90, 0.6)]) + curve("blur", [(0, 0.9), (2, 0.7)])
-               + curve("noise", [(0, 0.9), (20, 0.85)]) + curve("crop", [(1.0, None)])
-               + curve("social", [(None, 0.75)]))
-    assert [p["text"] for p in breaking_points(metrics)] == [
-        "AP is already below 0.8 at JPEG quality 100 (0.70)",
-        "AP falls below 0.8 at blur sigma 2 (0.70)",
-        "AP stays at or above 0.8 up to noise sigma 20 (lowest 0.85)",
-        "AP is undefined for crop (it needs scored real and fake images)",
-        "AP is 0.75 after the social chain (below 0.8)"]
-    assert breaking_points(metrics)[1]["level"] == 2
+    metrics = (curve("jpeg_pil", [(100, 0.7, 0.9, 0.9), (90, 0.6, 0.9, 0.9)])
+               + curve("blur", [(0, 0.9, 0.9, 0.9), (2, 0.85, 0.0, 1.0), (4, 0.7, 0.0, 1.0)])
+               + curve("noise", [(0, 0.9, 0.9, 0.9), (20, 0.85, 0.7, 0.8)])
+               + curve("crop", [(1.0, None, None, None)])
+               + curve("social", [(None, 0.75, 0.4, 0.6)]))
+    points = breaking_points(metrics)
+    assert [p["text"] for p in points] == [
+        "is already broken at JPEG quality 100: AP 0.70, below 0.8; "
+        "balanced accuracy 0.90 at the saved threshold",
+        "breaks at blur sigma 2: balanced accuracy 0.50 at the saved threshold, below 0.7 "
+        "(fake accuracy 0.00: every fake called real, real accuracy 1.00); AP 0.85",
+        "holds up to noise sigma 20: AP stays at or above 0.8 (lowest 0.85); "
+        "balanced accuracy at the saved threshold stays at or above 0.7 (lowest 0.75)",
+        "has no AP or balanced accuracy for crop (they need scored real and fake images)",
+        "breaks after the social chain: AP 0.75, below 0.8; balanced accuracy 0.50 at the saved "
+        "threshold, below 0.7 (fake accuracy 0.40, real accuracy 0.60)"]
+    assert [(p["level"], p["broken_by"]) for p in points] == [
+        (100, ["ap"]), (2, ["balanced_accuracy"]), (None, []), (None, []),
+        (None, ["ap", "balanced_accuracy"])]
+    assert points[1]["values"] == {"ap": 0.85, "balanced_accuracy": 0.5}
+    # One bar only, as the app's chosen measure: the threshold collapse at blur 2 goes unseen.
+    assert breaking_points(metrics, {"ap": 0.8})[1]["text"] == \
+        "breaks at blur sigma 4: AP 0.70, below 0.8"
+    with pytest.raises(ValueError, match="--break-balanced-below must lie in"):
+        break_bars(balanced_below=1.5)
+    with pytest.raises(ValueError, match="--break-metric must be one of ap, roc_auc"):
+        break_bars("accuracy")

@@ -1,4 +1,5 @@
-"""Corpora page: browse corpora and generator training runs under the app root."""
+"""Corpora page: browse corpora, generator training runs and detector evaluations under the app
+root."""
 
 from __future__ import annotations
 
@@ -89,12 +90,18 @@ def show_corpus(folder: Path) -> None:
 
 def show_run(folder: Path) -> None:
     """Config, curves, sample grid and statistics of one generator training run."""
-    config = C.read_json(folder / "config.json") or {}
+    from generators.checkpoint import CheckpointError, read_checkpoint_config
+
+    try:  # read only: a training beside the app finishes its own checkpoint saves
+        document = read_checkpoint_config(folder, recover=False)
+    except CheckpointError as exc:
+        st.error(str(exc))
+        return
     stats = run_stats(str(folder), (folder / "stats.jsonl").stat().st_mtime)
     cols = st.columns(4)
-    cols[0].metric("Generator", str(config.get("name", config.get("generator", "-"))))
+    cols[0].metric("Generator", document["name"])
     cols[1].metric("Steps", int(stats.index.max()) if len(stats) else 0)
-    cols[2].metric("Resolution", str(config.get("resolution", "-")))
+    cols[2].metric("Resolution", str(document["config"].get("resolution", "-")))
     final = stats.iloc[-1] if len(stats) else {}
     cols[3].metric("Final D(x) − D(G(z))",
                    f"{final['d_real'] - final['d_fake']:.2f}"
@@ -110,22 +117,53 @@ def show_run(folder: Path) -> None:
                           ("curves.png", "Training curves as saved by the run")):
         if (folder / name).is_file():
             st.image(str(folder / name), caption=caption)
-    evaluation = C.read_json(folder / "evaluation.json")
-    if evaluation:
-        with st.expander("evaluation.json"):
-            st.json(evaluation)
     with st.expander("config.json"):
-        st.json(config)
+        st.json(document)
+
+
+def evaluation_frame(result: dict) -> pd.DataFrame:
+    """The rows `forensics evaluate` prints: per generator, their mean and all pooled."""
+    from forensics.evaluation import evaluation_rows
+
+    return pd.DataFrame(evaluation_rows(result))
+
+
+def show_evaluation(folder: Path) -> None:
+    """A detector's results per generator, as `forensics evaluate` (or the demo) saved them."""
+    path = folder / C.EVALUATION_FILE
+    result = C.read_json(path)
+    if not isinstance(result, dict) or "per_generator" not in result:
+        st.error(f"{path} is not a result of `forensics evaluate` (no per_generator metrics); "
+                 "write one with `forensics evaluate --out`.")
+        return
+    detector = result.get("detector") or {}
+    cols = st.columns(4)
+    cols[0].metric("Detector", str(detector.get("kind", "-")))
+    cols[1].metric("Threshold", f"{detector['threshold']:.3f}" if "threshold" in detector
+                   else "-")
+    cols[2].metric("Split", str(result.get("split", "-")))
+    cols[3].metric("Images scored", result.get("n_scored", "-"))
+    st.dataframe(evaluation_frame(result), hide_index=True, width="stretch")
+    st.caption("Corpora: " + ", ".join(f"`{c}`" for c in result.get("corpora", [])))
+    for name, member in (result.get("members") or {}).items():
+        with st.expander(f"Member `{name}`"):
+            st.dataframe(evaluation_frame(member), hide_index=True, width="stretch")
 
 
 cfg = ui.config()
-st.title("Corpora and training runs")
+st.title("Corpora, training runs and evaluations")
 st.caption(f"Only folders under `{cfg.root}` can be opened.")
-kind = st.radio("Browse", ["Corpora", "Training runs"], horizontal=True, key="browse_kind")
+kind = st.radio("Browse", ["Corpora", "Training runs", "Evaluations"], horizontal=True,
+                key="browse_kind")
 if kind == "Training runs":
     chosen = ui.pick_folder("training runs", cfg.root, C.is_training_run, key="run")
     if chosen is not None:
         show_run(chosen)
+elif kind == "Evaluations":
+    chosen = ui.pick_folder("evaluations (evaluation.json)", cfg.root, C.is_evaluation,
+                            key="evaluation")
+    if chosen is not None:
+        show_evaluation(chosen)
 else:
     chosen = ui.pick_folder("corpora", cfg.root, C.is_corpus, key="corpus")
     if chosen is not None:

@@ -10,7 +10,7 @@ import streamlit as st
 
 import components as C
 import ui
-from forensics.report import breaking_points
+from forensics.report import BALANCED_BAR, THRESHOLD_METRIC, breaking_points
 
 EACH = "(each)"  # no filter: one line per value
 
@@ -80,10 +80,17 @@ if len(curve):
 # Sentences for one generator: the chosen one, else the pooled "all" rows the report writes.
 named = generator or ("all" if "all" in set(table.get("generator", [])) else None)
 if {"detector", "generator", "family", "level"} <= set(rows.columns) and named:
-    points = breaking_points(C.metric_records(rows), measure, below, named)
+    # As in the report, balanced accuracy at the saved threshold has a bar of its own too: the
+    # chosen measure (AP) can stay high while every fake falls below the threshold.
+    bars = {measure: below}
+    if THRESHOLD_METRIC in rows:
+        bars.setdefault(THRESHOLD_METRIC, BALANCED_BAR)
+    points = breaking_points(C.metric_records(rows), bars, named)
     if points:
-        st.markdown(f"**Where it breaks** (generator {named})")
-        st.markdown("\n".join(f"- `{p['detector']}` · {p['text']}" for p in points))
+        st.markdown(f"**Where it breaks** (generator {named}; bars: "
+                    + ", ".join(f"{m} {bar:g}" for m, bar in bars.items()) + ")")
+        st.markdown("\n".join(f"- {':red[**broken**] · ' if p['broken_by'] else ''}"
+                              f"`{p['detector']}` · {p['text']}" for p in points))
 st.dataframe(rows, hide_index=True, width="stretch")
 st.download_button("Download these rows (CSV)", rows.to_csv(index=False), "robustness.csv",
                    "text/csv", icon=":material/download:", on_click="ignore")

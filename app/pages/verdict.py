@@ -1,6 +1,13 @@
-"""Verdict page: upload images, get calibrated P(fake) with its evidence."""
+"""Verdict page: upload images, get calibrated P(fake) with its evidence.
+
+The title, the explanation and the uploader are drawn first: loading the detector (and torch,
+for the evidence tabs) takes seconds on a busy machine, and happens behind a spinner after them.
+The verdict words come from ``forensics.verdict``, the policy `forensics scan` applies too.
+"""
 
 from __future__ import annotations
+
+from typing import TYPE_CHECKING
 
 import altair as alt
 import numpy as np
@@ -9,17 +16,19 @@ import streamlit as st
 
 import components as C
 import ui
-from forensics import explain
-from forensics.detectors import Detector
+from forensics import verdict as V
 from forensics.images import ImageLimits
 
+if TYPE_CHECKING:
+    from forensics.detectors import Detector
+
 BADGES = {  # colour, icon, short label for cards, sentence label for the detail
-    C.FAKE: ("red", ":material/smart_toy:", "FAKE", "Likely generated (FAKE)"),
-    C.REAL: ("green", ":material/photo_camera:", "REAL", "Likely real (REAL)"),
-    C.UNCERTAIN: ("orange", ":material/help:", "UNCERTAIN", "UNCERTAIN: too close to call"),
-    C.UNSURE: ("violet", ":material/sync_problem:", "UNSURE", "UNSURE: flips when degraded"),
+    V.FAKE: ("red", ":material/smart_toy:", "FAKE", "Likely generated (FAKE)"),
+    V.REAL: ("green", ":material/photo_camera:", "REAL", "Likely real (REAL)"),
+    V.UNCERTAIN: ("orange", ":material/help:", "UNCERTAIN", "UNCERTAIN: too close to call"),
+    V.UNSURE: ("violet", ":material/sync_problem:", "UNSURE", "UNSURE: flips when degraded"),
 }
-CALLOUTS = {C.FAKE: st.error, C.REAL: st.success, C.UNCERTAIN: st.warning, C.UNSURE: st.warning}
+CALLOUTS = {V.FAKE: st.error, V.REAL: st.success, V.UNCERTAIN: st.warning, V.UNSURE: st.warning}
 MAX_CARDS = 24  # thumbnails shown; the batch table lists every image
 TABS = ["2-D spectrum", "Azimuthal spectrum", "Noise residual", "Error levels (ELA)", "Grad-CAM",
         "Metadata"]
@@ -87,7 +96,7 @@ def render_cards(results: list[C.ImageResult], files: dict[str, tuple[str, bytes
             with column.container(border=True):
                 thumb, text = st.columns([1, 2])
                 thumb.image(decoded(result.sha256, files[ident][1], limits), width="stretch")
-                text.markdown(f"**{result.name}**  \n{badge(C.verdict(result, threshold, band))}")
+                text.markdown(f"**{result.name}**  \n{badge(V.verdict(result, threshold, band))}")
                 text.metric("P(fake)", f"{result.p_fake:.2f}",
                             help="Calibrated probability that the image is generated")
 
@@ -181,16 +190,16 @@ def render_metadata(name: str, data: bytes) -> None:
 def render_evidence(result: C.ImageResult, data: bytes, detector: Detector, key: str,
                     threshold: float, band: float, limits: ImageLimits) -> None:
     """The verdict in detail for one image, then the evidence tabs."""
-    call = C.verdict(result, threshold, band)
+    call = V.verdict(result, threshold, band)
     left, right = st.columns([1, 2])
     image = decoded(result.sha256, data, limits)
     left.image(image, caption=f"{result.name} ({result.width}×{result.height})",
                width="stretch")
     with right:
         _, icon, _, text = BADGES[call]
-        CALLOUTS[call](f"**{text}**  \n{C.verdict_sentence(result, threshold, band)}",
+        CALLOUTS[call](f"**{text}**  \n{V.verdict_sentence(result, threshold, band)}",
                        icon=icon)
-        flips = C.flipped_copies(result, threshold)
+        flips = V.flipped_copies(result, threshold)
         cols = st.columns(1 + len(result.copies))
         cols[0].metric("P(fake)", f"{result.p_fake:.3f}", border=True,
                        help=f"threshold {threshold:.2f}, uncertain within ±{band:.2f}")
@@ -200,11 +209,11 @@ def render_evidence(result: C.ImageResult, data: bytes, detector: Detector, key:
                        delta_color="red" if label in flips else "gray",
                        help="P(fake) of a degraded copy: the stability check")
         if result.members:
-            agree = C.members_agree(result, threshold)
+            agree = V.members_agree(result, threshold)
             st.markdown("**Per detector** " + (":green-badge[agree]" if agree
                                                else ":orange-badge[disagree]"))
             st.dataframe(pd.DataFrame([{"detector": m, "P(fake)": round(p, 4),
-                                        "call": "fake" if C.is_fake(p, threshold) else "real"}
+                                        "call": V.FAKE if V.is_fake(p, threshold) else V.REAL}
                                        for m, p in result.members.items()]),
                          hide_index=True, width="stretch")
     tabs = st.tabs(TABS)
@@ -218,6 +227,14 @@ cfg = ui.config()
 st.title("Is this image generated?")
 st.caption("Drop photos or suspected GAN images. Each gets a calibrated probability, a "
            "stability check against re-saving and resizing, and the evidence behind it.")
+uploads = st.file_uploader(
+    "Images to check", type=C.UPLOAD_TYPES, accept_multiple_files=True, key="uploads",
+    help=f"PNG, JPEG, WebP, BMP, TIFF or GIF, up to {C.format_bytes(cfg.limits.max_bytes)} "
+         f"and {cfg.limits.max_pixels / 1e6:g} megapixels each. A file that cannot be scored "
+         "is listed with the reason; the others are scored.")
+if not uploads:
+    st.info("Nothing uploaded yet. Files are scored in memory and never stored.",
+            icon=":material/upload:")
 detector = ui.detector(cfg.detector)
 key = ui.detector_key(cfg.detector)
 
@@ -227,17 +244,10 @@ with st.sidebar:
                           key="threshold",
                           help="P(fake) at or above this is called fake. The default was "
                                "chosen on the validation split.")
-    band = st.slider("Uncertain band (±)", 0.0, 0.5, C.DEFAULT_BAND, 0.01, key="band",
-                     help="Scores this close to the threshold are reported as uncertain.")
-
-uploads = st.file_uploader(
-    "Images to check", type=C.UPLOAD_TYPES, accept_multiple_files=True, key="uploads",
-    help=f"PNG, JPEG, WebP, BMP, TIFF or GIF, up to {C.format_bytes(cfg.limits.max_bytes)} "
-         f"and {cfg.limits.max_pixels / 1e6:g} megapixels each. A file that cannot be scored "
-         "is listed with the reason; the others are scored.")
+    band = st.slider("Uncertain band (±)", 0.0, V.MAX_BAND, V.DEFAULT_BAND, 0.01, key="band",
+                     help="Scores this close to the threshold are reported as uncertain "
+                          "(`forensics scan --band`).")
 if not uploads:
-    st.info("Nothing uploaded yet. Files are scored in memory and never stored.",
-            icon=":material/upload:")
     st.stop()
 
 files = {f"{i}:{u.name}": (u.name, u.getvalue()) for i, u in enumerate(uploads)}
@@ -269,6 +279,8 @@ left.download_button("Download CSV", C.rows_to_csv(rows), "verdicts.csv", "text/
 right.download_button("Download JSON", C.rows_to_json(rows, threshold, band, str(cfg.detector)),
                       "verdicts.json", "application/json", icon=":material/download:",
                       on_click="ignore")
+
+from forensics import explain  # noqa: E402 - torch, for the evidence: once the rest is drawn
 
 scored = {ident: r for ident, r in results.items() if r.p_fake is not None}
 if scored:

@@ -14,6 +14,8 @@ APP_DEFAULT_DETECTOR, APP_DEFAULT_ROOT = "runs/demo/detector", "runs"
 # How `forensics app` configures the Streamlit app (read by app/components.py, AppConfig).
 APP_ENV_DETECTOR, APP_ENV_ROOT = "FORENSICS_APP_DETECTOR", "FORENSICS_APP_ROOT"
 APP_ENV_MAX_BYTES, APP_ENV_MAX_PIXELS = "FORENSICS_APP_MAX_BYTES", "FORENSICS_APP_MAX_PIXELS"
+# Wall times as measured (how: README, "What the demo does"); a test keeps the README in step.
+QUICK_DEMO_TIME, FULL_DEMO_TIME = "about 1.5 minutes on 2 cores", "about 15 minutes"
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -36,7 +38,7 @@ def cmd_app(args: argparse.Namespace) -> int:
             raise CliError(f"{bundle}: no detector.json; pass a bundle from `forensics detector "
                            "train`, or leave --detector out to use the demo's")
         print(f"No detector at {bundle} yet: training the quick demo first "
-              f"(`forensics demo --quick --out {bundle.parent}`, about 2 minutes on 2 cores).",
+              f"(`forensics demo --quick --out {bundle.parent}`, {QUICK_DEMO_TIME}).",
               flush=True)
         from forensics.pipeline import run_demo
 
@@ -60,7 +62,9 @@ def cmd_app(args: argparse.Namespace) -> int:
 def add_demo_parser(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
     """The `demo` command."""
     demo = sub.add_parser("demo", parents=[common], help="the whole pipeline in miniature on the bundled photos")
-    demo.add_argument("--quick", action="store_true", help="smaller and faster (about 2 minutes)")
+    demo.add_argument("--quick", action="store_true",
+                      help=f"smaller and faster ({QUICK_DEMO_TIME}; the full demo "
+                           f"{FULL_DEMO_TIME})")
     demo.add_argument("--out", default="runs/demo", help="output folder (default runs/demo)")
     demo.add_argument("--seed", type=int, default=0)
     demo.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])

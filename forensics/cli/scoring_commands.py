@@ -10,12 +10,26 @@ from pathlib import Path
 
 from forensics.cli.common import (CliError, add_io_options, add_limit_options, image_limits,
                                   write_json)
+from forensics.verdict import DEFAULT_BAND, MAX_BAND
+
+
+def band_width(text: str) -> float:
+    """argparse type of --band: a number from 0 to forensics.verdict.MAX_BAND."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = None
+    if value is None or not 0 <= value <= MAX_BAND:
+        raise argparse.ArgumentTypeError(
+            f"expected a number from 0 to {MAX_BAND:g} (0: plain fake/real), got {text!r}")
+    return value
 
 
 def cmd_scan(args: argparse.Namespace) -> int:
     from forensics.corpus import iter_image_files
     from forensics.detectors import load_detector
     from forensics.scoring import score_files
+    from forensics.verdict import STABILITY_COPIES, VERDICTS, verdict
 
     detector = load_detector(args.detector)
     paths = list(iter_image_files(args.paths))
@@ -23,12 +37,16 @@ def cmd_scan(args: argparse.Namespace) -> int:
         raise CliError(f"no image files found in {', '.join(args.paths)}; give image files "
                        "(.png, .jpg, .webp, .bmp, .tif, .gif) or folders holding them")
     rows = score_files(paths, detector, batch_size=args.batch_size, workers=args.workers,
-                       limits=image_limits(args), progress=not args.quiet)
+                       limits=image_limits(args), progress=not args.quiet,
+                       stability=args.stability)
+    threshold = detector.threshold_
     members = sorted({name for r in rows for name in r.members})  # ensembles only
+    copies = STABILITY_COPIES if args.stability else ()
     records = [{"path": str(r.path),
                 "p_fake": "" if r.p_fake is None else round(r.p_fake, 6),
-                "verdict": "" if r.p_fake is None else
-                ("fake" if r.p_fake >= detector.threshold_ else "real"),
+                "verdict": verdict(r, threshold, args.band),
+                **{c.column: round(r.copies[c.label], 6) if c.label in r.copies else ""
+                   for c in copies},
                 **{f"p_fake_{m}": round(r.members[m], 6) if m in r.members else "" for m in members},
                 "error": r.error} for r in rows]
     out = Path(args.out)
@@ -43,11 +61,12 @@ def cmd_scan(args: argparse.Namespace) -> int:
             writer = csv.DictWriter(fh, fieldnames=list(records[0]))
             writer.writeheader()
             writer.writerows(records)
-    n_fake = sum(r["verdict"] == "fake" for r in records)
-    n_real = sum(r["verdict"] == "real" for r in records)
+    counts = Counter(r["verdict"] for r in records)
     bad = [r for r in records if r["error"]]
-    print(f"scanned {len(records)} files: {n_fake} fake, {n_real} real, {len(bad)} unreadable "
-          f"(threshold {detector.threshold_:.3f}) -> {out}")
+    print(f"scanned {len(records)} files: "
+          f"{', '.join(f'{counts[word]} {word}' for word in VERDICTS)}, {len(bad)} unreadable "
+          f"(threshold {threshold:.3f}, uncertain band {args.band:g}, stability check "
+          f"{'on' if args.stability else 'off'}) -> {out}")
     for r in bad:
         print(f"  error: {r['path']}: {r['error']}")
     for advice, count in Counter(r.advice for r in rows if r.error and r.advice).items():
@@ -106,9 +125,11 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 def cmd_robustness(args: argparse.Namespace) -> int:
     from forensics.grid import GridError
-    from forensics.report import write_report
+    from forensics.report import break_bars, settings_table, write_report
     from forensics.robustness import RobustnessError, run_robustness
 
+    # Checked before the run, which can take hours, rather than when the report is written.
+    bars = break_bars(args.break_metric, args.break_below, args.break_balanced_below)
     try:
         result = run_robustness(args.detector, args.corpus, args.out, grid=args.grid,
                                 split=args.split, limit=args.limit, batch_size=args.batch_size,
@@ -118,14 +139,16 @@ def cmd_robustness(args: argparse.Namespace) -> int:
         raise CliError(str(exc)) from None
     if result is None:  # a torchrun rank other than 0: rank 0 merges and reports
         return 0
-    report = write_report(args.out, metric=args.break_metric, below=args.break_below,
-                          rows=result.rows)
+    report = write_report(args.out, bars=bars, rows=result.rows)
     n_errors = sum(bool(row["error"]) for row in result.rows)
     print(f"{len(result.rows)} results ({n_errors} with errors): {result.manifest['images']} "
           f"images (split {result.manifest['split']}) x {len(result.manifest['grid'])} "
           f"perturbations x {len(result.manifest['detectors'])} detectors")
+    print("every setting, all images pooled (accuracies at each detector's saved threshold):")
+    print(settings_table(report.metrics, bars))
+    print("where each detector breaks:")
     for point in report.breaking_points:
-        print(f"  {point['detector']}: {point['text']}")
+        print(f"  {'BROKEN ' if point['broken_by'] else ''}{point['detector']} {point['text']}")
     print(f"wrote {report.html} ({args.out}/results.jsonl, metrics.csv, metrics.json, "
           f"{len(report.plots)} plots)")
     return 0
@@ -138,6 +161,13 @@ def add_parsers(sub: argparse._SubParsersAction, common: argparse.ArgumentParser
     scan.add_argument("--detector", required=True, help="bundle folder")
     scan.add_argument("--out", default="results.csv")
     scan.add_argument("--format", choices=["csv", "jsonl"], default="csv")
+    scan.add_argument("--band", type=band_width, default=DEFAULT_BAND, metavar="B",
+                      help="call a score within B of the threshold 'uncertain', as the app does "
+                           f"(default {DEFAULT_BAND:g}; 0: plain fake/real)")
+    scan.add_argument("--stability", action="store_true",
+                      help="also score a JPEG 90 and a 0.75 downscaled copy of each image (3x "
+                           "the work), write their scores and call the image 'unsure' when a "
+                           "copy flips the call, as the app does")
     add_limit_options(scan)
     add_io_options(scan)
     scan.set_defaults(func=cmd_scan)
@@ -174,11 +204,15 @@ def add_parsers(sub: argparse._SubParsersAction, common: argparse.ArgumentParser
                      help="auto: test if a detector was trained on these corpora, else all")
     rob.add_argument("--limit", type=int, help="at most N images per label and generator")
     rob.add_argument("--fresh", action="store_true", help="discard results already in --out")
-    rob.add_argument("--break-metric", default="ap",
-                     choices=["ap", "roc_auc", "accuracy", "balanced_accuracy"],
-                     help="the metric whose fall the report describes (default ap)")
+    rob.add_argument("--break-metric", default="ap", choices=["ap", "roc_auc"],
+                     help="the ranking figure checked against --break-below (default ap)")
     rob.add_argument("--break-below", type=float, default=0.8,
-                     help="a detector breaks where the metric falls below this (default 0.8)")
+                     help="a detector breaks where the ranking figure falls below this "
+                          "(default 0.8)")
+    rob.add_argument("--break-balanced-below", type=float, default=0.7,
+                     help="a detector also breaks where its balanced accuracy at its saved "
+                          "threshold falls below this (default 0.7): AP can stay high while "
+                          "every fake is called real")
     add_limit_options(rob)
     add_io_options(rob)
     rob.set_defaults(func=cmd_robustness)
