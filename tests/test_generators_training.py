@@ -25,7 +25,7 @@ from generators.config import merge_options, read_run_file
 from generators.data import BatchStream, ImageFolderDataset, ShardedShuffle
 from generators.images import image_grid, tensor_to_uint8
 from generators.losses import LOSSES, GanLoss
-from generators.registry import create_generator
+from generators.registry import create_generator, get_family
 from generators.runtime import seed_everything
 from generators.sampling import generate
 from generators_support import (TINY, one_thread, write_blob_images,  # noqa: F401 (fixture)
@@ -143,6 +143,8 @@ def test_non_finite_losses_skip_updates_then_abort_clearly(blobs, tmp_path, monk
     nan = float("nan")
     monkeypatch.setitem(LOSSES, "nan", GanLoss("nan", lambda real, fake: real.mean() * nan,
                                                lambda fake: fake.mean() * nan))
+    choices = get_family("dcgan").choices  # a loss dcgan declares it supports
+    monkeypatch.setitem(choices, "loss", (*choices["loss"], "nan"))
     monkeypatch.setattr(trainer_module, "NAN_PATIENCE", 3)
     with pytest.raises(trainer_module.TrainingDiverged, match="not finite for 3 steps") as caught:
         train("dcgan", blobs, tmp_path / "run", 10, {**TINY, "loss": "nan"}, checkpoint_every=1)
@@ -193,7 +195,7 @@ def test_training_state_encoding_round_trips_exactly():
 def test_torn_checkpoint_is_detected(blobs, tmp_path):
     run = train("dcgan", blobs, tmp_path / "run", 1).run_dir
     (run / "optim.safetensors").write_bytes((run / "optim.safetensors").read_bytes()[:-8])
-    with pytest.raises(CheckpointError, match="does not match the hash"):
+    with pytest.raises(CheckpointError, match="does not match the SHA-256"):
         load_train_state(run)
 
 
