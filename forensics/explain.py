@@ -28,7 +28,7 @@ from PIL import Image, UnidentifiedImageError
 from torch.nn import functional as F
 
 from forensics.detectors import Detector, load_detector
-from forensics.detectors.cnn import CNNDetector, tile_boxes
+from forensics.detectors.cnn import CNNDetector, pool_logits
 from forensics.features import (
     azimuthal_spectrum,
     check_rgb_image,
@@ -159,7 +159,7 @@ def gradcam(detector: Detector, image: np.ndarray, target: str = "verdict", *,
     network = cnn.network_.eval()
     device = next(network.parameters()).device
     height, width = image.shape[:2]
-    boxes = tile_boxes(height, width, cnn.tile_size)
+    boxes = cnn.tiles(height, width)
     shortest = min(min(b[0].stop - b[0].start, b[1].stop - b[1].start) for b in boxes)
     stage = cam_stage(network.backbone, shortest, min_cells)
     cams, logits = [], []
@@ -175,7 +175,8 @@ def gradcam(detector: Detector, image: np.ndarray, target: str = "verdict", *,
         logits.append(float(logit.detach()))
     sign = {"fake": 1.0, "real": -1.0}.get(target)
     if sign is None:
-        fake = cnn.proba_from_logits(np.mean(logits)) >= cnn.threshold_
+        pooled = pool_logits(np.asarray(logits), cnn.pool, cnn.pool_k)
+        fake = cnn.proba_from_logits(pooled) >= cnn.threshold_
         sign = 1.0 if fake else -1.0
 
     heat = torch.zeros(height, width, dtype=torch.float64)
@@ -186,7 +187,7 @@ def gradcam(detector: Detector, image: np.ndarray, target: str = "verdict", *,
                            align_corners=False)
         heat[box] += up[0, 0].double().cpu()
         counts[box] += 1
-    heat = (heat / counts).numpy()
+    heat = (heat / counts.clamp(min=1)).numpy()  # npr: an odd last row or column is unscored
     peak = heat.max()
     return (heat / peak if peak > 0 else heat).astype(np.float32)
 

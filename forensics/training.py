@@ -12,7 +12,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from forensics.corpus import LABEL_NAMES, Corpus, CorpusItem, discover_corpus
-from forensics.detectors import create_detector
+from forensics.detectors import create_detector, registered_detectors
 from forensics.detectors.base import Detector
 from forensics.detectors.train_state import TRAIN_STATE_DIR, discard_train_state
 from forensics.images import DEFAULT_LIMITS, ImageError, ImageLimits
@@ -64,22 +64,25 @@ def fit_detector(kind: str, params: dict[str, Any] | None, train: Labelled,
                  val: Labelled, *, state_dir: str | os.PathLike | None = None) -> Detector:
     """A new ``kind`` detector fit on ``train``; ``val`` calibrates it and sets its threshold.
 
-    Validation data with a single class is no use for either and is left out. ``state_dir``
-    becomes the detector's ``train_state_dir`` (see ``Detector``).
+    Validation data with a single class is no use for either and is left out, except real
+    images for a one-class detector (``needs_fakes`` False), which sets its false-alarm rate
+    on them. ``state_dir`` becomes the detector's ``train_state_dir`` (see ``Detector``).
     """
     detector = create_detector(kind, **(params or {}))
     detector.train_state_dir = state_dir
-    has_val = len(set(val[1].tolist())) == 2
+    classes = set(val[1].tolist())
+    has_val = classes == {0, 1} or (not detector.needs_fakes and 0 in classes)
     return detector.fit(*train, val_images=val[0] if has_val else None,
                         val_labels=val[1] if has_val else None)
 
 
-def _check_both_classes(labels: np.ndarray, corpus_dirs: Sequence[str | os.PathLike],
-                        n_unreadable: int) -> None:
-    """Refuse training data without both classes, naming the corpora and what to add."""
+def _check_classes(labels: np.ndarray, corpus_dirs: Sequence[str | os.PathLike],
+                   n_unreadable: int, needs_fakes: bool = True) -> None:
+    """Refuse training data without both classes (without reals, for a one-class detector),
+    naming the corpora and what to add."""
     where = ", ".join(map(str, corpus_dirs))
     counts = {name: int((labels == label).sum()) for label, name in LABEL_NAMES.items()}
-    missing = [name for name, n in counts.items() if n == 0]
+    missing = [name for name, n in counts.items() if n == 0 and (needs_fakes or name == "real")]
     if not missing:
         return
     unreadable = f", {n_unreadable} unreadable" if n_unreadable else ""
@@ -87,8 +90,9 @@ def _check_both_classes(labels: np.ndarray, corpus_dirs: Sequence[str | os.PathL
                    "`forensics zoo sample`)",
            "real": "real images (real/ or manifest rows labelled real, e.g. from "
                    "`forensics corpus bundled`)"}
+    needs = "needs both" if needs_fakes else "models real images, so it needs them"
     raise ValueError(f"the train split of {where} holds {counts['real']} real and "
-                     f"{counts['fake']} fake images{unreadable}; a detector needs both: add "
+                     f"{counts['fake']} fake images{unreadable}; a detector {needs}: add "
                      + " and ".join(add[name] for name in missing))
 
 
@@ -116,7 +120,9 @@ def train_detector(kind: str, corpus_dirs: Sequence[str | os.PathLike], out: str
                                              progress=progress)
     x_val, y_val, bad_val = load_items(val_items, desc="val images", workers=workers,
                                        progress=progress)
-    _check_both_classes(y_train, corpus_dirs, len(bad_train))
+    kind_class = registered_detectors(kind).get(kind)
+    _check_classes(y_train, corpus_dirs, len(bad_train),
+                   needs_fakes=getattr(kind_class, "needs_fakes", True))
     if not resume:  # only now: a command refused above leaves the state for a --resume
         discard_train_state(state)
     detector = fit_detector(kind, params, (x_train, y_train), (x_val, y_val), state_dir=state)

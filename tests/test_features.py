@@ -96,7 +96,7 @@ def test_highpass_residual_removes_smooth_content():
 
 
 def test_registry_combines_families(images):
-    assert list_features() == ["dct", "fft", "npr", "residual"]
+    assert list_features() == ["dct", "fft", "npr", "residual", "selfdesc"]
     extract = create_features("fft+npr", n_bins=8, channels="rgb")
     rows = extract(images)
     assert rows.shape == (len(images), 48) and rows.dtype == np.float64

@@ -79,10 +79,13 @@ def add_parsers(sub: argparse._SubParsersAction, common: argparse.ArgumentParser
     dsub = det.add_subparsers(dest="detector_command", required=True, metavar="ACTION")
     dtrain = dsub.add_parser("train", parents=[common], help="train on the train split, threshold on val")
     dtrain.add_argument("--kind", default="spectral")
-    dtrain.add_argument("--corpus", nargs="+", required=True)
+    dtrain.add_argument("--corpus", nargs="+", required=True,
+                        help="corpus folders; --kind oneclass fits on their real images and "
+                             "needs no fakes")
     dtrain.add_argument("--out", required=True, help="bundle folder to write")
-    dtrain.add_argument("--features", help="spectral: fft, dct, residual, npr or a '+' join "
-                                           "(e.g. fft+npr); default fft")
+    dtrain.add_argument("--features", help="spectral and oneclass: fft, dct, residual, npr, "
+                                           "selfdesc or a '+' join (e.g. fft+npr); default "
+                                           "fft (spectral), selfdesc (oneclass)")
     dtrain.add_argument("--classifier", choices=["logreg", "svm", "gbm"],
                         help="spectral: the classifier (default logreg)")
     dtrain.add_argument("--members", help="ensemble: comma-separated kind[:variant] members, "

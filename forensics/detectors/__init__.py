@@ -4,6 +4,7 @@
 >>> detector.fit(images, labels, val_images=val_images, val_labels=val_labels)
 >>> detector.save("runs/spectral"); load_detector("runs/spectral").predict_proba(images)
 >>> create_detector("ensemble", members="spectral:fft,spectral:npr,cnn")
+>>> create_detector("oneclass").fit(images, labels)  # labels may all be 0: reals alone
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from forensics.detectors.base import (
 # Built-in detectors register themselves on import.
 from forensics.detectors import spectral as _spectral  # noqa: F401  (isort: skip)
 from forensics.detectors import ensemble as _ensemble  # noqa: F401  (isort: skip)
+from forensics.detectors import oneclass as _oneclass  # noqa: F401  (isort: skip)
 
 __all__ = [
     "BundleError",

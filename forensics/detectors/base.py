@@ -335,8 +335,10 @@ class Detector(abc.ABC):
     and ``calibration_`` (how scores became probabilities, JSON-ready, or None; saved in
     detector.json and set again before ``_restore`` runs).
 
-    Class data: ``known_failure_modes`` (short sentences for the model card) and
-    ``variant_param`` (the parameter an ensemble member spec ``kind:variant`` sets, or None).
+    Class data: ``known_failure_modes`` (short sentences for the model card),
+    ``variant_param`` (the parameter an ensemble member spec ``kind:variant`` sets, or None)
+    and ``needs_fakes`` (False for one-class detectors, which model real images alone and fit
+    without any fake).
 
     ``train_state_dir`` (not a parameter: set it on the instance before ``fit``): a folder
     where detectors that train for long (the CNN) keep their state after every epoch, and
@@ -349,6 +351,7 @@ class Detector(abc.ABC):
     kind: ClassVar[str] = ""
     known_failure_modes: ClassVar[tuple[str, ...]] = ()
     variant_param: ClassVar[str | None] = None
+    needs_fakes: ClassVar[bool] = True
     calibration_: dict[str, Any] | None = None
     saved_with_: Mapping[str, Any] = {}  # a loaded bundle's "environment"
     train_state_dir: str | os.PathLike | None = None
@@ -417,15 +420,18 @@ class Detector(abc.ABC):
     ) -> Detector:
         """Fit on images with labels 1 = fake, 0 = real; pick ``threshold_`` on validation data.
 
-        Without validation data the threshold is 0.5. Returns self.
+        Without validation data (or with a single class in it) the threshold is 0.5. Returns
+        self.
         """
         _check_images(images)
         y = _check_labels(labels, len(images))
         y_val = None
-        if len(np.unique(y)) < 2:
+        if len(np.unique(y)) < 2 and (self.needs_fakes or y[0] == 1):
+            needs = ("both real (0) and fake (1) images" if self.needs_fakes
+                     else "real (0) images; fakes are optional")
             raise ValueError(
                 f"training labels hold only class {int(y[0])} ({'fake' if y[0] else 'real'}); "
-                "a detector needs both real (0) and fake (1) images"
+                f"a {self.kind or 'this'} detector needs {needs}"
             )
         if (val_images is None) != (val_labels is None):
             raise ValueError("pass both val_images and val_labels, or neither")

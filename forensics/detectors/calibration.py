@@ -5,6 +5,10 @@ summed leaf values) ranks images well but is no probability; users of published 
 complain that accuracy at 0.5 is far below AP (CNNDetection #2). Platt (1999) fits
 P(fake) = sigmoid(a * raw + b) on held-out data, with his smoothed targets so that separable
 validation data still gives finite a and b.
+
+Without any fake image there is nothing to fit Platt's sigmoid to; ``at_false_alarm`` then
+places the same sigmoid by held-out real scores alone, so that 0.5 marks a chosen false-alarm
+rate on reals (a ranking score with a known cut, not a probability).
 """
 
 from __future__ import annotations
@@ -17,12 +21,15 @@ import numpy as np
 from scipy.optimize import minimize
 from scipy.special import expit, log_expit
 
-__all__ = ["PlattCalibration"]
+__all__ = ["METHODS", "PlattCalibration"]
+
+METHODS = ("platt", "false-alarm", "none")
 
 
 @dataclass(frozen=True)
 class PlattCalibration:
-    """P(fake) = sigmoid(a * raw + b). ``method`` is "platt" when fit, "none" for a=1, b=0."""
+    """P(fake) = sigmoid(a * raw + b). ``method`` is "platt" when fit on both classes,
+    "false-alarm" when placed by real scores alone, "none" for a=1, b=0."""
 
     a: float = 1.0
     b: float = 0.0
@@ -57,6 +64,25 @@ class PlattCalibration:
         return cls(a=float(a / spread), b=float(b - a * centre / spread), method="platt",
                    n=len(labels))
 
+    @classmethod
+    def at_false_alarm(cls, raw_reals: np.ndarray, rate: float) -> PlattCalibration:
+        """From raw scores of held-out real images only: P(fake) = 0.5 at the score that a
+        fraction ``rate`` of them exceed, and 0.1 at their median.
+
+        So a threshold of 0.5 calls about ``rate`` of such reals fake; above it the values
+        rank how unusual an image is, but they are not probabilities (no fake was seen).
+        """
+        raw = np.asarray(raw_reals, dtype=np.float64)
+        if not 0 < rate < 0.5:
+            raise ValueError(f"false-alarm rate must lie in (0, 0.5), got {rate!r}")
+        if len(raw) < 2:
+            raise ValueError(f"placing the cut at a false-alarm rate needs at least 2 held-out "
+                             f"real images, got {len(raw)}")
+        cut, median = np.quantile(raw, [1 - rate, 0.5])
+        spread = cut - median if cut > median else (raw.std() or 1.0)
+        a = np.log(9.0) / spread  # sigmoid(log 9) = 0.9: the median real sits at 0.1
+        return cls(a=float(a), b=float(-a * cut), method="false-alarm", n=len(raw))
+
     def to_dict(self) -> dict[str, Any]:
         """The calibration as JSON-ready data for detector.json."""
         return {"method": self.method, "a": self.a, "b": self.b, "n_val": self.n,
@@ -65,8 +91,8 @@ class PlattCalibration:
     @classmethod
     def from_dict(cls, data: object) -> PlattCalibration:
         """Rebuild from ``to_dict`` output; ValueError if it is not one."""
-        if not isinstance(data, Mapping) or data.get("method") not in ("platt", "none"):
-            raise ValueError(f"calibration must name method 'platt' or 'none', got {data!r}")
+        if not isinstance(data, Mapping) or data.get("method") not in METHODS:
+            raise ValueError(f"calibration must name a method of {METHODS}, got {data!r}")
         a, b, n = data.get("a"), data.get("b"), data.get("n_val", 0)
         numbers = [v for v in (a, b) if isinstance(v, (int, float)) and not isinstance(v, bool)]
         if len(numbers) != 2 or not np.isfinite(numbers).all():

@@ -51,9 +51,18 @@ def _calibration_line(calibration: Any) -> str:
                                                         **calibration}.items()
                             if isinstance(v, float))
         fit_on = calibration.get("n_val")
+        note = calibration.get("note")
         return f"{method}" + (f" ({numbers})" if numbers else "") + (
-            f", fit on {fit_on} validation images" if fit_on else "")
+            f", fit on {fit_on} held-out images" if fit_on else "") + (
+            f"; {note}" if isinstance(note, str) else "")
     return str(calibration)
+
+
+def _threshold_origin(validation: dict[str, Any] | None) -> str:
+    """How ``Detector.fit`` chose the threshold: on validation with both classes, else 0.5."""
+    if validation and validation.get("roc_auc") is not None:
+        return "chosen on validation for the best balanced accuracy"
+    return "0.5: no validation data with both real and fake images to choose it on"
 
 
 def format_model_card(card: dict[str, Any], indent: str = "") -> str:
@@ -76,8 +85,8 @@ def format_model_card(card: dict[str, Any], indent: str = "") -> str:
     if counts:
         lines.append("    counts: " + ", ".join(f"{k} {v}" for k, v in counts.items()))
     lines += [
-        f"  threshold: {card['threshold']:.4f} (P(fake) >= it is called fake; chosen on "
-        "validation for the best balanced accuracy)",
+        f"  threshold: {card['threshold']:.4f} (P(fake) >= it is called fake; "
+        f"{_threshold_origin(card.get('validation'))})",
         f"  calibration: {_calibration_line(card.get('calibration'))}",
         f"  validation: {_metrics_line(card.get('validation'))}",
         "  known failure modes:",

@@ -8,12 +8,17 @@ network cannot take "sharp PNG" or "never compressed" as the sign of a fake.
 Choices that answer the published detectors' users (``REFERENCES.md``):
 
 * Images of any size are scored whole; those larger than ``tile_size`` are split into tiles whose
-  logits are averaged, never resized.
+  logits are pooled (mean, or the top k for a fake region in a real image), never resized.
 * The logit is Platt-calibrated on validation data, so P(fake) is a probability and the saved
   threshold is meaningful.
 * Weights come from files on disk (``forensics.backbones``) and the bundle holds them as
   safetensors, which cannot carry code.
-* ``input="npr"`` feeds the network the NPR residual x - up(down(x)) (Tan et al., CVPR 2024).
+* ``input="npr"`` feeds the network the NPR residual x - up(down(x)) (Tan et al., CVPR 2024),
+  best with the small from-scratch ``backbone="npr_resnet"`` (``forensics.scratch_backbones``).
+  Crops and tiles then start at even offsets and odd sides lose their last pixel, so the 2x2
+  grid of the residual is always the image's own; training views are only flipped and rotated
+  by multiples of 90 degrees (any other angle or a resize resamples the pixels and destroys
+  the trace), and blur and JPEG are off unless asked for.
 * Training resumes after a kill: with ``train_state_dir`` set, the whole training state is saved
   after every epoch (``forensics.detectors.train_state``) and ``fit`` continues from it; on the
   CPU the result is bit-identical to an uninterrupted fit (``detector train --resume``).
@@ -39,19 +44,26 @@ from torch import nn
 from torch.nn import functional as F
 from tqdm.auto import tqdm
 
-from forensics.backbones import DEFAULT_BACKBONE, create_backbone, normalisation
+from forensics.backbones import (DEFAULT_BACKBONE, SCRATCH_BACKBONES, create_backbone,
+                                 normalisation)
 from forensics.detectors.base import BundleError, Detector, register_detector
 from forensics.detectors.calibration import PlattCalibration
 from forensics.detectors.train_state import (TrainStateError, fingerprint_data,
                                              load_train_state, save_train_state)
 from forensics.perturb import random_augment
 
-__all__ = ["CNNDetector", "npr_residual", "tile_boxes"]
+__all__ = ["CNNDetector", "npr_residual", "pool_logits", "tile_boxes"]
 
 WEIGHTS_FILE = "weights.safetensors"
 CURVES_FILE = "training_curves.png"
 _NETWORK_PREFIX = "backbone."
 _INPUTS = ("rgb", "npr")
+_POOLS = ("mean", "topk", "max")
+# Training-augmentation defaults by input, taken where the constructor gets None. The residual
+# would learn "blurred or compressed means real" from blur and JPEG applied to one class's
+# crops at random; aligned training data degrades both classes alike instead.
+_AUGMENT_DEFAULTS = {"rgb": {"p_blur": 0.5, "p_jpeg": 0.5, "rot90": False},
+                     "npr": {"p_blur": 0.0, "p_jpeg": 0.0, "rot90": True}}
 _DEVICES = ("auto", "cpu", "cuda")
 # Seed of the fixed random image whose logit is saved to check that a reload reproduces it.
 _PROBE_SEED = 20240601
@@ -92,6 +104,21 @@ def tile_boxes(height: int, width: int, tile: int) -> list[Box]:
             for top in starts(height) for left in starts(width)]
 
 
+def pool_logits(logits: np.ndarray, pool: str = "mean", k: int = 1) -> float:
+    """One image's logit from the logits of its tiles (1-D, non-empty).
+
+    "mean" averages them; "topk" averages the ``k`` largest (all when fewer), so a generated
+    region pasted into a large real photo is not outvoted by the real tiles; "max" takes the
+    largest.
+    """
+    logits = np.asarray(logits, dtype=np.float64)
+    if pool == "mean":
+        return float(logits.mean())
+    if pool not in _POOLS:
+        raise ValueError(f"pool must be one of {', '.join(_POOLS)}, got {pool!r}")
+    return float(np.sort(logits)[-(1 if pool == "max" else k):].mean())
+
+
 @functools.cache
 def _idle_cpus() -> int:
     """CPUs this process may use that were not busy when first asked (at least 1).
@@ -108,16 +135,22 @@ def _idle_cpus() -> int:
     return max(1, min(cpus or 1, (cpus or 1) - busy))
 
 
-def _random_crop(image: np.ndarray, size: int, rng: np.random.Generator) -> np.ndarray:
-    """A random ``size`` x ``size`` crop; sides shorter than ``size`` are reflect-padded first."""
+def _random_crop(image: np.ndarray, size: int, rng: np.random.Generator,
+                 step: int = 1) -> np.ndarray:
+    """A random ``size`` x ``size`` crop whose offsets are multiples of ``step``.
+
+    Sides shorter than ``size`` are reflect-padded first, by a multiple of ``step`` before the
+    image, so the image's own pixels keep their place on the ``step`` grid.
+    """
     height, width = image.shape[:2]
     pad_h, pad_w = max(0, size - height), max(0, size - width)
     if pad_h or pad_w:
-        image = np.pad(image, ((pad_h // 2, pad_h - pad_h // 2),
-                               (pad_w // 2, pad_w - pad_w // 2), (0, 0)), mode="reflect")
+        top_pad, left_pad = pad_h // 2 // step * step, pad_w // 2 // step * step
+        image = np.pad(image, ((top_pad, pad_h - top_pad),
+                               (left_pad, pad_w - left_pad), (0, 0)), mode="reflect")
         height, width = image.shape[:2]
-    top = int(rng.integers(0, height - size + 1))
-    left = int(rng.integers(0, width - size + 1))
+    top = step * int(rng.integers(0, (height - size) // step + 1))
+    left = step * int(rng.integers(0, (width - size) // step + 1))
     return image[top:top + size, left:left + size]
 
 
@@ -196,20 +229,28 @@ class CNNDetector(Detector):
 
     Parameters:
         backbone: timm model name; ImageNet weights from ``weights``, a pip package
-            (``tf_efficientnet_lite0``..``lite2``) or the local hub cache.
-        pretrained: start from ImageNet weights; False trains from random init.
+            (``tf_efficientnet_lite0``..``lite2``) or the local hub cache. ``npr_resnet``
+            (ResNet-50 stages 1-2, 1.4M parameters) suits ``input="npr"``.
+        pretrained: start from ImageNet weights; False trains from random init (always False
+            for backbones that have none, such as ``npr_resnet``).
         weights: path of a local weights file (.safetensors or a weights_only torch file).
         input: "rgb", or "npr" for the residual x - up(down(x)).
         crop_size: largest side of the random training crops. The crops used are no larger
             than the median shorter side of the training images, so that a corpus of small
             images is not padded (the network then sees at training the sizes it scores);
-            images smaller than the crop are reflect-padded.
-        tile_size: images with a side above it are scored as the mean logit of tiles.
+            images smaller than the crop are reflect-padded. Even for ``input="npr"``.
+        tile_size: images with a side above it are scored by tiles of this side (even for
+            ``input="npr"``), whose logits are pooled.
+        pool: how tile logits make the image's: "mean", "topk" (mean of the ``pool_k``
+            largest) or "max".
+        pool_k: tiles averaged by ``pool="topk"``.
         epochs: at most this many epochs of ``steps_per_epoch`` steps (None: one pass).
         batch_size, lr, weight_decay: AdamW training (also the inference batch size).
         patience: stop after this many epochs without a better validation AP.
-        p_blur, blur_sigma, p_jpeg, jpeg_quality: ``forensics.perturb.random_augment``.
+        p_blur, blur_sigma, p_jpeg, jpeg_quality: ``forensics.perturb.random_augment``;
+            ``p_blur`` and ``p_jpeg`` default (None) to 0.5 for rgb input, 0 for npr.
         flip: random horizontal flips.
+        rot90: random rotations by multiples of 90 degrees (None: on for npr, off for rgb).
         val_fraction: share of the training images held out when ``fit`` gets no validation.
         device: "auto" (CUDA when present), "cpu" or "cuda"; CUDA trains with mixed precision
             and channels_last.
@@ -243,17 +284,20 @@ class CNNDetector(Detector):
         input: str = "rgb",  # noqa: A002 - the documented parameter name
         crop_size: int = 64,
         tile_size: int = 256,
+        pool: str = "mean",
+        pool_k: int = 3,
         epochs: int = 15,
         steps_per_epoch: int | None = None,
         batch_size: int = 32,
         lr: float = 1e-3,
         weight_decay: float = 1e-2,
         patience: int = 3,
-        p_blur: float = 0.5,
+        p_blur: float | None = None,
         blur_sigma: Sequence[float] = (0.0, 3.0),
-        p_jpeg: float = 0.5,
+        p_jpeg: float | None = None,
         jpeg_quality: Sequence[int] = (30, 100),
         flip: bool = True,
+        rot90: bool | None = None,
         val_fraction: float = 0.2,
         device: str = "auto",
         threads: int | None = None,
@@ -261,22 +305,26 @@ class CNNDetector(Detector):
         progress: bool = True,
     ):
         self.backbone = backbone
-        self.pretrained = pretrained
+        self.pretrained = pretrained and backbone not in SCRATCH_BACKBONES
         self.weights = weights
         self.input = input
         self.crop_size = crop_size
         self.tile_size = tile_size
+        self.pool = pool
+        self.pool_k = pool_k
         self.epochs = epochs
         self.steps_per_epoch = steps_per_epoch
         self.batch_size = batch_size
         self.lr = lr
         self.weight_decay = weight_decay
         self.patience = patience
-        self.p_blur = p_blur
+        defaults = _AUGMENT_DEFAULTS.get(input, _AUGMENT_DEFAULTS["rgb"])
+        self.p_blur = defaults["p_blur"] if p_blur is None else p_blur
         self.blur_sigma = blur_sigma
-        self.p_jpeg = p_jpeg
+        self.p_jpeg = defaults["p_jpeg"] if p_jpeg is None else p_jpeg
         self.jpeg_quality = jpeg_quality
         self.flip = flip
+        self.rot90 = defaults["rot90"] if rot90 is None else rot90
         self.val_fraction = val_fraction
         self.device = device
         self.threads = threads
@@ -286,10 +334,10 @@ class CNNDetector(Detector):
     def get_params(self) -> dict[str, Any]:
         """Constructor parameters as a JSON-ready dict."""
         params = {name: getattr(self, name) for name in (
-            "backbone", "pretrained", "weights", "input", "crop_size", "tile_size", "epochs",
-            "steps_per_epoch", "batch_size", "lr", "weight_decay", "patience", "p_blur",
-            "blur_sigma", "p_jpeg", "jpeg_quality", "flip", "val_fraction", "device", "threads",
-            "seed", "progress")}
+            "backbone", "pretrained", "weights", "input", "crop_size", "tile_size", "pool",
+            "pool_k", "epochs", "steps_per_epoch", "batch_size", "lr", "weight_decay",
+            "patience", "p_blur", "blur_sigma", "p_jpeg", "jpeg_quality", "flip", "rot90",
+            "val_fraction", "device", "threads", "seed", "progress")}
         params["weights"] = None if self.weights is None else os.fspath(self.weights)
         params["blur_sigma"] = list(self.blur_sigma)
         params["jpeg_quality"] = list(self.jpeg_quality)
@@ -306,14 +354,30 @@ class CNNDetector(Detector):
             "std": None if network is None else network.std.flatten().tolist(),
             "resize": None,
             "train_crop": {"size": f"min({self.crop_size}, median shorter side of the "
-                                   "training images)", "pad": "reflect", "flip": self.flip},
+                                   "training images)", "pad": "reflect",
+                           "offsets": f"multiples of {self._grid}", "flip": self.flip,
+                           "rot90": self.rot90},
             "train_augmentation": {"p_blur": self.p_blur, "blur_sigma": list(self.blur_sigma),
                                    "p_jpeg": self.p_jpeg, "jpeg_quality": list(self.jpeg_quality)},
-            "inference": f"whole image; sides over {self.tile_size} px: mean logit of tiles",
+            "inference": (f"whole image{'; odd sides lose their last pixel' * (self._grid == 2)}"
+                          f"; sides over {self.tile_size} px: {self._pool_description} of the "
+                          "tiles' logits"),
             "calibration": "platt (logistic on the logit), fit on validation data",
         }
 
     # ------------------------------------------------------------------------- helpers
+
+    @property
+    def _grid(self) -> int:
+        """Crops and tiles start at multiples of it: 2 for npr, whose residual is taken on
+        2x2 blocks, so that the blocks the network sees are the image's own."""
+        return 2 if self.input == "npr" else 1
+
+    @property
+    def _pool_description(self) -> str:
+        """How ``pool`` makes an image's logit, in words."""
+        return {"mean": "mean", "max": "largest",
+                "topk": f"mean of the {self.pool_k} largest"}.get(self.pool, self.pool)
 
     def _check_params(self) -> None:
         """Raise ValueError for parameters that cannot work, naming the parameter."""
@@ -321,10 +385,17 @@ class CNNDetector(Detector):
             raise ValueError(f"input must be one of {', '.join(_INPUTS)}, got {self.input!r}")
         if self.device not in _DEVICES:
             raise ValueError(f"device must be one of {', '.join(_DEVICES)}, got {self.device!r}")
-        for name in ("crop_size", "tile_size", "epochs", "batch_size", "patience"):
+        if self.pool not in _POOLS:
+            raise ValueError(f"pool must be one of {', '.join(_POOLS)}, got {self.pool!r}")
+        for name in ("crop_size", "tile_size", "pool_k", "epochs", "batch_size", "patience"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        for name in ("crop_size", "tile_size"):
+            value = getattr(self, name)
+            if value % self._grid:
+                raise ValueError(f"{name} must be even with input=npr (the residual is taken "
+                                 f"on 2x2 blocks), got {value}; pass --set {name}={value + 1}")
         if self.batch_size < 2:
             raise ValueError("batch_size must be at least 2 (batch norm needs two samples)")
         if not 0 < self.val_fraction < 1:
@@ -353,44 +424,53 @@ class CNNDetector(Detector):
 
     def augment(self, image: np.ndarray, rng: np.random.Generator,
                 crop: int | None = None) -> np.ndarray:
-        """One training view of ``image``: blur and JPEG as ``random_augment``, crop, flip.
+        """One training view of ``image``: blur and JPEG as ``random_augment``, crop, flip,
+        rotation by a multiple of 90 degrees (``rot90``).
 
         Returns uint8 (crop, crop, 3), ``crop`` defaulting to ``crop_size``. As in
         CNNDetection, blur and JPEG act on the whole image before cropping, so crops do not
-        line up with the 8x8 JPEG grid.
+        line up with the 8x8 JPEG grid. For npr the crop starts at even offsets; nothing is
+        resampled, so every view keeps the image's 2x2 pixel relations.
         """
         out = random_augment(image, rng, p_blur=self.p_blur, blur_sigma=tuple(self.blur_sigma),
                              p_jpeg=self.p_jpeg, jpeg_quality=tuple(self.jpeg_quality))
-        out = _random_crop(out, crop or self.crop_size, rng)
+        out = _random_crop(out, crop or self.crop_size, rng, step=self._grid)
         if self.flip and rng.random() < 0.5:
             out = out[:, ::-1]
+        if self.rot90:
+            out = np.rot90(out, int(rng.integers(4)))
         return out
 
+    def tiles(self, height: int, width: int) -> list[Box]:
+        """The boxes scored for an image of this size: ``tile_boxes`` of ``tile_size``; for
+        npr, of the image cut to even sides, so every box starts at an even offset."""
+        return tile_boxes(max(1, height - height % self._grid),
+                          max(1, width - width % self._grid), self.tile_size)
+
     def logits(self, images: Sequence[np.ndarray], network: nn.Module | None = None) -> np.ndarray:
-        """Raw logits float64 (N,) of whole images, or the mean over tiles of large ones.
+        """Raw logits float64 (N,): of whole images, or pooled (``pool``) over the ``tiles``
+        of large ones.
 
         Images and tiles of one shape share batches of ``batch_size``; nothing is resized.
         """
         network = self.network_ if network is None else network
         device = next(network.parameters()).device
-        pieces = [(index, image[box]) for index, image in enumerate(images)
-                  for box in tile_boxes(*image.shape[:2], self.tile_size)]
+        boxes = [self.tiles(*image.shape[:2]) for image in images]
+        pieces = [image[box] for image, image_boxes in zip(images, boxes) for box in image_boxes]
         by_shape: dict[tuple[int, ...], list[int]] = {}
-        for k, (_, piece) in enumerate(pieces):
+        for k, piece in enumerate(pieces):
             by_shape.setdefault(piece.shape, []).append(k)
-        sums = np.zeros(len(images))
-        counts = np.zeros(len(images))
+        piece_logits = np.empty(len(pieces))
         network.eval()
         with torch.inference_mode(), _autocast(device):
             for members in by_shape.values():
                 for start in range(0, len(members), self.batch_size):
                     chunk = members[start:start + self.batch_size]
-                    batch = np.stack([pieces[k][1] for k in chunk])
-                    out = network(self.to_tensor(batch, device)).float().cpu().numpy()
-                    owners = [pieces[k][0] for k in chunk]
-                    np.add.at(sums, owners, out)
-                    np.add.at(counts, owners, 1)
-        return sums / counts
+                    batch = np.stack([pieces[k] for k in chunk])
+                    out = network(self.to_tensor(batch, device))
+                    piece_logits[chunk] = out.float().cpu().numpy()
+        per_image = np.split(piece_logits, np.cumsum([len(b) for b in boxes])[:-1])
+        return np.array([pool_logits(tiles, self.pool, self.pool_k) for tiles in per_image])
 
     def proba_from_logits(self, logits: np.ndarray) -> np.ndarray:
         """Calibrated P(fake) of raw logits."""
@@ -426,6 +506,7 @@ class CNNDetector(Detector):
         rng = np.random.default_rng(self.seed)
         torch.manual_seed(self.seed)
         crop = min(self.crop_size, int(np.median([min(im.shape[:2]) for im in images])))
+        crop = max(self._grid, crop - crop % self._grid)
         # A resumed network gets every weight from the state: no ImageNet weights to read.
         network = _place(self._new_network(self.pretrained and resumed is None), device)
         optimiser = torch.optim.AdamW(network.parameters(), lr=self.lr,

@@ -1,4 +1,5 @@
-"""Image features for detectors, plots and explanations: spectra of images and their residuals.
+"""Image features for detectors, plots and explanations: spectra of images and their residuals,
+and self-descriptions (how each image predicts itself).
 
 >>> extract = create_features("fft+npr", n_bins=32, channels="rgb")
 >>> rows = extract(images)  # float64 (N, extract.n_features), any image sizes, no resizing
@@ -17,6 +18,7 @@ from forensics.features.residual import (
     npr_spectra,
     residual_spectra,
 )
+from forensics.features.selfdescription import self_descriptions
 from forensics.features.spectrum import (
     azimuthal_spectra,
     azimuthal_spectrum,
@@ -39,6 +41,7 @@ __all__ = [
     "npr_spectra",
     "tile_log_dct",
     "dct_spectra",
+    "self_descriptions",
     "FeatureExtractor",
     "create_features",
     "feature_parameters",

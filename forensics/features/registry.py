@@ -17,6 +17,7 @@ import numpy as np
 
 from forensics.features.dct import dct_spectra
 from forensics.features.residual import npr_spectra, residual_spectra
+from forensics.features.selfdescription import self_description_size, self_descriptions
 from forensics.features.spectrum import (
     CHANNELS,
     azimuthal_spectra,
@@ -58,8 +59,10 @@ FEATURE_FAMILIES: dict[str, FeatureFamily] = {
                               "azimuthal spectrum of the SRM high-pass noise residual"),
     "npr": FeatureFamily(npr_spectra, _curve_size,
                          "azimuthal spectrum of the NPR residual x - up(down(x))"),
+    "selfdesc": FeatureFamily(self_descriptions, lambda p: self_description_size(p["scales"]),
+                              "least-squares 5x5 self-prediction weights and residual "
+                              "statistics at native and 2x, 4x, ... area-downscaled scales"),
 }
-
 
 
 def _check_window(value: object) -> bool:
@@ -72,6 +75,7 @@ def _check_window(value: object) -> bool:
 _CHECKS: dict[str, Callable[[Any], Any]] = {
     "n_bins": lambda v: check_positive_int(v, "n_bins"),
     "tile": lambda v: check_positive_int(v, "tile"),
+    "scales": lambda v: check_positive_int(v, "scales"),
     "channels": check_channels,
     "window": _check_window,
 }
@@ -133,10 +137,10 @@ class FeatureExtractor:
 
 
 def create_features(name: str, **params: Any) -> FeatureExtractor:
-    """The extractor for ``name`` ("fft", "dct", "residual", "npr" or a "+" join of them).
+    """The extractor for ``name`` ("fft", "dct", "residual", "npr", "selfdesc" or a "+" join).
 
-    ``params`` (n_bins, window, channels, tile) are validated here and passed to every family
-    that accepts them; ValueError names any parameter none of them takes.
+    ``params`` (n_bins, window, channels, tile, scales) are validated here and passed to every
+    family that accepts them; ValueError names any parameter none of them takes.
     """
     families = _families(name)
     unused = set(params) - feature_parameters(name)
