@@ -2,9 +2,11 @@
 endless shuffled batches whose position is part of a checkpoint.
 
 Three kinds of training data (``generators.registry.DATASET_KINDS``): plain images, images
-with class labels (``labelled_dataset``) and two unaligned domains (one dataset each).
-:class:`BatchStream` draws every batch from the datasets given, sharded across ``torchrun``
-ranks like ``DistributedSampler``.
+with class labels (``labelled_dataset``) and two unaligned domains (one dataset each). Images
+are resized to the training resolution (:class:`ImageFolderDataset`), or kept at their own size
+and cropped (:class:`RandomCropDataset`, for families that must learn from real pixels as they
+are). :class:`BatchStream` draws every batch from the datasets given, sharded across
+``torchrun`` ranks like ``DistributedSampler``.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ from __future__ import annotations
 import math
 import warnings
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence, TypeVar
 
 import numpy as np
 import torch
@@ -23,11 +25,16 @@ from torch.utils.data import Dataset
 _DECODE_ERRORS = (OSError, ValueError, SyntaxError, Image.DecompressionBombError)
 
 
+def load_rgb(path: str | Path) -> Image.Image:
+    """Decode ``path`` to RGB at its own size (EXIF orientation applied)."""
+    with Image.open(path) as image:
+        return ImageOps.exif_transpose(image).convert("RGB")
+
+
 def load_square_rgb(path: str | Path, resolution: int) -> Image.Image:
     """Decode ``path`` to RGB (EXIF orientation applied), resize the shorter side to
     ``resolution`` (bicubic, antialiased when shrinking) and centre-crop a square."""
-    with Image.open(path) as image:
-        image = ImageOps.exif_transpose(image).convert("RGB")
+    image = load_rgb(path)
     width, height = image.size
     scale = resolution / min(width, height)
     size = (max(resolution, round(width * scale)), max(resolution, round(height * scale)))
@@ -36,6 +43,40 @@ def load_square_rgb(path: str | Path, resolution: int) -> Image.Image:
     left = (size[0] - resolution) // 2
     top = (size[1] - resolution) // 2
     return image.crop((left, top, left + resolution, top + resolution))
+
+
+Decoded = TypeVar("Decoded")
+
+
+def _decode_all(paths: Sequence[Path], decode: Callable[[Path], Decoded]
+                ) -> tuple[list[int], list[Decoded], list[tuple[Path, str]]]:
+    """``decode`` each path: the indices and results of those that worked, and the (path,
+    reason) pairs of those that raised one of _DECODE_ERRORS (one warning for them);
+    ValueError if none worked."""
+    kept: list[int] = []
+    decoded: list[Decoded] = []
+    skipped: list[tuple[Path, str]] = []
+    for index, path in enumerate(paths):
+        try:
+            decoded.append(decode(path))
+        except _DECODE_ERRORS as exc:
+            skipped.append((path, f"{type(exc).__name__}: {exc}"))
+            continue
+        kept.append(index)
+    if skipped:
+        examples = "; ".join(f"{p}: {why}" for p, why in skipped[:3])
+        warnings.warn(f"skipped {len(skipped)} of {len(paths)} unreadable or unusable "
+                      f"image(s) (e.g. {examples})", stacklevel=3)
+    if not decoded:
+        raise ValueError(f"none of the {len(paths)} image(s) could be used "
+                         f"(e.g. {skipped[0][0]}: {skipped[0][1]}); "
+                         "check the paths point to image files")
+    return kept, decoded, skipped
+
+
+def _check_resolution(resolution: Any) -> None:
+    if not isinstance(resolution, int) or isinstance(resolution, bool) or resolution < 1:
+        raise ValueError(f"resolution must be a positive integer, got {resolution!r}")
 
 
 class ImageFolderDataset(Dataset):
@@ -50,40 +91,19 @@ class ImageFolderDataset(Dataset):
 
     def __init__(self, paths: Sequence[str | Path], resolution: int,
                  labels: Sequence[int] | None = None):
-        if not isinstance(resolution, int) or resolution < 1:
-            raise ValueError(f"resolution must be a positive integer, got {resolution!r}")
+        _check_resolution(resolution)
         paths = [Path(p) for p in paths]
         if labels is not None and len(labels) != len(paths):
             raise ValueError(f"got {len(labels)} labels for {len(paths)} images")
         if not paths:
             raise ValueError("ImageFolderDataset got no image paths; give at least one image")
         self.resolution = resolution
-        self.paths: list[Path] = []
-        self.skipped: list[tuple[Path, str]] = []
-        arrays = []
-        kept_labels = []
-        for index, path in enumerate(paths):
-            try:
-                image = load_square_rgb(path, resolution)
-            except _DECODE_ERRORS as exc:
-                self.skipped.append((path, f"{type(exc).__name__}: {exc}"))
-                continue
-            arrays.append(torch.frombuffer(bytearray(image.tobytes()), dtype=torch.uint8))
-            self.paths.append(path)
-            kept_labels.append(0 if labels is None else int(labels[index]))
-        if self.skipped:
-            examples = "; ".join(f"{p}: {why}" for p, why in self.skipped[:3])
-            warnings.warn(f"skipped {len(self.skipped)} of {len(paths)} unreadable image(s) "
-                          f"(e.g. {examples})", stacklevel=2)
-        if not arrays:
-            raise ValueError(f"none of the {len(paths)} image(s) could be read "
-                             f"(e.g. {self.skipped[0][0]}: {self.skipped[0][1]}); "
-                             "check the paths point to image files")
-        self.images = (torch.stack(arrays)
-                       .view(len(arrays), resolution, resolution, 3)
-                       .permute(0, 3, 1, 2)
-                       .contiguous())
-        self.labels = None if labels is None else torch.tensor(kept_labels, dtype=torch.int64)
+        kept, images, self.skipped = _decode_all(
+            paths, lambda path: np.asarray(load_square_rgb(path, resolution)))
+        self.paths = [paths[i] for i in kept]
+        self.images = torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).contiguous()
+        self.labels = (None if labels is None else
+                       torch.tensor([int(labels[i]) for i in kept], dtype=torch.int64))
 
     def __len__(self) -> int:
         return self.images.shape[0]
@@ -93,9 +113,67 @@ class ImageFolderDataset(Dataset):
         images = self.images[indices].float().div_(127.5).sub_(1.0)
         return images if self.labels is None else (images, self.labels[indices])
 
+    # What a training step draws: the same images (a resized image has no random part).
+    training_batch = batch
+
     def __getitem__(self, index: int) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         item = self.batch(torch.tensor([index]))
         return item[0] if self.labels is None else (item[0][0], item[1][0])
+
+
+class RandomCropDataset(Dataset):
+    """Images from ``paths`` at their own size, never resized, served as (3, R, R) crops in
+    [-1, 1]: random crops for training, centre crops otherwise.
+
+    The decoded images are kept in memory as uint8 (H, W, 3) arrays (training corpora here are
+    small). :meth:`training_batch` draws each crop's offset from torch's global generator,
+    which the trainer seeds per rank and saves in checkpoints, so a resumed run crops as an
+    uninterrupted one; :meth:`batch` (centre crops) draws nothing, so looking at the data (the
+    trainer's diagnostics) leaves training unchanged. Images smaller than R on a side are
+    skipped like unreadable ones; ``paths`` and ``skipped`` as in :class:`ImageFolderDataset`.
+    """
+
+    def __init__(self, paths: Sequence[str | Path], resolution: int):
+        _check_resolution(resolution)
+        paths = [Path(p) for p in paths]
+        if not paths:
+            raise ValueError("RandomCropDataset got no image paths; give at least one image")
+        self.resolution = resolution
+
+        def decode(path: Path) -> np.ndarray:
+            image = np.array(load_rgb(path))  # writable: torch.from_numpy warns otherwise
+            if min(image.shape[:2]) < resolution:
+                raise ValueError(f"{image.shape[1]}x{image.shape[0]} px is smaller than the "
+                                 f"{resolution} px training crops (lower --resolution)")
+            return image
+
+        kept, self.images, self.skipped = _decode_all(paths, decode)
+        self.paths = [paths[i] for i in kept]
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def _crops(self, indices: torch.Tensor, fractions: torch.Tensor) -> torch.Tensor:
+        """Crop image ``indices[i]`` at ``fractions[i]`` (top, left) of its free range."""
+        r = self.resolution
+        crops = []
+        for index, (fy, fx) in zip(indices.tolist(), fractions.tolist()):
+            image = self.images[index]
+            top = int(fy * (image.shape[0] - r + 1))
+            left = int(fx * (image.shape[1] - r + 1))
+            crops.append(torch.from_numpy(image[top:top + r, left:left + r]))
+        return torch.stack(crops).permute(0, 3, 1, 2).float().div_(127.5).sub_(1.0)
+
+    def batch(self, indices: torch.Tensor) -> torch.Tensor:
+        """Centre crops of images ``indices``: (N, 3, R, R) float in [-1, 1]."""
+        return self._crops(indices, torch.full((len(indices), 2), 0.5))
+
+    def training_batch(self, indices: torch.Tensor) -> torch.Tensor:
+        """Random crops of images ``indices`` (uniform offsets): (N, 3, R, R) in [-1, 1]."""
+        return self._crops(indices, torch.rand(len(indices), 2))
+
+    def __getitem__(self, index: int) -> torch.Tensor:
+        return self.batch(torch.tensor([index]))[0]
 
 
 def labelled_dataset(items: Sequence[tuple[str | Path, str]],
@@ -162,7 +240,8 @@ class BatchStream:
     ``batch_size // world_size`` (at least 1), no more than any dataset's share holds.
     """
 
-    def __init__(self, datasets: Sequence[ImageFolderDataset], batch_size: int, seed: int, *,
+    def __init__(self, datasets: Sequence[ImageFolderDataset | RandomCropDataset],
+                 batch_size: int, seed: int, *,
                  rank: int = 0, world_size: int = 1):
         self.datasets = list(datasets)
         smallest_share = min(math.ceil(len(d) / world_size) for d in self.datasets)
@@ -172,7 +251,7 @@ class BatchStream:
                          for i, d in enumerate(self.datasets)]
 
     def next(self) -> Any:
-        batches = tuple(d.batch(s.next()) for d, s in zip(self.datasets, self.samplers))
+        batches = tuple(d.training_batch(s.next()) for d, s in zip(self.datasets, self.samplers))
         return batches[0] if len(batches) == 1 else batches
 
     def state_dict(self) -> list[dict[str, int]]:

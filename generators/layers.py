@@ -8,6 +8,7 @@
   written as a separable linear map ``y = A x A^T`` with a small banded matrix ``A`` built once
   per layer: exact, device-agnostic, differentiable twice (for R1) and faster on a CPU than a
   depthwise convolution. This upsampler leaves the spectral fingerprint detectors look for.
+  Fully convolutional nets, whose maps have no fixed size, blur with :class:`FIRBlur2d`.
 - Modulated convolution with demodulation (StyleGAN2), computed by scaling the activations by
   the styles and demodulating with a matmul instead of building per-sample weights for a
   grouped convolution: the same result, 2-4x faster on a CPU.
@@ -74,6 +75,28 @@ class FIRResample2d(nn.Module):
 
     def extra_repr(self) -> str:
         return f"size {self.matrix.shape[1]} -> {self.matrix.shape[0]}"
+
+
+class FIRBlur2d(nn.Module):
+    """The [1, 3, 3, 1] binomial blur of (N, C, H, W) maps of any size: a depthwise convolution
+    after zero padding ``pad`` = (before, after) on both axes, with ``gain`` per axis (2 after a
+    2x upsampling keeps a constant's value). The size-agnostic form of
+    :meth:`FIRResample2d.blur`, for fully convolutional nets."""
+
+    def __init__(self, channels: int, pad: tuple[int, int], gain: float = 1.0):
+        super().__init__()
+        taps = torch.tensor(FIR_TAPS)
+        kernel = torch.outer(taps, taps) / taps.sum() ** 2 * gain ** 2
+        self.register_buffer("kernel", kernel.expand(channels, 1, -1, -1).clone(),
+                             persistent=False)  # rebuilt from the config
+        self.pad = pad
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = F.pad(x, (*self.pad, *self.pad))
+        return F.conv2d(x, self.kernel.to(x.dtype), groups=x.shape[1])
+
+    def extra_repr(self) -> str:
+        return f"channels={self.kernel.shape[0]}, pad={self.pad}"
 
 
 def bias_leaky_relu(x: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:

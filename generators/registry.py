@@ -12,8 +12,9 @@ and everything else goes through ``create_generator("dcgan", resolution=32)``, w
 the overrides into the defaults, refuses keys and values the family does not support (one
 message naming the family, the option and what it supports) and returns a :class:`GanPair`.
 ``list_generators()`` shows what exists and the defaults of each; ``get_family(name)`` also
-tells which training step and which kind of data the family needs (see ``generators.trainer``
-for the step contract).
+tells which training step and which kind of data the family needs, how its training images are
+cut (``crop``) and under which generator name its samples go (``generator_label``; see
+``generators.trainer`` for the step contract).
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ Builder = Callable[[dict], Nets]
 # Modules whose import registers the built-in families (imported on first use, which keeps
 # nets -> registry a one-way import). A module that does not exist yet is skipped.
 _BUILTIN_MODULES = ("generators.nets.dcgan", "generators.nets.stylegan",
-                    "generators.nets.cyclegan")
+                    "generators.nets.cyclegan", "generators.nets.autoencoder")
 
 # What a batch of each kind of training data holds (see generators.data.BatchStream).
 DATASET_KINDS = {
@@ -44,11 +45,17 @@ DATASET_KINDS = {
               "(images_A, images_B)",
 }
 
+# How training images become (R, R) inputs, R the config's resolution (see generators.data).
+CROP_MODES = {
+    "resize": "the shorter side resized to R, then a centre crop",
+    "random": "random R x R crops at native resolution (images never resized)",
+}
+
 
 @dataclass(frozen=True)
 class Family:
     """A registered GAN family: how to build it, its defaults, the values it supports of keys
-    that take a choice, its step and its data."""
+    that take a choice, its step, its data and how it names its samples."""
 
     name: str
     builder: Builder
@@ -56,6 +63,13 @@ class Family:
     choices: dict[str, tuple]
     step_class: type | None  # None: generators.steps.AdversarialStep
     dataset: str
+    crop: str = "resize"
+    label: Callable[[dict], str] | None = None  # None: the family's name
+
+    def generator_label(self, config: dict) -> str:
+        """The generator name of this family's samples under ``config`` (the manifest's
+        ``generator``), so configs that make different fakes are told apart in evaluation."""
+        return self.name if self.label is None else self.label(config)
 
     def resolve_step_class(self) -> type:
         if self.step_class is not None:
@@ -110,7 +124,8 @@ class GanPair(nn.Module):
 
 def register_generator(name: str, default_config: dict, *, step_class: type | None = None,
                        dataset: str = "images",
-                       choices: Mapping[str, Sequence[Any]] | None = None
+                       choices: Mapping[str, Sequence[Any]] | None = None,
+                       crop: str = "resize", label: Callable[[dict], str] | None = None
                        ) -> Callable[[Builder], Builder]:
     """Decorator registering ``builder(config)`` under ``name``.
 
@@ -120,10 +135,15 @@ def register_generator(name: str, default_config: dict, *, step_class: type | No
     supported: a ``"loss"`` key must list the entries of ``losses.LOSSES`` that the family's
     step applies (wgan-gp only where it adds the gradient penalty). ``step_class`` is the
     training step (default ``generators.steps.AdversarialStep``; contract in
-    ``generators.trainer``); ``dataset`` is one of :data:`DATASET_KINDS`.
+    ``generators.trainer``); ``dataset`` is one of :data:`DATASET_KINDS`; ``crop`` one of
+    :data:`CROP_MODES` ("random" for ``"images"`` only); ``label(config)`` names the
+    generator of its samples when the config makes a different generator (default: ``name``).
     """
     if dataset not in DATASET_KINDS:
         raise ValueError(f"dataset must be one of {sorted(DATASET_KINDS)}, got {dataset!r}")
+    if crop not in CROP_MODES or (crop != "resize" and dataset != "images"):
+        raise ValueError(f"crop must be one of {sorted(CROP_MODES)} ('random' for 'images' "
+                         f"data only), got {crop!r} for {dataset!r} data")
     allowed = {key: tuple(values) for key, values in (choices or {}).items()}
     if "loss" in default_config and "loss" not in allowed:
         raise ValueError(f"{name!r} has a loss key: declare the losses its step applies "
@@ -139,7 +159,7 @@ def register_generator(name: str, default_config: dict, *, step_class: type | No
         if name in _REGISTRY:
             raise ValueError(f"a generator named {name!r} is already registered")
         _REGISTRY[name] = Family(name, builder, _normalise(copy.deepcopy(default_config)),
-                                 allowed, step_class, dataset)
+                                 allowed, step_class, dataset, crop, label)
         return builder
 
     return decorator

@@ -6,14 +6,18 @@ class ``s % num_classes`` by default, or every seed from one class (``class_name
 go to ``<class>/seed{s:06d}.png``). ``truncation`` (families whose generator's ``forward``
 takes a ``truncation`` argument, e.g. StyleGAN) adds ``_psi<value>`` to the names. Translation
 families (``dataset="paired"``) map ``source`` images through the family step's
-``translate(pair, images, direction)`` hook, one ``<stem>_<direction>.png`` per source; each
-source comes with its split, which its translation inherits (a translation of a test image is
-a test image: in another split it would leak the test photo into training).
+``translate(pair, images, direction)`` hook, one ``<stem>_<direction>.png`` per source.
+Reconstructing families (a step with a ``reconstruct(pair, image)`` hook, e.g. the upsampler
+autoencoders) remake each source at its own size, never resized, under the source's path
+relative to the folder of all sources. Each source comes with its split, which its translation
+or reconstruction inherits (a fake made from a test image is a test image: in another split it
+would leak the test photo into training).
 """
 
 from __future__ import annotations
 
 import inspect
+import os
 import re
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -28,13 +32,14 @@ from tqdm.auto import tqdm
 from crashsafe import append_jsonl, read_jsonl
 
 from .checkpoint import checkpoint_sha256, load_checkpoint
-from .data import load_square_rgb
+from .data import load_rgb, load_square_rgb
 from .images import save_png, tensor_to_uint8
 from .registry import GanPair, get_family
 from .runtime import resolve_device
 
 MANIFEST_FILE = "manifest.jsonl"
 DIRECTIONS = ("AtoB", "BtoA")
+Producer = Callable[[list], Sequence[np.ndarray]]  # items -> (H, W, 3) uint8 images
 
 
 def seed_latents(seeds: Iterable[int], z_dim: int) -> torch.Tensor:
@@ -92,37 +97,48 @@ class _Job:
     item: Any
 
 
-def sample_images(run_dir: str | Path, n: int, out_dir: str | Path, *, seed: int = 0,
+def sample_images(run_dir: str | Path, n: int | None, out_dir: str | Path, *, seed: int = 0,
                   batch_size: int = 64, device: str = "auto", progress: bool = True,
                   class_name: str | None = None, truncation: float | None = None,
                   source: Sequence[tuple[str | Path, str]] | None = None,
                   direction: str = "AtoB") -> list[dict]:
     """Write ``n`` images of the checkpoint in ``run_dir`` to ``out_dir``; return their rows.
 
-    Latent families use seeds ``seed..seed+n-1``; translation families the first ``n`` of the
-    ``source`` images, given as (path, split) pairs (``forensics.corpus.image_splits`` lists a
-    folder's). Each new image gets one row in ``out_dir/manifest.jsonl``: ``path`` (relative to
-    ``out_dir``), ``label`` ("fake"), ``generator``, ``checkpoint`` (``run_dir`` as given),
-    ``checkpoint_sha256``, ``seed`` (None for translations), ``resolution``, and ``class`` /
-    ``truncation`` / ``source`` + ``split`` (the source's) + ``direction`` where they
-    apply. Images whose row and PNG already exist are skipped, so rerunning after an
-    interruption resumes without duplicating rows. Raises ValueError if ``out_dir`` already
-    holds one of these images from another checkpoint, or for options the family lacks.
+    Latent families use seeds ``seed..seed+n-1``; translating and reconstructing families the
+    first ``n`` (None: all) of the ``source`` images, given as (path, split) pairs
+    (``forensics.corpus.image_splits`` lists a folder's). Each new image gets one row in
+    ``out_dir/manifest.jsonl``: ``path`` (relative to ``out_dir``), ``label`` ("fake"),
+    ``generator`` (the family's ``generator_label`` of the config, e.g.
+    ``autoencoder-convT4-x4``), ``checkpoint`` (``run_dir`` as given), ``checkpoint_sha256``,
+    ``seed`` (None for fakes made from sources), ``resolution`` (None for reconstructions, which
+    keep their source's size), and ``class`` / ``truncation`` / ``source`` + ``split`` (the
+    source's) + ``direction`` where they apply. Images whose row and PNG already exist are
+    skipped, so rerunning after an interruption resumes without duplicating rows. Raises
+    ValueError if ``out_dir`` already holds one of these images from another checkpoint, or for
+    options the family lacks.
     """
-    if n < 0 or batch_size < 1:
+    if (n is not None and n < 0) or batch_size < 1:
         raise ValueError(f"need n >= 0 and batch_size >= 1, got n={n}, batch_size={batch_size}; "
                          "pass --n 0 or more and --batch-size 1 or more")
     torch_device = resolve_device(device)
     pair, document = load_checkpoint(run_dir, device=torch_device)
+    family = get_family(pair.name)
+    reconstruct = getattr(family.resolve_step_class(), "reconstruct", None)
     if pair.dataset == "paired":
         jobs, produce = _translation_jobs(pair, n, source, direction, torch_device)
+    elif reconstruct is not None:
+        jobs, produce = _reconstruction_jobs(pair, n, source, reconstruct, torch_device)
     else:
         if source is not None:
             raise ValueError(f"generator {pair.name!r} draws from latents; --source is only for "
-                             "translation families such as cyclegan")
+                             "translation and reconstruction families (cyclegan, autoencoder)")
+        if n is None:
+            raise ValueError(f"generator {pair.name!r} draws from latents: give the number of "
+                             "images to draw (--n)")
         jobs, produce = _latent_jobs(pair, document, n, seed, class_name, truncation,
                                      torch_device)
-    common = {"label": "fake", "generator": document["name"], "checkpoint": str(run_dir),
+    common = {"label": "fake", "generator": family.generator_label(pair.config),
+              "checkpoint": str(run_dir),
               "checkpoint_sha256": checkpoint_sha256(run_dir),
               "resolution": document["config"]["resolution"]}
     return _write_samples(Path(out_dir), jobs, produce, common, batch_size, progress)
@@ -130,7 +146,7 @@ def sample_images(run_dir: str | Path, n: int, out_dir: str | Path, *, seed: int
 
 def _latent_jobs(pair: GanPair, document: dict, n: int, seed: int, class_name: str | None,
                  truncation: float | None, device: torch.device
-                 ) -> tuple[list[_Job], Callable[[list], torch.Tensor]]:
+                 ) -> tuple[list[_Job], Producer]:
     model = pair.sample_model()
     if truncation is not None and "truncation" not in inspect.signature(model.forward).parameters:
         raise ValueError(f"generator {pair.name!r} has no truncation; it applies to families "
@@ -154,19 +170,34 @@ def _latent_jobs(pair: GanPair, document: dict, n: int, seed: int, class_name: s
                      {"seed": s, "class": classes[int(label)], **psi}, (s, int(label)))
                 for s, label in zip(seeds, labels)]
 
-    def produce(items: list) -> torch.Tensor:
+    def produce(items: list) -> np.ndarray:
         if labels is None:
-            return generate(model, items, device, truncation=truncation)
+            return tensor_to_uint8(generate(model, items, device, truncation=truncation))
         batch_seeds = [s for s, _ in items]
         batch_labels = torch.tensor([label for _, label in items], dtype=torch.int64)
-        return generate(model, batch_seeds, device, labels=batch_labels, truncation=truncation)
+        return tensor_to_uint8(generate(model, batch_seeds, device, labels=batch_labels,
+                                        truncation=truncation))
 
     return jobs, produce
 
 
-def _translation_jobs(pair: GanPair, n: int, source: Sequence[tuple[str | Path, str]] | None,
-                      direction: str, device: torch.device
-                      ) -> tuple[list[_Job], Callable[[list], torch.Tensor]]:
+def _sources(source: Sequence[tuple[str | Path, str]] | None, n: int | None,
+             what: str) -> list[tuple[Path, str]]:
+    """The first ``n`` (None: all) (path, split) pairs of ``source``, which must hold some."""
+    chosen = [(Path(path), split) for path, split in list(source or ())[:n]]
+    if not chosen:
+        raise ValueError(f"no source images to {what}; pass a --source folder holding images")
+    return chosen
+
+
+def _to_tensor(arrays: np.ndarray, device: torch.device) -> torch.Tensor:
+    """(N, H, W, 3) uint8 -> (N, 3, H, W) float in [-1, 1] on ``device``."""
+    return torch.from_numpy(arrays).permute(0, 3, 1, 2).float().div(127.5).sub(1.0).to(device)
+
+
+def _translation_jobs(pair: GanPair, n: int | None,
+                      source: Sequence[tuple[str | Path, str]] | None, direction: str,
+                      device: torch.device) -> tuple[list[_Job], Producer]:
     if source is None:
         raise ValueError(f"generator {pair.name!r} translates images: give a source folder "
                          f"(--source DIR) and a direction ({' or '.join(DIRECTIONS)})")
@@ -175,26 +206,48 @@ def _translation_jobs(pair: GanPair, n: int, source: Sequence[tuple[str | Path, 
     translate = getattr(get_family(pair.name).resolve_step_class(), "translate", None)
     if translate is None:
         raise ValueError(f"generator family {pair.name!r} provides no translate hook")
-    chosen = [(Path(path), split) for path, split in list(source)[:n]]
-    if not chosen:
-        raise ValueError("no source images to translate; pass a --source folder holding images")
     resolution = pair.config["resolution"]
     jobs = [_Job(f"{path.stem}_{direction}.png",
                  {"seed": None, "source": str(path), "split": split, "direction": direction},
                  path)
-            for path, split in chosen]
+            for path, split in _sources(source, n, "translate")]
 
-    def produce(items: list) -> torch.Tensor:
+    def produce(items: list) -> np.ndarray:
         arrays = np.stack([np.asarray(load_square_rgb(p, resolution)) for p in items])
-        images = torch.from_numpy(arrays).permute(0, 3, 1, 2).float().div(127.5).sub(1.0)
         with torch.inference_mode():
-            return translate(pair.eval(), images.to(device), direction)
+            return tensor_to_uint8(translate(pair.eval(), _to_tensor(arrays, device), direction))
 
     return jobs, produce
 
 
-def _write_samples(out_dir: Path, jobs: list[_Job], produce: Callable[[list], torch.Tensor],
-                   common: dict, batch_size: int, progress: bool) -> list[dict]:
+def _reconstruction_jobs(pair: GanPair, n: int | None,
+                         source: Sequence[tuple[str | Path, str]] | None,
+                         reconstruct: Callable[[GanPair, torch.Tensor], torch.Tensor],
+                         device: torch.device) -> tuple[list[_Job], Producer]:
+    if source is None:
+        raise ValueError(f"generator {pair.name!r} reconstructs real images: give a source "
+                         "folder (--source DIR)")
+    chosen = _sources(source, n, "reconstruct")
+    # Named by the path under the folder of all sources (not only the first n), so a rerun
+    # with another --n names each image the same.
+    root = Path(os.path.commonpath([Path(path).parent for path, _ in source]))
+    jobs = [_Job(path.relative_to(root).with_suffix(".png").as_posix(),
+                 {"seed": None, "source": str(path), "split": split, "resolution": None}, path)
+            for path, split in chosen]
+
+    def produce(items: list) -> list[np.ndarray]:
+        images = []
+        with torch.inference_mode():
+            for path in items:  # one at a time: each keeps its own size
+                image = _to_tensor(np.array(load_rgb(path))[None], device)
+                images.append(tensor_to_uint8(reconstruct(pair.eval(), image))[0])
+        return images
+
+    return jobs, produce
+
+
+def _write_samples(out_dir: Path, jobs: list[_Job], produce: Producer, common: dict,
+                   batch_size: int, progress: bool) -> list[dict]:
     out_dir.mkdir(parents=True, exist_ok=True)
     for job in jobs:  # a run killed mid-write leaves its atomic-write temp file behind
         for stale in (out_dir / job.path).parent.glob(f".{Path(job.path).name}.*.tmp"):
@@ -213,7 +266,7 @@ def _write_samples(out_dir: Path, jobs: list[_Job], produce: Callable[[list], to
               disable=not progress or not todo) as bar:
         for start in range(0, len(todo), batch_size):
             batch = todo[start:start + batch_size]
-            images = tensor_to_uint8(produce([job.item for job in batch]))
+            images = produce([job.item for job in batch])
             new_rows = []
             for job, image in zip(batch, images):
                 (out_dir / job.path).parent.mkdir(parents=True, exist_ok=True)

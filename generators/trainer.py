@@ -45,6 +45,9 @@ Step contract (a family's ``register_generator(..., step_class=...)``; default
 - optional ``@staticmethod translate(pair, images, direction) -> images``: what
   ``sample_images(..., source=[(path, split), ...], direction="AtoB"|"BtoA")`` calls (paired
   families).
+- optional ``@staticmethod reconstruct(pair, image) -> image``: what ``sample_images(...,
+  source=[(path, split), ...])`` calls with each source image (1, 3, H, W) at its own size
+  (families that remake real images, e.g. the upsampler autoencoders).
 """
 
 from __future__ import annotations
@@ -66,7 +69,7 @@ from crashsafe import append_jsonl, atomic_write_bytes, atomic_write_text, json_
 
 from .checkpoint import (has_checkpoint, load_checkpoint, load_train_state, read_checkpoint_config,
                          recover_checkpoint, save_checkpoint)
-from .data import BatchStream, ImageFolderDataset, labelled_dataset
+from .data import BatchStream, ImageFolderDataset, RandomCropDataset, labelled_dataset
 from .diagnostics import CollapseProbe
 from .distributed import (DistributedContext, broadcast_flag, gather_to_all, init_distributed,
                           mean_over_ranks, shutdown_distributed, unwrap, wrap)
@@ -113,10 +116,12 @@ def train_gan(name: str, data: Sequence[Any], out_dir: str | Path, *, steps: int
 
     ``data`` is a list of image paths, or of (path, class name) pairs for a ``"labelled"``
     family; a ``"paired"`` family takes domain A in ``data`` and domain B in ``data_b``. Images
-    are resized and centre-cropped to the config's resolution. ``device="auto"`` uses CUDA
-    (float16 autocast, channels_last) when present, else the CPU. A checkpoint, ``samples.png``
-    and ``curves.png`` are written every ``checkpoint_every`` steps (0: only at the end) and
-    when ``max_minutes`` runs out; extra grids every ``sample_every`` steps (0: never).
+    are resized and centre-cropped to the config's resolution, or, for a family registered with
+    ``crop="random"``, cut into random crops of that size at their own resolution.
+    ``device="auto"`` uses CUDA (float16 autocast, channels_last) when present, else the CPU. A
+    checkpoint, ``samples.png`` and ``curves.png`` are written every ``checkpoint_every`` steps
+    (0: only at the end) and when ``max_minutes`` runs out; extra grids every ``sample_every``
+    steps (0: never).
 
     Without ``resume`` a run already in ``out_dir`` is replaced; with it the run continues
     from its checkpoint (its saved config and seed; ``config_overrides`` and ``seed`` may only
@@ -140,9 +145,12 @@ def train_gan(name: str, data: Sequence[Any], out_dir: str | Path, *, steps: int
             shutdown_distributed()
 
 
-def _datasets(kind: str, data: Sequence[Any], data_b: Sequence[str | Path] | None,
-              resolution: int) -> tuple[list[ImageFolderDataset], dict, list[str] | None]:
-    """The datasets of a family's kind, their summary for ``config.json``, the class names."""
+def _datasets(family: Family, data: Sequence[Any], data_b: Sequence[str | Path] | None,
+              resolution: int
+              ) -> tuple[list[ImageFolderDataset | RandomCropDataset], dict, list[str] | None]:
+    """The datasets of a family's kind and crop mode, their summary for ``config.json``, the
+    class names."""
+    kind = family.dataset
     if kind == "paired" and not data_b:
         raise ValueError("this family trains on two image domains: give domain B (--data-b)")
     if kind != "paired" and data_b:
@@ -153,6 +161,8 @@ def _datasets(kind: str, data: Sequence[Any], data_b: Sequence[str | Path] | Non
             raise ValueError("a conditional family needs (path, class name) pairs")
         dataset, classes = labelled_dataset(data, resolution)
         datasets = [dataset]
+    elif family.crop == "random":
+        datasets = [RandomCropDataset(data, resolution)]
     else:
         datasets = [ImageFolderDataset(paths, resolution)
                     for paths in ([data, data_b] if kind == "paired" else [data])]
@@ -194,8 +204,7 @@ class _Trainer:
             _check_unchanged(config, resolve_config(family.name, **{**config, **overrides}),
                              run_dir)
 
-        datasets, summary, classes = _datasets(family.dataset, data, data_b,
-                                               config["resolution"])
+        datasets, summary, classes = _datasets(family, data, data_b, config["resolution"])
         if classes is not None:
             config = _with_classes(family.name, config, classes, overrides, document)
         self.classes = classes

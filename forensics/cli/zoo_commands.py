@@ -57,11 +57,12 @@ def _gan_training_items(dirs: Sequence[str], split: str,
 
 
 def cmd_zoo_list(args: argparse.Namespace) -> int:
-    from generators.registry import get_family, list_generators
+    from generators.registry import CROP_MODES, get_family, list_generators
 
     for name, cfg in list_generators().items():
         family = get_family(name)
-        print(f"{name} (data: {family.dataset}): {json.dumps(cfg)}")
+        crops = "" if family.crop == "resize" else f"; {CROP_MODES[family.crop]}"
+        print(f"{name} (data: {family.dataset}{crops}): {json.dumps(cfg)}")
         if family.choices:
             print("  supports " + ", ".join(f"{key} in {list(values)}"
                                             for key, values in family.choices.items()))
@@ -130,7 +131,7 @@ def cmd_zoo_sample(args: argparse.Namespace) -> int:
         source = None if args.source is None else image_splits(args.source)
         if source is not None and not source:
             raise CliError(f"--source {args.source} holds no images; pass a folder of images "
-                           "to translate")
+                           "to translate or reconstruct")
         rows = sample_images(Path(args.run), args.n, Path(args.out), seed=args.seed,
                              batch_size=args.batch_size, device=args.device,
                              progress=not args.quiet, class_name=args.class_name,
@@ -242,8 +243,9 @@ def add_parsers(sub: argparse._SubParsersAction, common: argparse.ArgumentParser
     train.set_defaults(func=cmd_zoo_train)
     sample = zsub.add_parser("sample", parents=[common], help="sample a trained generator into a fake corpus")
     sample.add_argument("run", help="run folder from `zoo train`")
-    sample.add_argument("--n", type=int, required=True,
-                        help="number of images (translations: of source images)")
+    sample.add_argument("--n", type=int,
+                        help="number of images (required for latent models; with --source: the "
+                             "first N source images, default all)")
     sample.add_argument("--out", required=True)
     sample.add_argument("--seed", type=int, default=0, help="first seed; image i uses seed+i")
     sample.add_argument("--class", dest="class_name",
@@ -251,9 +253,11 @@ def add_parsers(sub: argparse._SubParsersAction, common: argparse.ArgumentParser
                              "(default: classes cycle with the seed)")
     sample.add_argument("--truncation", type=float, metavar="PSI",
                         help="truncation psi (stylegan)")
-    sample.add_argument("--source", help="translation models: folder of images to translate; "
-                                         "each fake keeps its source's split (from the "
-                                         "folder's manifest.jsonl, else the path's hash)")
+    sample.add_argument("--source", help="translation models (cyclegan): folder of images to "
+                                         "translate; autoencoder: folder of images to "
+                                         "reconstruct, each at its own size; each fake keeps "
+                                         "its source's split (from the folder's "
+                                         "manifest.jsonl, else the path's hash)")
     sample.add_argument("--direction", choices=["AtoB", "BtoA"], default="AtoB")
     sample.add_argument("--batch-size", type=int, default=64)
     sample.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
