@@ -23,13 +23,13 @@ import numpy as np
 import pandas as pd
 from PIL import ExifTags, Image
 
-from forensics.cli import APP_DEFAULT_DETECTOR as DEFAULT_DETECTOR
 from forensics.cli import APP_DEFAULT_ROOT as DEFAULT_ROOT
 from forensics.cli import APP_ENV_DETECTOR as ENV_DETECTOR
 from forensics.cli import APP_ENV_MAX_BYTES as ENV_MAX_BYTES
 from forensics.cli import APP_ENV_MAX_PIXELS as ENV_MAX_PIXELS
 from forensics.cli import APP_ENV_ROOT as ENV_ROOT
 from forensics.corpus import MANIFEST_NAME
+from forensics.detectors.general import GENERAL_DIR
 from forensics.images import (DEFAULT_LIMITS, IMAGE_EXTENSIONS, ImageError, ImageLimits,
                               format_bytes, load_image)
 from forensics.verdict import (STABILITY_COPIES, flipped_copies, members_agree, score_images,
@@ -56,12 +56,13 @@ class AppConfig:
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] = os.environ) -> AppConfig:
-        """Read the ``FORENSICS_APP_*`` variables; defaults: the demo's bundle and ``runs``."""
+        """Read the ``FORENSICS_APP_*`` variables; defaults: the shipped general detector and
+        ``runs``."""
         limits = ImageLimits(
             max_pixels=int(env.get(ENV_MAX_PIXELS, DEFAULT_LIMITS.max_pixels)),
             max_bytes=int(env.get(ENV_MAX_BYTES, DEFAULT_LIMITS.max_bytes)),
         )
-        return cls(detector=Path(env.get(ENV_DETECTOR, DEFAULT_DETECTOR)),
+        return cls(detector=Path(env.get(ENV_DETECTOR) or GENERAL_DIR),
                    root=Path(env.get(ENV_ROOT, DEFAULT_ROOT)), limits=limits)
 
 

@@ -7,7 +7,7 @@ step class: losses, penalties, EMA, pools, NaN checks; mixed precision on CUDA) 
 fixed random batch, and so does a reference loop over the same networks written as simply as
 possible: for latent models pytorch/examples' DCGAN loop (Adam, BCE, backward, step; no
 regularisers, mixing, EMA or checks), for CycleGAN junyanz's recipe without the image pool and
-the learning-rate schedule. Rounds alternate between the two so machine load hits both alike;
+the learning-rate schedule, for the autoencoder L1 + LSGAN with its PatchGAN. Rounds alternate between the two so machine load hits both alike;
 the figures are medians over rounds. Data loading is not timed.
 """
 
@@ -92,6 +92,41 @@ def reference_cyclegan_step(pair, device: torch.device) -> Callable[[object], No
     return step
 
 
+def reference_autoencoder_step(pair, device: torch.device) -> Callable[[object], None]:
+    """AutoGAN-style update written out: L1 reconstruction plus adv_weight x LSGAN for G, then
+    the PatchGAN on the crops against their reconstructions."""
+    config = pair.config
+    opt_g = torch.optim.Adam(pair.generator.parameters(), lr=config["lr"], betas=config["betas"])
+    opt_d = torch.optim.Adam(pair.discriminator.parameters(), lr=config["lr"],
+                             betas=config["betas"])
+
+    def gan(output: torch.Tensor, target: float) -> torch.Tensor:
+        return F.mse_loss(output, torch.full_like(output, target))
+
+    def step(real: torch.Tensor) -> None:
+        fake = pair.generator(real)
+        pair.discriminator.requires_grad_(False)
+        opt_g.zero_grad()
+        loss_g = F.l1_loss(fake, real) + config["adv_weight"] * gan(pair.discriminator(fake), 1)
+        loss_g.backward()
+        opt_g.step()
+        pair.discriminator.requires_grad_(True)
+        opt_d.zero_grad()
+        loss_d = 0.5 * (gan(pair.discriminator(real), 1)
+                        + gan(pair.discriminator(fake.detach()), 0))
+        loss_d.backward()
+        opt_d.step()
+
+    return step
+
+
+def _reference(name: str) -> Callable:
+    """The plain loop to compare a family's step with: by what its networks take."""
+    if get_family(name).dataset == "paired":
+        return reference_cyclegan_step
+    return reference_autoencoder_step if name == "autoencoder" else reference_step
+
+
 def _batch(name: str, config: dict, device: torch.device) -> object:
     images = torch.rand(config["batch_size"], 3, config["resolution"], config["resolution"],
                         device=device) * 2 - 1
@@ -121,8 +156,7 @@ def bench_model(name: str, device: torch.device, steps: int, warmup: int, rounds
     config = zoo_pair.config
     batch = _batch(name, config, device)
     zoo = get_family(name).resolve_step_class()(zoo_pair, device, amp=device.type == "cuda")
-    plain = (reference_cyclegan_step if get_family(name).dataset == "paired"
-             else reference_step)(plain_pair, device)
+    plain = _reference(name)(plain_pair, device)
     for step in (zoo, plain):
         _seconds_per_step(step, batch, warmup, device)
     timings: dict[str, list[float]] = {"zoo": [], "reference": []}

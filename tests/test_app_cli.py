@@ -1,16 +1,14 @@
-"""`forensics app`: trains the default detector when missing, then Streamlit replaces the CLI."""
+"""`forensics app`: the shipped general detector by default, then Streamlit replaces the CLI."""
 
 from __future__ import annotations
 
 import os
 import re
-import shutil
 import sys
 from pathlib import Path
 
 import pytest
 
-from app_support import build_app_root
 from forensics import cli
 
 
@@ -22,19 +20,11 @@ def exec_calls(monkeypatch):
     return calls
 
 
-def test_app_trains_the_demo_detector_when_missing(tmp_path, monkeypatch, capsys, exec_calls):
-    bundle = build_app_root(tmp_path / "built")
+def test_app_uses_the_shipped_general_detector_by_default(tmp_path, monkeypatch, exec_calls):
+    from forensics.detectors.general import general_detector_path
+
     monkeypatch.chdir(tmp_path)
-    demo_runs = []
-
-    def fake_demo(out, *, quick, progress):
-        demo_runs.append((str(out), quick))
-        shutil.copytree(bundle, out / "detector")
-
-    monkeypatch.setattr("forensics.pipeline.run_demo", fake_demo)
     assert cli.main(["app", "--port", "8765", "-q"]) == 0
-    assert demo_runs == [("runs/demo", True)]
-    assert "training the quick demo first" in capsys.readouterr().out
     path, argv, env = exec_calls[0]
     assert path == sys.executable and argv[1:4] == ["-m", "streamlit", "run"]
     assert argv[4].endswith(os.path.join("app", "Home.py"))
@@ -42,7 +32,7 @@ def test_app_trains_the_demo_detector_when_missing(tmp_path, monkeypatch, capsys
     assert flags["--server.address"] == "127.0.0.1" and flags["--server.port"] == "8765"
     assert flags["--browser.gatherUsageStats"] == "false" and flags["--server.headless"] == "true"
     assert flags["--server.maxUploadSize"] == "100"
-    assert env[cli.APP_ENV_DETECTOR] == str(tmp_path / "runs" / "demo" / "detector")
+    assert env[cli.APP_ENV_DETECTOR] == str(general_detector_path())
     assert env[cli.APP_ENV_ROOT] == str(tmp_path / "runs")
 
 

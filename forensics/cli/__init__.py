@@ -11,11 +11,11 @@ from typing import Sequence
 from forensics import __version__
 from forensics.cli import (app_commands, corpus_commands, detector_commands, scoring_commands,
                            zoo_commands)
-from forensics.cli.app_commands import (APP_DEFAULT_DETECTOR, APP_DEFAULT_ROOT, APP_ENV_DETECTOR,
-                                        APP_ENV_MAX_BYTES, APP_ENV_MAX_PIXELS, APP_ENV_ROOT)
+from forensics.cli.app_commands import (APP_DEFAULT_ROOT, APP_ENV_DETECTOR, APP_ENV_MAX_BYTES,
+                                        APP_ENV_MAX_PIXELS, APP_ENV_ROOT)
 from forensics.cli.common import CliError, add_limit_options
 
-__all__ = ["APP_DEFAULT_DETECTOR", "APP_DEFAULT_ROOT", "APP_ENV_DETECTOR", "APP_ENV_MAX_BYTES",
+__all__ = ["APP_DEFAULT_ROOT", "APP_ENV_DETECTOR", "APP_ENV_MAX_BYTES",
            "APP_ENV_MAX_PIXELS", "APP_ENV_ROOT", "CliError", "add_limit_options", "build_parser",
            "main"]
 

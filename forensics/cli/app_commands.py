@@ -7,10 +7,10 @@ import os
 import sys
 from pathlib import Path
 
-from forensics.cli.common import CliError, add_limit_options
+from forensics.cli.common import CliError, add_limit_options, detector_folder
 
 
-APP_DEFAULT_DETECTOR, APP_DEFAULT_ROOT = "runs/demo/detector", "runs"
+APP_DEFAULT_ROOT = "runs"
 # How `forensics app` configures the Streamlit app (read by app/components.py, AppConfig).
 APP_ENV_DETECTOR, APP_ENV_ROOT = "FORENSICS_APP_DETECTOR", "FORENSICS_APP_ROOT"
 APP_ENV_MAX_BYTES, APP_ENV_MAX_PIXELS = "FORENSICS_APP_MAX_BYTES", "FORENSICS_APP_MAX_PIXELS"
@@ -28,21 +28,14 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_app(args: argparse.Namespace) -> int:
-    """Serve app/Home.py with Streamlit; the default detector is trained by the quick demo first."""
+    """Serve app/Home.py with Streamlit, with ``--detector`` or the shipped general detector."""
     app = Path(__file__).resolve().parents[2] / "app" / "Home.py"
     if not app.is_file():
         raise CliError(f"the app is not installed ({app} is missing); run from a source checkout")
-    bundle = Path(args.detector)
+    bundle = detector_folder(args.detector)
     if not (bundle / "detector.json").is_file():
-        if args.detector != APP_DEFAULT_DETECTOR:
-            raise CliError(f"{bundle}: no detector.json; pass a bundle from `forensics detector "
-                           "train`, or leave --detector out to use the demo's")
-        print(f"No detector at {bundle} yet: training the quick demo first "
-              f"(`forensics demo --quick --out {bundle.parent}`, {QUICK_DEMO_TIME}).",
-              flush=True)
-        from forensics.pipeline import run_demo
-
-        run_demo(bundle.parent, quick=True, progress=not args.quiet)
+        raise CliError(f"{bundle}: no detector.json; pass a bundle from `forensics detector "
+                       "train`, or leave --detector out to use the shipped general detector")
     root = Path(args.root)
     root.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, APP_ENV_DETECTOR: str(bundle.resolve()),
@@ -74,9 +67,7 @@ def add_demo_parser(sub: argparse._SubParsersAction, common: argparse.ArgumentPa
 def add_app_parser(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
     """The `app` command."""
     app = sub.add_parser("app", parents=[common], help="the Streamlit app: verdicts, evidence, corpora")
-    app.add_argument("--detector", default=APP_DEFAULT_DETECTOR,
-                     help=f"bundle folder (default {APP_DEFAULT_DETECTOR}, trained by the quick "
-                          "demo when missing)")
+    app.add_argument("--detector", help="bundle folder (default: the shipped general detector)")
     app.add_argument("--port", type=int, default=8501)
     app.add_argument("--root", default=APP_DEFAULT_ROOT,
                      help="corpora, runs and robustness results under it can be browsed "

@@ -71,3 +71,12 @@ def add_io_options(sp: argparse.ArgumentParser) -> None:
     """--batch-size and --workers of the commands that decode many images."""
     sp.add_argument("--batch-size", type=int, default=64)
     sp.add_argument("--workers", type=int, default=2, help="decoding threads")
+
+
+def detector_folder(detector: str | None) -> Path:
+    """The bundle a command uses: ``--detector`` when given, else the shipped general one."""
+    if detector:
+        return Path(detector)
+    from forensics.detectors.general import general_detector_path
+
+    return general_detector_path()

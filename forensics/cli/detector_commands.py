@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from pathlib import Path
 from typing import Any
 
 from forensics.cli.common import CliError, parse_overrides
@@ -18,10 +19,34 @@ def _detector_params(args: argparse.Namespace) -> dict[str, Any]:
     return params
 
 
+def cmd_recipe_train(args: argparse.Namespace) -> int:
+    """`detector train --recipe general`: simulators, aligned pairs and the residual CNN."""
+    from forensics.general_recipe import GeneralRecipe, build_general_detector
+
+    if args.kind is not None or args.set or args.members or args.features or args.classifier:
+        raise CliError("--recipe general sets the detector itself; drop --kind, --set, "
+                       "--members, --features and --classifier (or train without --recipe)")
+    work = Path(args.work or Path(args.out).with_name(Path(args.out).name + "-work"))
+    det = build_general_detector(args.out, work, recipe=GeneralRecipe(),
+                                 extra_real=args.corpus or (), seed=args.seed,
+                                 progress=not args.quiet)
+    minutes = det.training_info_["recipe"]["minutes"]
+    print(f"saved the general detector to {args.out}: threshold {det.threshold_:.3f}, "
+          f"{sum(minutes.values()):.1f} min ({', '.join(f'{k} {v}' for k, v in minutes.items())});"
+          f" simulators and aligned pairs in {work}")
+    return 0
+
+
 def cmd_detector_train(args: argparse.Namespace) -> int:
     from forensics.detectors import create_detector
     from forensics.training import train_detector, train_state_dir
 
+    if args.recipe:
+        return cmd_recipe_train(args)
+    if not args.corpus:
+        raise CliError("--corpus is required (corpus folders holding the training images), "
+                       "unless --recipe general builds its own data")
+    args.kind = args.kind or "spectral"
     params = _detector_params(args)
     try:
         # Wrong kinds and parameter names fail before decoding.
@@ -78,8 +103,15 @@ def add_parsers(sub: argparse._SubParsersAction, common: argparse.ArgumentParser
     det = sub.add_parser("detector", help="train or describe detectors")
     dsub = det.add_subparsers(dest="detector_command", required=True, metavar="ACTION")
     dtrain = dsub.add_parser("train", parents=[common], help="train on the train split, threshold on val")
-    dtrain.add_argument("--kind", default="spectral")
-    dtrain.add_argument("--corpus", nargs="+", required=True,
+    dtrain.add_argument("--kind", help="spectral (default), cnn, oneclass or ensemble")
+    dtrain.add_argument("--recipe", choices=["general"],
+                        help="general: build the general detector from the package's own data "
+                             "(bundled photos, the zoo's upsampler simulators, aligned pairs, "
+                             "the residual CNN); --corpus adds real folders to its sources")
+    dtrain.add_argument("--work", help="--recipe: folder for its simulators and pairs (default "
+                                       "OUT-work)")
+    dtrain.add_argument("--seed", type=int, default=0, help="--recipe: random seed")
+    dtrain.add_argument("--corpus", nargs="+",
                         help="corpus folders; --kind oneclass fits on their real images and "
                              "needs no fakes")
     dtrain.add_argument("--out", required=True, help="bundle folder to write")

@@ -8,8 +8,8 @@ import json
 from collections import Counter
 from pathlib import Path
 
-from forensics.cli.common import (CliError, add_io_options, add_limit_options, image_limits,
-                                  write_json)
+from forensics.cli.common import (CliError, add_io_options, add_limit_options, detector_folder,
+                                  image_limits, write_json)
 from forensics.verdict import DEFAULT_BAND, MAX_BAND
 
 
@@ -31,7 +31,7 @@ def cmd_scan(args: argparse.Namespace) -> int:
     from forensics.scoring import score_files
     from forensics.verdict import STABILITY_COPIES, VERDICTS, verdict
 
-    detector = load_detector(args.detector)
+    detector = load_detector(detector_folder(args.detector))
     paths = list(iter_image_files(args.paths))
     if not paths:
         raise CliError(f"no image files found in {', '.join(args.paths)}; give image files "
@@ -80,7 +80,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from forensics.detectors import load_detector
     from forensics.plots import plot_matrix
 
-    detector = load_detector(args.detector)
+    detector = load_detector(detector_folder(args.detector))
     corpora = [discover_corpus(d) for d in args.corpus]
     plots = Path(args.plots) if args.plots else None
     try:
@@ -158,7 +158,7 @@ def add_parsers(sub: argparse._SubParsersAction, common: argparse.ArgumentParser
     """The `scan`, `evaluate` and `robustness` commands."""
     scan = sub.add_parser("scan", parents=[common], help="score image files and folders")
     scan.add_argument("paths", nargs="+", help="files and folders (searched recursively)")
-    scan.add_argument("--detector", required=True, help="bundle folder")
+    scan.add_argument("--detector", help="bundle folder (default: the shipped general detector)")
     scan.add_argument("--out", default="results.csv")
     scan.add_argument("--format", choices=["csv", "jsonl"], default="csv")
     scan.add_argument("--band", type=band_width, default=DEFAULT_BAND, metavar="B",
@@ -173,7 +173,7 @@ def add_parsers(sub: argparse._SubParsersAction, common: argparse.ArgumentParser
     scan.set_defaults(func=cmd_scan)
 
     ev = sub.add_parser("evaluate", parents=[common], help="metrics per generator on labelled corpora")
-    ev.add_argument("--detector", required=True)
+    ev.add_argument("--detector", help="bundle folder (default: the shipped general detector)")
     ev.add_argument("--corpus", nargs="+", required=True)
     ev.add_argument("--split", default="auto", choices=["auto", "train", "val", "test", "all"],
                     help="auto: test if the detector was trained on these corpora, else all")

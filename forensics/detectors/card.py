@@ -65,6 +65,21 @@ def _threshold_origin(validation: dict[str, Any] | None) -> str:
     return "0.5: no validation data with both real and fake images to choose it on"
 
 
+def _recipe_lines(recipe: dict[str, Any] | None) -> list[str]:
+    """What a recipe-built bundle (``--recipe general``) was made from: every source file with
+    its SHA-256 and split, and each simulator's checkpoint."""
+    if not recipe:
+        return []
+    minutes = recipe.get("minutes") or {}
+    lines = [f"  recipe {recipe.get('name')}: built in {sum(minutes.values()):.1f} min; sources "
+             "(nothing else was read to train, calibrate or threshold it):"]
+    lines += [f"    {s['split']:5s} {s['name']}  {s['file']}  sha256 {s['sha256'][:16]}..."
+              for s in recipe.get("sources") or []]
+    lines += [f"    simulator {name}  checkpoint sha256 {sha[:16]}..."
+              for name, sha in (recipe.get("simulators") or {}).items()]
+    return lines
+
+
 def format_model_card(card: dict[str, Any], indent: str = "") -> str:
     """The card as readable text."""
     training = card.get("training") or {}
@@ -84,6 +99,7 @@ def format_model_card(card: dict[str, Any], indent: str = "") -> str:
         lines.append(f"    generators: {', '.join(training['generators'])}")
     if counts:
         lines.append("    counts: " + ", ".join(f"{k} {v}" for k, v in counts.items()))
+    lines += _recipe_lines(training.get("recipe"))
     lines += [
         f"  threshold: {card['threshold']:.4f} (P(fake) >= it is called fake; "
         f"{_threshold_origin(card.get('validation'))})",
