@@ -13,6 +13,7 @@ import pytest
 from app_support import photo_png, train_tiny_run  # importing app_support puts app/ on sys.path
 import components as C
 from forensics.bundled import write_bundled_corpus
+from forensics.detectors.general import GENERAL_DIR
 from forensics.images import ImageLimits
 from forensics.verdict import STABILITY_COPIES
 
@@ -38,7 +39,7 @@ def test_config_comes_from_the_environment(tmp_path):
     assert C.AppConfig.from_env(env) == C.AppConfig(tmp_path / "b", tmp_path,
                                                     ImageLimits(max_pixels=10, max_bytes=20))
     default = C.AppConfig.from_env({})
-    assert (default.detector.as_posix(), default.root.as_posix()) == ("runs/demo/detector", "runs")
+    assert (default.detector, default.root.as_posix()) == (GENERAL_DIR, "runs")
 
 
 def test_resolve_under_refuses_path_traversal(tmp_path):
