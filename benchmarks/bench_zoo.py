@@ -1,7 +1,7 @@
 """Seconds per training step of each zoo model at its default config, beside a plain loop.
 
 Usage: python benchmarks/bench_zoo.py [--models dcgan cgan stylegan cyclegan] [--steps 3]
-       [--rounds 3] [--warmup 2] [--device cpu|cuda] [--threads N]
+       [--rounds 3] [--warmup 2] [--device cpu|cuda] [--threads N] [--resolution 128]
 Prints one JSON object. For each model the zoo's own training step (``get_family(name)``'s
 step class: losses, penalties, EMA, pools, NaN checks; mixed precision on CUDA) runs on a
 fixed random batch, and so does a reference loop over the same networks written as simply as
@@ -148,11 +148,12 @@ def _seconds_per_step(step: Callable[[object], object], batch: object, steps: in
     return (time.perf_counter() - start) / steps
 
 
-def bench_model(name: str, device: torch.device, steps: int, warmup: int, rounds: int) -> dict:
+def bench_model(name: str, device: torch.device, steps: int, warmup: int, rounds: int,
+                overrides: dict) -> dict:
     torch.manual_seed(0)
-    zoo_pair = create_generator(name).to(device)
+    zoo_pair = create_generator(name, **overrides).to(device)
     torch.manual_seed(0)
-    plain_pair = create_generator(name).to(device)
+    plain_pair = create_generator(name, **overrides).to(device)
     config = zoo_pair.config
     batch = _batch(name, config, device)
     zoo = get_family(name).resolve_step_class()(zoo_pair, device, amp=device.type == "cuda")
@@ -177,12 +178,15 @@ def main() -> None:
     ap.add_argument("--warmup", type=int, default=2)
     ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     ap.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
+    ap.add_argument("--resolution", type=int,
+                    help="train every model at this side instead of its default (e.g. 128, 256)")
     args = ap.parse_args()
+    overrides = {"resolution": args.resolution} if args.resolution else {}
     if args.threads:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     models = args.models or list(list_generators())
-    results = {name: bench_model(name, device, args.steps, args.warmup, args.rounds)
+    results = {name: bench_model(name, device, args.steps, args.warmup, args.rounds, overrides)
                for name in models}
     print(json.dumps({
         "device": torch.cuda.get_device_name() if device.type == "cuda" else platform.processor()

@@ -107,12 +107,15 @@ class Source:
 def write_aligned_pairs(out: str | os.PathLike, sources: Iterable[Source],
                         makers: Mapping[str, Maker], *, crops_per_source: int,
                         sizes: tuple[int, int] = (128, 256), odds: HistoryOdds = HistoryOdds(),
-                        seed: int = 0, progress: bool = True) -> Path:
+                        seed: int = 0, aligned: bool = True, progress: bool = True) -> Path:
     """Write aligned (real, fake) pairs as a corpus in ``out``: ``real/*.png``,
     ``fake/<maker>/*.png`` and a ``manifest.jsonl`` whose rows carry the source photo, its
     split (both members of a pair share it), the crop box, the pair's history and the pair id.
 
     Each crop's fake comes from the makers in turn, so every maker gets as many pairs.
+    ``aligned=False`` writes the usual unaligned data instead, for ablations: each fake is made
+    from another crop of the photo and left as the maker wrote it, while its real gets the
+    drawn history.
     """
     out = Path(out)
     sources = list(sources)
@@ -131,14 +134,22 @@ def write_aligned_pairs(out: str | os.PathLike, sources: Iterable[Source],
                 if history.resize is not None:
                     crop = resize(crop, history.resize[0], history.resize[1], check=False)
                 maker = names[pair % len(names)]
-                fake = makers[maker](crop)
-                common = {"split": source.split, "source": source.name, "crop": box,
-                          "pair": pair, "history": asdict(history), "seed": seed}
-                for label, image, folder in (("real", crop, "real"),
-                                             ("fake", fake, f"fake/{maker}")):
+                fake_history, fake_box = history, box
+                if aligned:
+                    fake = makers[maker](crop)
+                else:
+                    fake_history = PairHistory()
+                    other, fake_box = native_crop(source.image, sizes, rng)
+                    fake = makers[maker](other)
+                common = {"split": source.split, "source": source.name, "pair": pair,
+                          "seed": seed}
+                for label, image, folder, done, crop_box in (
+                        ("real", crop, "real", history, box),
+                        ("fake", fake, f"fake/{maker}", fake_history, fake_box)):
                     rel = f"{folder}/{source.name}_{pair:05d}.png"
-                    save_png(degrade(image, history), out / rel)
-                    rows.append({"path": rel, "label": label,
+                    save_png(degrade(image, done), out / rel)
+                    rows.append({"path": rel, "label": label, "crop": crop_box,
+                                 "history": asdict(done),
                                  "generator": maker if label == "fake" else None, **common})
                 bar.update(1)
     atomic_write_text(out / MANIFEST_NAME, "".join(json.dumps(r) + "\n" for r in rows))

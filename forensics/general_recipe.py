@@ -85,7 +85,7 @@ def recipe_sources(extra_real: Sequence[str | os.PathLike] = ()) -> list[tuple[S
     return found
 
 
-def _maker(run: Path) -> tuple[str, Maker]:
+def simulator_maker(run: Path) -> tuple[str, Maker]:
     """The simulator's generator name (as its manifests write it) and image -> its
     reconstruction of the image at its own size (on the CPU)."""
     pair, document = load_checkpoint(run)
@@ -129,7 +129,7 @@ def build_general_detector(out: str | os.PathLike, work: str | os.PathLike, *,
     runs = train_simulators(work / "simulators", train_photos, recipe, seed=seed,
                             progress=progress)
     simulated = time.perf_counter()
-    makers = dict(_maker(run) for run in runs)
+    makers = dict(simulator_maker(run) for run in runs)
     pairs = write_aligned_pairs(work / "pairs", [s for s, _ in sources], makers,
                                 crops_per_source=recipe.crops_per_photo,
                                 sizes=recipe.crop_sizes, odds=recipe.odds, seed=seed,

@@ -2,7 +2,11 @@
 
 Detectors train on the reals and two "seen" generators (DCGAN, StyleGAN) and are evaluated on
 all four, so the table shows how they carry over to the unseen cGAN and CycleGAN; a
-leave-one-generator-out table and a small robustness grid follow.
+leave-one-generator-out table and a small robustness grid follow. Beside that ensemble of the
+zoo's own fakes, the general recipe (``forensics.general_recipe``) is trained at demo size, and
+both, with the shipped general detector, are scored on data each did not train on: the zoo's
+GAN fakes, the recipe's simulated-upsampling pairs and, when given, a folder of GAN images met
+in the wild.
 
 This is orchestration only: it owns no model code and is, with the CLI, the one place where
 ``forensics`` and ``generators`` meet.
@@ -25,6 +29,7 @@ from forensics.detectors import load_detector
 from forensics.evaluation import (ProtocolData, evaluate_corpora, evaluation_table,
                                   leave_one_out, leave_one_out_table)
 from forensics.features import azimuthal_spectra
+from forensics.metrics import format_table
 from forensics.plots import plot_mean_spectra
 from forensics.report import write_report
 from forensics.robustness import run_robustness
@@ -47,6 +52,7 @@ class DemoConfig:
     gan: dict[str, dict[str, Any]]
     cnn: dict[str, Any]
     robustness_limit: int | None
+    general_scale: float
     loo: dict[str, Any] = field(default_factory=lambda: {"features": "fft"})
 
 
@@ -57,14 +63,14 @@ QUICK = DemoConfig(
          "cgan": {"ngf": 32, "ndf": 32, "batch_size": 64},
          "stylegan": {}, "cyclegan": {"total_steps": 60}},
     cnn={"epochs": 3, "steps_per_epoch": 15, "patience": 2},
-    robustness_limit=60)
+    robustness_limit=60, general_scale=0.1)
 FULL = DemoConfig(
     size=64, n_real=2000, n_fake=800,
     steps={"dcgan": 400, "cgan": 300, "stylegan": 150, "cyclegan": 150},
     gan={"dcgan": {}, "cgan": {"ngf": 32, "ndf": 32}, "stylegan": {"batch_size": 16},
          "cyclegan": {"total_steps": 150}},
     cnn={"epochs": 5, "steps_per_epoch": 30},
-    robustness_limit=200)
+    robustness_limit=200, general_scale=0.25)
 
 
 def _write_json(path: Path, data: Any) -> None:
@@ -128,29 +134,67 @@ def _plots(corpora: list[Corpus], out: Path, progress: bool) -> None:
                       title="Held-out real vs generated patches: azimuthal log power spectrum")
 
 
+def _general_at_demo_size(cfg: DemoConfig, out: Path, seed: int, progress: bool) -> Path:
+    """The general recipe scaled to the demo (fewer simulators, steps, crops and epochs)."""
+    from forensics.general_recipe import GeneralRecipe, build_general_detector
+
+    recipe = GeneralRecipe().scaled(cfg.general_scale)
+    build_general_detector(out / "general", out / "general_work", recipe=recipe, seed=seed,
+                           progress=progress)
+    return out / "general"
+
+
+def compare_detectors(detectors: dict[str, Path], datasets: dict[str, tuple[list[Corpus], str]],
+                      *, known: dict[tuple[str, str], dict[str, Any]] | None = None,
+                      progress: bool = True) -> list[dict[str, Any]]:
+    """One row per detector: mean AP over generators and pooled ROC-AUC on every dataset
+    (name -> (corpora, split)); ``known`` holds evaluations already made, by (detector, data)."""
+    known = known or {}
+    rows = []
+    for name, path in detectors.items():
+        detector, row = load_detector(path), {"detector": name}
+        for data, (corpora, split) in datasets.items():
+            result = known.get((name, data)) or evaluate_corpora(
+                detector, corpora, split=split, bootstrap=0, progress=progress)
+            row[f"{data} AP"] = result["mean"]["ap"]
+            row[f"{data} AUC"] = result["overall"]["roc_auc"]
+        rows.append(row)
+    return rows
+
+
 def run_demo(out: str | os.PathLike = "runs/demo", *, quick: bool = False, seed: int = 0,
-             device: str = "auto", progress: bool = True) -> dict[str, Any]:
-    """Run the whole slice under ``out``; return the results (also saved as JSON there)."""
+             device: str = "auto", wild: str | os.PathLike | None = None,
+             progress: bool = True) -> dict[str, Any]:
+    """Run the whole slice under ``out``; return the results (also saved as JSON there).
+
+    ``wild``: a folder of real and GAN images from elsewhere (CNNDetection layout or a
+    manifest), scored by the ensemble and the general detectors for comparison only.
+    """
+    from forensics.detectors.general import general_detector_path
+
     cfg = QUICK if quick else FULL
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     _write_json(out / "demo_config.json", {"quick": quick, "seed": seed, **asdict(cfg)})
 
-    log.info("1/6 writing %d bundled real patches of %d px", cfg.n_real, cfg.size)
+    log.info("1/7 writing %d bundled real patches of %d px", cfg.n_real, cfg.size)
     real = discover_corpus(write_bundled_corpus(out / "real", size=cfg.size, count=cfg.n_real,
                                                 seed=seed))
-    log.info("2/6 training and sampling %s", ", ".join(GENERATORS))
+    log.info("2/7 training and sampling %s", ", ".join(GENERATORS))
     fake_dirs = _train_generators(cfg, real, out, seed, device, progress)
     corpora = [real] + [discover_corpus(d) for d in fake_dirs.values()]
 
-    log.info("3/6 training the ensemble (spectral + cnn) on reals + %s", ", ".join(SEEN))
+    log.info("3/7 training the ensemble (spectral + cnn) on reals + %s", ", ".join(SEEN))
     bundle = out / "detector"
     members = [{"name": "spectral", "kind": "spectral", "params": {"features": "fft"}},
                {"name": "cnn", "kind": "cnn", "params": cfg.cnn}]
     train_detector("ensemble", [out / "real", *(fake_dirs[g] for g in SEEN)], bundle,
                    params={"members": members}, progress=progress)
 
-    log.info("4/6 evaluating every detector on the held-out test split of all generators")
+    log.info("4/7 training the general recipe at demo size (scale %.2f)", cfg.general_scale)
+    general = _general_at_demo_size(cfg, out, seed, progress)
+
+    log.info("5/7 evaluating every detector on the held-out test split of all generators")
     detectors = {"ensemble": bundle, **{p.name: p for p in sorted((bundle / "members").iterdir())
                                         if (p / "detector.json").is_file()}}
     evaluations = {name: evaluate_corpora(load_detector(path), corpora, split="test",
@@ -159,18 +203,29 @@ def run_demo(out: str | os.PathLike = "runs/demo", *, quick: bool = False, seed:
     _write_json(out / "evaluation.json", {**evaluations["ensemble"],
                                           "members": {k: v for k, v in evaluations.items()
                                                       if k != "ensemble"}})
+    datasets = {"zoo GANs": (corpora, "test"),
+                "simulated": ([discover_corpus(out / "general_work" / "pairs")], "test")}
+    if wild is not None:
+        datasets["wild"] = ([discover_corpus(wild)], "all")
+    comparison = compare_detectors(
+        {"ensemble": bundle, "general (demo size)": general,
+         "general (shipped)": general_detector_path()},
+        datasets, known={("ensemble", "zoo GANs"): evaluations["ensemble"]}, progress=progress)
+    _write_json(out / "comparison.json", {"wild": None if wild is None else str(wild),
+                                          "rows": comparison})
 
-    log.info("5/6 leave-one-generator-out with the spectral detector")
+    log.info("6/7 leave-one-generator-out with the spectral detector")
     loo = leave_one_out("spectral", cfg.loo, ProtocolData(corpora, progress=progress))
     _write_json(out / "leave_one_out.json", loo)
 
-    log.info("6/6 robustness: a small grid over the detectors")
+    log.info("7/7 robustness: a small grid over the detectors")
     run_robustness(list(detectors.values()), [c.root for c in corpora], out / "robustness",
                    grid="small", split="test", limit=cfg.robustness_limit, fresh=True,
                    progress=progress)
     report = write_report(out / "robustness")
     _plots(corpora, out, progress)
-    return {"evaluations": evaluations, "leave_one_out": loo, "robustness": str(report.html)}
+    return {"evaluations": evaluations, "comparison": comparison, "leave_one_out": loo,
+            "robustness": str(report.html)}
 
 
 def demo_summary(result: dict[str, Any], out: str | os.PathLike) -> str:
@@ -186,13 +241,24 @@ def demo_summary(result: dict[str, Any], out: str | os.PathLike) -> str:
     for name, res in result["evaluations"].items():
         if name != "ensemble":
             lines += [f"Member {name}:", evaluation_table(res), ""]
+    comparison = result["comparison"]
+    lines += ["Zoo-fakes ensemble vs general detectors, on data each did not train on (mean AP "
+              "over generators, pooled ROC-AUC): 'zoo GANs' is the test split above (the "
+              "ensemble saw DCGAN and StyleGAN); 'simulated' is the general recipe's held-out "
+              "upsampling pairs (the general detectors saw these simulators, on other photos)"
+              + ("; 'wild' is the folder given with --wild (seen by none)"
+                 if any("wild AP" in row for row in comparison) else "") + ":",
+              format_table(comparison, list(comparison[0])), ""]
     lines += ["Leave one generator out (spectral detector; held-out generator's test split):",
               leave_one_out_table(result["leave_one_out"]), "",
               f"real corpus     {out / 'real'}",
               f"generator runs  {out / 'runs'}  (config.json, weights.safetensors, stats.jsonl)",
               f"fake corpora    {out}/fake_<generator>  (PNG + manifest.jsonl)",
               f"detector        {out / 'detector'}  (ensemble; members/ holds spectral and cnn)",
-              f"evaluation      {out / 'evaluation.json'}, {out / 'leave_one_out.json'}",
+              f"general         {out / 'general'}  (the general recipe at demo size; "
+              f"simulators and pairs in {out / 'general_work'})",
+              f"evaluation      {out / 'evaluation.json'}, {out / 'comparison.json'}, "
+              f"{out / 'leave_one_out.json'}",
               f"robustness      {result['robustness']}",
               f"plots           {out / 'plots'}"]
     return "\n".join(lines)

@@ -58,11 +58,28 @@ def run_cli(*args: str, check: bool = True, timeout: float = 600) -> subprocess.
     return proc
 
 
+def write_small_wild_folder(folder: Path) -> Path:
+    """A CNNDetection-layout folder standing in for images from elsewhere: 128 px crops of the
+    bundled test photos (real) and the same crops 2x nearest-upsampled from half size (fake)."""
+    import numpy as np
+
+    from forensics.bundled import SOURCE_PHOTOS
+    from forensics.images import load_image, save_png
+
+    for k, photo in enumerate(p for p in SOURCE_PHOTOS if p.split == "test"):
+        crop = load_image(photo.path())[:128, :128]
+        save_png(crop, folder / "group" / "0_real" / f"{k}.png")
+        save_png(np.repeat(np.repeat(crop[::2, ::2], 2, 0), 2, 1),
+                 folder / "group" / "1_fake" / f"{k}.png")
+    return folder
+
+
 @pytest.fixture(scope="session")
 def quick_demo(tmp_path_factory):
-    """Output folder and log of `forensics demo --quick`."""
+    """Output folder and log of `forensics demo --quick --wild` (a small stand-in folder)."""
     out = tmp_path_factory.mktemp("demo") / "demo"
-    proc = run_cli("demo", "--quick", "--out", out, "-q")
+    wild = write_small_wild_folder(tmp_path_factory.mktemp("wild"))
+    proc = run_cli("demo", "--quick", "--out", out, "--wild", wild, "-q")
     return out, proc.stdout
 
 

@@ -1,5 +1,7 @@
 """Aligned training data: native crops, fakes made from their own real, identical histories."""
 
+from dataclasses import asdict
+
 import numpy as np
 
 from forensics.aligned import HistoryOdds, PairHistory, Source, degrade, native_crop, \
@@ -60,3 +62,20 @@ def test_pairs_share_content_size_split_and_history(tmp_path):
         expected = a[::-1] if fake.generator == "flip" else 255 - a
         assert np.array_equal(b, expected)  # lossless PNG, no history (odds 0)
     assert {it.split for it in items} == {"train", "val"}
+
+
+def test_unaligned_data_for_ablations_gives_the_history_to_the_reals_only(tmp_path):
+    sources = [Source("a", "train", photo(5))]
+    out = write_aligned_pairs(tmp_path / "pairs", sources, {"copy": np.copy}, crops_per_source=8,
+                              odds=HistoryOdds(p_jpeg=1.0, p_resize=0.0), seed=1,
+                              aligned=False, progress=False)
+    items = discover_corpus(out).select(split="all")
+    reals = [it for it in items if it.label == 0]
+    fakes = [it for it in items if it.label == 1]
+    assert all(it.meta["history"]["jpeg_quality"] is not None for it in reals)
+    assert all(it.meta["history"] == asdict(PairHistory()) for it in fakes)
+    boxes = {it.meta["pair"]: it.meta["crop"] for it in reals}
+    assert any(it.meta["crop"] != boxes[it.meta["pair"]] for it in fakes)  # other content
+    for fake in fakes:  # the maker's output, untouched: a crop of the photo as it is
+        left, top, width, height = fake.meta["crop"]
+        assert np.array_equal(load_image(fake.path), photo(5)[top:top + height, left:left + width])

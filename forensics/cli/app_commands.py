@@ -21,8 +21,10 @@ QUICK_DEMO_TIME, FULL_DEMO_TIME = "about 1.5 minutes on 2 cores", "about 15 minu
 def cmd_demo(args: argparse.Namespace) -> int:
     from forensics.pipeline import demo_summary, run_demo
 
+    if args.wild is not None and not Path(args.wild).is_dir():
+        raise CliError(f"--wild {args.wild}: not a folder")
     result = run_demo(args.out, quick=args.quick, seed=args.seed, device=args.device,
-                      progress=not args.quiet)
+                      wild=args.wild, progress=not args.quiet)
     print(demo_summary(result, args.out))
     return 0
 
@@ -61,6 +63,10 @@ def add_demo_parser(sub: argparse._SubParsersAction, common: argparse.ArgumentPa
     demo.add_argument("--out", default="runs/demo", help="output folder (default runs/demo)")
     demo.add_argument("--seed", type=int, default=0)
     demo.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    demo.add_argument("--wild", metavar="DIR",
+                      help="also score this folder of real and GAN images from elsewhere "
+                           "(CNNDetection layout or a manifest) with the ensemble and the general "
+                           "detectors; it is only measured, never trained on")
     demo.set_defaults(func=cmd_demo)
 
 

@@ -120,19 +120,15 @@ def pool_logits(logits: np.ndarray, pool: str = "mean", k: int = 1) -> float:
 
 
 @functools.cache
-def _idle_cpus() -> int:
-    """CPUs this process may use that were not busy when first asked (at least 1).
+def _usable_cpus() -> int:
+    """CPUs this process may run on: the default thread count, right on an idle machine.
 
-    Torch's CPU threads spin while they wait for each other, so on a shared machine extra
-    threads cost more than they bring: on 2 cores under a load of 12, fine-tuning ran 11x
-    faster on 1 thread than on 2 (and used 20x less CPU time).
+    Not guessed from the load average (a guess made at start-up stays wrong when the load
+    changes). On a shared machine pass ``threads`` (``--set threads=1``): torch's CPU threads
+    spin while they wait for each other, so threads on busy cores cost more than they bring.
     """
     cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    try:
-        busy = round(os.getloadavg()[0])
-    except (AttributeError, OSError):  # no load average on this platform
-        busy = 0
-    return max(1, min(cpus or 1, (cpus or 1) - busy))
+    return max(1, cpus or 1)
 
 
 def _random_crop(image: np.ndarray, size: int, rng: np.random.Generator,
@@ -254,7 +250,7 @@ class CNNDetector(Detector):
         val_fraction: share of the training images held out when ``fit`` gets no validation.
         device: "auto" (CUDA when present), "cpu" or "cuda"; CUDA trains with mixed precision
             and channels_last.
-        threads: CPU threads for torch (None: the CPUs that are idle at first use).
+        threads: CPU threads for torch (None: every CPU this process may use).
         seed: seeds the crops, augmentation, batches and head initialisation.
         progress: show a tqdm bar while training (on a terminal).
 
@@ -408,7 +404,7 @@ class CNNDetector(Detector):
                 raise ValueError("device='cuda' was asked for but CUDA is not available; pass "
                                  "--set device=auto (or cpu)")
             return torch.device("cuda")
-        torch.set_num_threads(self.threads or _idle_cpus())
+        torch.set_num_threads(self.threads or _usable_cpus())
         return torch.device("cpu")
 
     def _new_network(self, pretrained: bool) -> _Network:
