@@ -176,7 +176,7 @@ def main() -> None:
                     help="images scored one call each by the CNN")
     ap.add_argument("--large", type=int, default=12, help="600x500 images for the tiled CNN")
     ap.add_argument("--threads", type=int,
-                    help="torch CPU threads of the CNN kinds (default: every CPU)")
+                    help="torch CPU threads of the CNN kinds (default: their own choice, idle CPUs)")
     ap.add_argument("--real-size", type=int, default=100,
                     help="images per real-size case (0: skip the real-size table)")
     ap.add_argument("--skip-patches", action="store_true", help="only the real-size table")
