@@ -58,8 +58,10 @@ async def one_user(browser, url: str, image, others: list[str],
         finished = time.monotonic()
 
         await expect(page.get_by_test_id("stException")).to_have_count(0)
-        # Its own file in the evidence caption (name and size)...
-        await expect(page.get_by_text(f"{image.name} ({SIZE}×{SIZE})")).to_be_visible()
+        # Its own file in the evidence caption (name and size), drawn after the verdict: on a
+        # loaded machine it can come later than expect's 5 s default...
+        await expect(page.get_by_text(f"{image.name} ({SIZE}×{SIZE})")).to_be_visible(
+            timeout=TIMEOUT_MS)
         # ...exactly one row in the batch table (header + 1), and that row is this upload...
         grid = page.get_by_test_id("stDataFrame").first.locator("table[role='grid']")
         await expect(grid).to_have_attribute("aria-rowcount", "2", timeout=TIMEOUT_MS)
