@@ -23,7 +23,9 @@ def config() -> components.AppConfig:
 def _load(folder: str, key: str) -> Detector:
     """The detector of a bundle; a new ``key`` (see ``detector_key``) reloads a rewritten one."""
     from forensics.detectors import load_detector
+    from forensics.runtime import keep_freed_memory
 
+    keep_freed_memory()  # once per process: CNN layers then reuse freed memory
     return load_detector(folder)
 
 

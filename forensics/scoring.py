@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator, Sequence
@@ -43,11 +43,16 @@ def _decode(path: Path, limits: ImageLimits) -> np.ndarray | ImageError:
 def decode_batches(paths: Sequence[Path], *, batch_size: int = 64, workers: int = 2,
                    limits: ImageLimits = DEFAULT_LIMITS
                    ) -> Iterator[list[tuple[Path, np.ndarray | ImageError]]]:
-    """Decode files in order, ``batch_size`` at a time, on a thread pool (Pillow releases the GIL)."""
+    """Decode files in order, ``batch_size`` at a time, on a thread pool (Pillow releases the
+    GIL); the next batch decodes while the caller works on this one."""
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+        def submit(start: int) -> list[tuple[Path, Future]]:
+            return [(p, pool.submit(_decode, p, limits)) for p in paths[start:start + batch_size]]
+
+        ahead = submit(0)
         for start in range(0, len(paths), batch_size):
-            chunk = paths[start:start + batch_size]
-            yield list(zip(chunk, pool.map(lambda p: _decode(p, limits), chunk)))
+            current, ahead = ahead, submit(start + batch_size)
+            yield [(path, future.result()) for path, future in current]
 
 
 def score_files(paths: Sequence[str | os.PathLike], detector: Detector, *, batch_size: int = 64,
@@ -56,14 +61,19 @@ def score_files(paths: Sequence[str | os.PathLike], detector: Detector, *, batch
                 stability: bool = False) -> list[ScoreRow]:
     """P(fake) for every file, in the given order; a file that fails gets its reason instead.
 
-    ``stability`` also scores each image's stability copies (three times the work).
+    ``workers`` threads decode the next batch while as many score slices of this one
+    (features, FFTs and decoding release the GIL); detectors that run torch score in this
+    thread, on torch's own threads (``Detector.scores_in_threads``). ``stability`` also scores each image's stability copies (three
+    times the work).
     """
     paths = [Path(p) for p in paths]
+    slices = max(1, workers) if detector.scores_in_threads else 1
     rows: list[ScoreRow] = []
-    with tqdm(total=len(paths), desc=desc, unit="img", disable=not progress) as bar:
+    with tqdm(total=len(paths), desc=desc, unit="img", disable=not progress) as bar, \
+            ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
         for batch in decode_batches(paths, batch_size=batch_size, workers=workers, limits=limits):
             good = [img for _, img in batch if not isinstance(img, ImageError)]
-            scores = iter(_predict(detector, good, stability))
+            scores = iter(_predict_in_slices(pool, detector, good, stability, slices))
             for path, img in batch:
                 if isinstance(img, ImageError):
                     rows.append(ScoreRow(path, None, img.reason, advice=img.advice))
@@ -72,6 +82,18 @@ def score_files(paths: Sequence[str | os.PathLike], detector: Detector, *, batch
                     rows.append(ScoreRow(path, *score))
             bar.update(len(batch))
     return rows
+
+
+def _predict_in_slices(pool: ThreadPoolExecutor, detector: Detector, images: list[np.ndarray],
+                       stability: bool, slices: int) -> list[tuple]:
+    """``_predict`` of ``images`` in ``slices`` consecutive slices on ``pool`` (one slice: in
+    this thread), in order."""
+    if slices == 1:
+        return _predict(detector, images, stability)
+    ends = [len(images) * k // slices for k in range(slices + 1)]
+    futures = [pool.submit(_predict, detector, images[start:end], stability)
+               for start, end in zip(ends, ends[1:]) if end > start]
+    return [score for future in futures for score in future.result()]
 
 
 def _predict(detector: Detector, images: list[np.ndarray], stability: bool = False

@@ -13,7 +13,7 @@ from forensics.cli import (app_commands, corpus_commands, detector_commands, sco
                            zoo_commands)
 from forensics.cli.app_commands import (APP_DEFAULT_ROOT, APP_ENV_DETECTOR, APP_ENV_MAX_BYTES,
                                         APP_ENV_MAX_PIXELS, APP_ENV_ROOT)
-from forensics.cli.common import CliError, add_limit_options
+from forensics.cli.common import CliError, add_limit_options, positive_int
 
 __all__ = ["APP_DEFAULT_ROOT", "APP_ENV_DETECTOR", "APP_ENV_MAX_BYTES",
            "APP_ENV_MAX_PIXELS", "APP_ENV_ROOT", "CliError", "add_limit_options", "build_parser",
@@ -25,6 +25,8 @@ def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     common.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    common.add_argument("--threads", type=positive_int, metavar="N",
+                        help="CPU threads of torch (default: every CPU this process may use)")
     p = argparse.ArgumentParser(prog="forensics", description=__doc__)
     p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -46,6 +48,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                         format="%(levelname)s %(name)s: %(message)s")
     from forensics.corpus import CorpusError
     from forensics.detectors import BundleError
+    from forensics.runtime import keep_freed_memory, set_threads
+
+    keep_freed_memory()
+    set_threads(getattr(args, "threads", None))
 
     try:
         return args.func(args)

@@ -337,8 +337,10 @@ class Detector(abc.ABC):
 
     Class data: ``known_failure_modes`` (short sentences for the model card),
     ``variant_param`` (the parameter an ensemble member spec ``kind:variant`` sets, or None)
-    and ``needs_fakes`` (False for one-class detectors, which model real images alone and fit
-    without any fake).
+    ``needs_fakes`` (False for one-class detectors, which model real images alone and fit
+    without any fake) and ``scores_in_threads`` (False where scoring runs torch, whose CPU
+    threads belong to the thread that first called it: slices scored from several threads
+    make several thread teams that spin against each other).
 
     ``train_state_dir`` (not a parameter: set it on the instance before ``fit``): a folder
     where detectors that train for long (the CNN) keep their state after every epoch, and
@@ -352,6 +354,7 @@ class Detector(abc.ABC):
     known_failure_modes: ClassVar[tuple[str, ...]] = ()
     variant_param: ClassVar[str | None] = None
     needs_fakes: ClassVar[bool] = True
+    scores_in_threads: ClassVar[bool] = True
     calibration_: dict[str, Any] | None = None
     saved_with_: Mapping[str, Any] = {}  # a loaded bundle's "environment"
     train_state_dir: str | os.PathLike | None = None

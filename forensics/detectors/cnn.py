@@ -26,11 +26,12 @@ Choices that answer the published detectors' users (``REFERENCES.md``):
 
 from __future__ import annotations
 
+import contextlib
 import copy
-import functools
 import json
 import math
 import os
+import threading
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -51,6 +52,7 @@ from forensics.detectors.calibration import PlattCalibration
 from forensics.detectors.train_state import (TrainStateError, fingerprint_data,
                                              load_train_state, save_train_state)
 from forensics.perturb import random_augment
+from forensics.runtime import keeps_freed_memory
 
 __all__ = ["CNNDetector", "npr_residual", "pool_logits", "tile_boxes"]
 
@@ -65,6 +67,14 @@ _POOLS = ("mean", "topk", "max")
 _AUGMENT_DEFAULTS = {"rgb": {"p_blur": 0.5, "p_jpeg": 0.5, "rot90": False},
                      "npr": {"p_blur": 0.0, "p_jpeg": 0.0, "rot90": True}}
 _DEVICES = ("auto", "cpu", "cuda")
+# Bytes of the largest layer output of one inference batch on the CPU. Beyond glibc's largest
+# mmap threshold (32 MB) every layer's output is a fresh mapping whose pages fault in one by
+# one: Lite0 on 256 px tiles (6 MB per tile) ran 55.8 tiles/s in batches of 2 and 16.5 in
+# batches of 32 (2 threads, most of the time in the kernel). Where the process keeps freed
+# memory (``forensics.runtime.keep_freed_memory``, as the CLI and the app do) the batch size
+# hardly matters (Lite0: 54-56 tiles/s in batches of 4 to 8), and the larger bound only
+# limits memory.
+_CPU_BATCH_BYTES = {"default": 16 << 20, "freed memory kept": 64 << 20}
 # Seed of the fixed random image whose logit is saved to check that a reload reproduces it.
 _PROBE_SEED = 20240601
 # Tolerance of that check: loose enough for another device or mixed precision, tight enough
@@ -117,22 +127,6 @@ def pool_logits(logits: np.ndarray, pool: str = "mean", k: int = 1) -> float:
     if pool not in _POOLS:
         raise ValueError(f"pool must be one of {', '.join(_POOLS)}, got {pool!r}")
     return float(np.sort(logits)[-(1 if pool == "max" else k):].mean())
-
-
-@functools.cache
-def _idle_cpus() -> int:
-    """CPUs this process may use that were not busy when first asked (at least 1).
-
-    Torch's CPU threads spin while they wait for each other, so on a shared machine extra
-    threads cost more than they bring: on 2 cores under a load of 12, fine-tuning ran 11x
-    faster on 1 thread than on 2 (and used 20x less CPU time).
-    """
-    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    try:
-        busy = round(os.getloadavg()[0])
-    except (AttributeError, OSError):  # no load average on this platform
-        busy = 0
-    return max(1, min(cpus or 1, (cpus or 1) - busy))
 
 
 def _random_crop(image: np.ndarray, size: int, rng: np.random.Generator,
@@ -245,7 +239,8 @@ class CNNDetector(Detector):
             largest) or "max".
         pool_k: tiles averaged by ``pool="topk"``.
         epochs: at most this many epochs of ``steps_per_epoch`` steps (None: one pass).
-        batch_size, lr, weight_decay: AdamW training (also the inference batch size).
+        batch_size, lr, weight_decay: AdamW training (also the inference batch size, which
+            the CPU caps by pixels).
         patience: stop after this many epochs without a better validation AP.
         p_blur, blur_sigma, p_jpeg, jpeg_quality: ``forensics.perturb.random_augment``;
             ``p_blur`` and ``p_jpeg`` default (None) to 0.5 for rgb input, 0 for npr.
@@ -254,7 +249,8 @@ class CNNDetector(Detector):
         val_fraction: share of the training images held out when ``fit`` gets no validation.
         device: "auto" (CUDA when present), "cpu" or "cuda"; CUDA trains with mixed precision
             and channels_last.
-        threads: CPU threads for torch (None: the CPUs that are idle at first use).
+        threads: CPU threads for torch (None: leave torch's setting, every CPU this process
+            may use unless ``forensics --threads`` or the caller changed it).
         seed: seeds the crops, augmentation, batches and head initialisation.
         progress: show a tqdm bar while training (on a terminal).
 
@@ -266,6 +262,7 @@ class CNNDetector(Detector):
     """
 
     variant_param = "input"  # ensemble member "cnn:npr"
+    scores_in_threads = False
     known_failure_modes = (
         "Trained on few images it learns the training generators' artifacts; expect lower "
         "scores on unseen generators (see `forensics evaluate --leave-one-out`).",
@@ -408,10 +405,17 @@ class CNNDetector(Detector):
                 raise ValueError("device='cuda' was asked for but CUDA is not available; pass "
                                  "--set device=auto (or cpu)")
             return torch.device("cuda")
-        threads = self.threads or _idle_cpus()
-        if torch.get_num_threads() != threads:  # re-sizing the pool on every call costs time
-            torch.set_num_threads(threads)
+        if self.threads and torch.get_num_threads() != self.threads:  # a resize costs time
+            torch.set_num_threads(self.threads)
         return torch.device("cpu")
+
+    def to(self, device: str) -> "CNNDetector":
+        """Run on ``device`` ("auto", "cpu" or "cuda") from now on, moving a fitted network."""
+        self.device = device
+        self._check_params()
+        if hasattr(self, "network_"):
+            self.network_ = _place(self.network_, self.torch_device()).eval()
+        return self
 
     def _new_network(self, pretrained: bool) -> _Network:
         """The untrained network: ImageNet weights if ``pretrained``, a fresh 1-logit head."""
@@ -453,7 +457,8 @@ class CNNDetector(Detector):
         """Raw logits float64 (N,): of whole images, or pooled (``pool``) over the ``tiles``
         of large ones.
 
-        Images and tiles of one shape share batches of ``batch_size``; nothing is resized.
+        Images and tiles of one shape share batches of ``batch_size`` (on the CPU, fewer
+        when the largest layer output would pass ``_CPU_BATCH_BYTES``); nothing is resized.
         """
         network = self.network_ if network is None else network
         device = next(network.parameters()).device
@@ -464,10 +469,15 @@ class CNNDetector(Detector):
             by_shape.setdefault(piece.shape, []).append(k)
         piece_logits = np.empty(len(pieces))
         network.eval()
-        with torch.inference_mode(), _autocast(device):
-            for members in by_shape.values():
-                for start in range(0, len(members), self.batch_size):
-                    chunk = members[start:start + self.batch_size]
+        per_pixel = _peak_activation_per_pixel(network) if device.type == "cpu" else 0.0
+        budget = _CPU_BATCH_BYTES["freed memory kept" if keeps_freed_memory() else "default"]
+        with torch.inference_mode(), _autocast(device), _one_at_a_time(device):
+            for (height, width, _), members in by_shape.items():
+                size = self.batch_size
+                if per_pixel:
+                    size = max(1, min(size, int(budget // (4 * per_pixel * height * width))))
+                for start in range(0, len(members), size):
+                    chunk = members[start:start + size]
                     batch = np.stack([pieces[k] for k in chunk])
                     out = network(self.to_tensor(batch, device))
                     piece_logits[chunk] = out.float().cpu().numpy()
@@ -704,6 +714,40 @@ class CNNDetector(Detector):
             raise self.incompatible(folder, f"the rebuilt {self.backbone} network gives the probe "
                                             f"image the logit {actual:.4f}, not the "
                                             f"{expected:.4f} saved with it")
+
+
+# Held by a CPU forward pass of ``logits``: torch's intra-op threads already use every CPU it
+# was given, and two passes at once (robustness workers, app sessions) only make them wait for
+# each other.
+_CPU_FORWARD = threading.Lock()
+
+
+def _one_at_a_time(device: torch.device) -> contextlib.AbstractContextManager:
+    """The CPU forward lock on the CPU, nothing on a GPU."""
+    return _CPU_FORWARD if device.type == "cpu" else contextlib.nullcontext()
+
+
+def _peak_activation_per_pixel(network: nn.Module) -> float:
+    """Elements of ``network``'s largest layer output per input pixel, measured once per
+    network on a 64 px probe through a copy (hooks on the copy leave threads that use the
+    network undisturbed)."""
+    known = getattr(network, "_peak_activation_per_pixel", None)
+    if known is None:
+        largest = 0
+
+        def record(_module: nn.Module, _inputs: object, output: object) -> None:
+            nonlocal largest
+            if isinstance(output, torch.Tensor):
+                largest = max(largest, output.numel())
+
+        probe = copy.deepcopy(network).to("cpu", torch.float32).eval()
+        for module in probe.modules():
+            if not any(module.children()):
+                module.register_forward_hook(record)
+        with torch.inference_mode():
+            probe(torch.zeros(1, 3, 64, 64))
+        known = network._peak_activation_per_pixel = max(largest, 3 * 64 * 64) / (64 * 64)
+    return known
 
 
 def _memory_format(device: torch.device) -> torch.memory_format:

@@ -120,6 +120,11 @@ class EnsembleDetector(Detector):
                 "C": self.C}
 
     @property
+    def scores_in_threads(self) -> bool:  # type: ignore[override]
+        """Whether every member may score from several threads at once."""
+        return all(m.scores_in_threads for m in getattr(self, "members_", {}).values())
+
+    @property
     def preprocessing(self) -> dict[str, Any]:
         """Each member's own preprocessing, by member name."""
         if hasattr(self, "members_"):

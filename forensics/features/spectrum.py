@@ -19,6 +19,7 @@ from functools import lru_cache
 
 import numpy as np
 import scipy.fft
+import scipy.sparse
 from scipy.signal.windows import hann
 
 MAX_RADIUS = float(np.sqrt(2.0))  # the corner (Nyquist, Nyquist) of a spectrum normalised per axis
@@ -161,50 +162,59 @@ def log_power_spectrum(image: np.ndarray, window: bool = True) -> np.ndarray:
 
 
 @lru_cache(maxsize=64)
-def _radial_bins(height: int, width: int, n_bins: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Radial binning of a centred (H, W) spectrum into ``n_bins`` bins of radius in [0, sqrt 2].
+def _radial_bins(height: int, width: int, n_bins: int) -> tuple[scipy.sparse.csr_matrix, np.ndarray]:
+    """Radial binning of the half spectrum ``rfft2`` gives for (H, W) images into ``n_bins``
+    bins of radius in [0, sqrt 2].
 
-    Returns (pixels, bins, spread): the flat indices of the pixels (all of them), the bin of
-    each, and a (n_bins, n_bins) matrix that maps per-bin means to the output curve, copying
-    non-empty bins and linearly interpolating empty ones from their neighbours (small images
-    leave some bins empty).
+    Returns (sums, spread): a sparse (n_bins, H * (W // 2 + 1)) matrix whose product with a
+    flat half spectrum gives each bin's sum over the whole spectrum (a real image's spectrum
+    is point-symmetric, so every column with a mirror image outside the half counts twice),
+    and a (n_bins, n_bins) matrix that maps the sums to the output curve: per-bin means,
+    empty bins (small images leave some) linearly interpolated from their neighbours.
     """
-    fy = scipy.fft.fftshift(scipy.fft.fftfreq(height)) * 2.0  # Nyquist -> +-1
-    fx = scipy.fft.fftshift(scipy.fft.fftfreq(width)) * 2.0
+    fy = scipy.fft.fftfreq(height) * 2.0  # Nyquist -> +-1
+    fx = scipy.fft.rfftfreq(width) * 2.0
     radius = np.hypot(fy[:, None], fx[None, :]).ravel()
-    pixels = np.arange(radius.size)
     bins = np.minimum((radius / MAX_RADIUS * n_bins).astype(np.intp), n_bins - 1)
-    counts = np.bincount(bins, minlength=n_bins)
+    mirrored = np.full(fx.size, 2.0)
+    mirrored[0] = 1.0  # the zero-frequency column is its own mirror image
+    if width % 2 == 0:
+        mirrored[-1] = 1.0  # and so is the Nyquist column of an even width
+    weights = np.broadcast_to(mirrored, (height, fx.size)).ravel()
+    counts = np.bincount(bins, weights=weights, minlength=n_bins)
+    sums = scipy.sparse.csr_matrix((weights.astype(np.float32), (bins, np.arange(bins.size))),
+                                   shape=(n_bins, bins.size))
 
     # The zero frequency always lands in bin 0, so at least one bin is filled.
     filled = np.flatnonzero(counts)
     centres = np.arange(n_bins, dtype=np.float64)
     spread = np.zeros((n_bins, n_bins))
     spread[filled] = np.stack([np.interp(centres, filled, row) for row in np.eye(len(filled))])
-    # Dividing by the counts here turns the bin sums from bincount into means.
-    spread[filled] /= counts[filled][:, None]
-    for array in (pixels, bins, spread):
-        array.setflags(write=False)
-    return pixels, bins, spread
+    spread[filled] /= counts[filled][:, None]  # sums -> means
+    spread.setflags(write=False)
+    return sums, spread
 
 
-def _azimuthal_average(log_power: np.ndarray, n_bins: int) -> np.ndarray:
-    """Azimuthal averages (N, n_bins) float32 of centred log power spectra (N, H, W)."""
-    n, height, width = log_power.shape
-    pixels, bins, spread = _radial_bins(height, width, n_bins)
-    values = log_power.reshape(n, -1)[:, pixels]
-    # One bincount over the whole batch: row i uses bins offset by i * n_bins.
-    offsets = (np.arange(n) * n_bins)[:, None]
-    sums = np.bincount(
-        (bins[None, :] + offsets).ravel(), weights=values.ravel(), minlength=n * n_bins
-    )
-    return (sums.reshape(n, n_bins) @ spread).astype(np.float32)
+def _azimuthal_average(grey: np.ndarray, n_bins: int, use_window: bool) -> np.ndarray:
+    """Azimuthal averages (N, n_bins) float32 of the log power spectra of grey images (N, H, W).
+
+    Only the half spectrum of ``rfft2`` is transformed and logged: the other half mirrors it.
+    """
+    n, height, width = grey.shape
+    window, energy = _window(height, width, use_window)
+    centred = grey - grey.mean(axis=(-2, -1), keepdims=True)
+    spectrum = scipy.fft.rfft2(centred * window, axes=(-2, -1))
+    power = spectrum.real**2 + spectrum.imag**2
+    power *= np.float32(1.0 / energy)
+    log_power = np.log(power + np.float32(_EPS), out=power).reshape(n, -1)
+    sums, spread = _radial_bins(height, width, n_bins)
+    return ((sums @ log_power.T).T @ spread).astype(np.float32)
 
 
 def planes_azimuthal_spectra(planes: np.ndarray, n_bins: int, window: bool) -> np.ndarray:
     """Azimuthal log power spectra of planes (N, C, H, W): float32 (N, C * n_bins), plane-major."""
     n, c, height, width = planes.shape
-    curves = _azimuthal_average(_log_power(planes.reshape(n * c, height, width), window), n_bins)
+    curves = _azimuthal_average(planes.reshape(n * c, height, width), n_bins, window)
     return curves.reshape(n, c * n_bins)
 
 
@@ -217,7 +227,7 @@ def azimuthal_spectrum(image: np.ndarray, n_bins: int = 64, window: bool = True)
     same length; bins that no frequency falls in (tiny images) are interpolated, never NaN.
     """
     n_bins = check_positive_int(n_bins, "n_bins")
-    return _azimuthal_average(log_power_spectrum(image, window)[None], n_bins)[0]
+    return _azimuthal_average(to_grey(image)[None], n_bins, window)[0]
 
 
 def azimuthal_spectra(
