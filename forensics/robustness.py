@@ -429,7 +429,9 @@ def _run_shard(out: Path, plan: _Plan, world: _World, workers: int, progress: bo
     # Threads, not processes: decoding, JPEG, OpenCV and FFTs release the GIL, the detectors are
     # loaded once and shared, and a GPU keeps one context. Process pools measured 4x slower on
     # 2 cores (benchmarks/RESULTS.md); processes scale out through torchrun ranks instead.
-    executor = ThreadPoolExecutor(workers)
+    # Detectors that run torch score from one thread (``Detector.scores_in_threads``).
+    threaded = all(detector.scores_in_threads for detector in plan.detectors)
+    executor = ThreadPoolExecutor(workers if threaded else 1)
     in_flight: deque[tuple[list[RunImage], str, Future]] = deque()
     bar = tqdm(total=total, desc="robustness", unit="img", disable=not progress or world.rank)
 
@@ -480,8 +482,8 @@ def run_robustness(bundles: Sequence[str | os.PathLike], corpus_dirs: Sequence[s
 
     ``grid`` is a built-in grid name, a grid file or a list of perturbations; ``split`` is
     "auto", "train", "val", "test" or "all"; ``limit`` caps the images per (label, generator);
-    ``workers`` threads perturb and score; files over ``limits`` get an error row. Resumes
-    what ``out`` holds (RunMismatchError if it holds another run, unless ``fresh``). Under
+    ``workers`` threads perturb and score (one when a detector runs torch); files over
+    ``limits`` get an error row. Resumes what ``out`` holds (RunMismatchError if it holds another run, unless ``fresh``). Under
     ``torchrun`` each rank scores its share; rank 0 merges and gets the RunResult, the other
     ranks get None.
     """

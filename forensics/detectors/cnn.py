@@ -423,10 +423,27 @@ class CNNDetector(Detector):
                                    weights=self.weights if pretrained else None, num_classes=1)
         return _Network(backbone, npr=self.input == "npr")
 
-    def to_tensor(self, batch: np.ndarray, device: torch.device) -> torch.Tensor:
-        """uint8 (N, H, W, 3) -> float (N, 3, H, W) in [0, 1] on ``device``; CUDA: channels_last."""
+    def to_tensor(self, batch: np.ndarray, device: torch.device,
+                  memory_format: torch.memory_format | None = None) -> torch.Tensor:
+        """uint8 (N, H, W, 3) -> float (N, 3, H, W) in [0, 1] on ``device``, in
+        ``memory_format`` (default: channels_last on CUDA, else contiguous)."""
         x = torch.from_numpy(np.ascontiguousarray(batch)).to(device).permute(0, 3, 1, 2)
-        return x.float().div_(255).contiguous(memory_format=_memory_format(device))
+        return x.float().div_(255).contiguous(memory_format=memory_format or
+                                              _memory_format(device))
+
+    def _scoring_network(self) -> nn.Module:
+        """``network_`` for scoring: on the CPU a channels_last copy, made once per network
+        (Lite0 ran 24% and npr_resnet 20% faster in it on 2 cores); elsewhere ``network_``,
+        already channels_last on CUDA. Training keeps its own layout, so that what it learns
+        does not depend on this."""
+        network = self.network_
+        if next(network.parameters()).device.type != "cpu":
+            return network
+        cached = getattr(self, "_channels_last", None)
+        if cached is None or cached[0] is not network:
+            copied = copy.deepcopy(network).to(memory_format=torch.channels_last).eval()
+            cached = self._channels_last = (network, copied)
+        return cached[1]
 
     def augment(self, image: np.ndarray, rng: np.random.Generator,
                 crop: int | None = None) -> np.ndarray:
@@ -460,8 +477,9 @@ class CNNDetector(Detector):
         Images and tiles of one shape share batches of ``batch_size`` (on the CPU, fewer
         when the largest layer output would pass ``_CPU_BATCH_BYTES``); nothing is resized.
         """
-        network = self.network_ if network is None else network
+        network = self._scoring_network() if network is None else network
         device = next(network.parameters()).device
+        layout = _layout(network)
         boxes = [self.tiles(*image.shape[:2]) for image in images]
         pieces = [image[box] for image, image_boxes in zip(images, boxes) for box in image_boxes]
         by_shape: dict[tuple[int, ...], list[int]] = {}
@@ -479,7 +497,7 @@ class CNNDetector(Detector):
                 for start in range(0, len(members), size):
                     chunk = members[start:start + size]
                     batch = np.stack([pieces[k] for k in chunk])
-                    out = network(self.to_tensor(batch, device))
+                    out = network(self.to_tensor(batch, device, layout))
                     piece_logits[chunk] = out.float().cpu().numpy()
         per_image = np.split(piece_logits, np.cumsum([len(b) for b in boxes])[:-1])
         return np.array([pool_logits(tiles, self.pool, self.pool_k) for tiles in per_image])
@@ -748,6 +766,15 @@ def _peak_activation_per_pixel(network: nn.Module) -> float:
             probe(torch.zeros(1, 3, 64, 64))
         known = network._peak_activation_per_pixel = max(largest, 3 * 64 * 64) / (64 * 64)
     return known
+
+
+def _layout(network: nn.Module) -> torch.memory_format:
+    """The memory format of ``network``'s first convolution weight (channels_last or not)."""
+    weight = next((p for p in network.parameters() if p.dim() == 4), None)
+    if weight is not None and not weight.is_contiguous() and weight.is_contiguous(
+            memory_format=torch.channels_last):
+        return torch.channels_last
+    return torch.contiguous_format
 
 
 def _memory_format(device: torch.device) -> torch.memory_format:

@@ -1,0 +1,131 @@
+"""The scan pipeline's speed measures change how it runs, never what it scores: decoding ahead,
+scoring in slices on worker threads, CNN batches bounded by activation size, the channels_last
+scoring copy, and the process-wide thread and allocator settings."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import run_cli
+from forensics.cli import build_parser
+from forensics.detectors import create_detector
+from forensics.detectors.cnn import _peak_activation_per_pixel
+from forensics.images import save_png
+from forensics.runtime import keep_freed_memory, keeps_freed_memory, set_threads
+from forensics.scoring import score_files
+
+RNG = np.random.default_rng(7)
+
+
+def images(n: int, side: int = 48) -> list[np.ndarray]:
+    return [RNG.integers(0, 256, (side, side + 8, 3), dtype=np.uint8) for _ in range(n)]
+
+
+@pytest.fixture(scope="module")
+def spectral():
+    real = images(20)
+    fake = [np.repeat(np.repeat(i[::2, ::2], 2, 0), 2, 1) for i in images(20)]
+    return create_detector("spectral").fit(real + fake, [0] * 20 + [1] * 20)
+
+
+@pytest.fixture(scope="module")
+def cnn():
+    return create_detector("cnn", epochs=1, steps_per_epoch=1, batch_size=4, tile_size=64,
+                           progress=False).fit(images(8), [0, 1] * 4)
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory):
+    """Eleven images of three sizes with three broken files among them."""
+    root = tmp_path_factory.mktemp("scan")
+    paths = []
+    for k, image in enumerate(images(4) + images(4, side=100) + images(3, side=130)):
+        paths.append(root / f"{k:02d}.png")
+        save_png(image, paths[-1])
+        if k in (2, 6, 9):
+            paths.append(root / f"{k:02d}-broken.png")
+            paths[-1].write_bytes(b"not an image" * k)
+    return paths
+
+
+@pytest.mark.parametrize("kind, tolerance", [("spectral", 1e-12), ("cnn", 1e-5)])
+def test_scores_do_not_depend_on_workers_or_batch_size(kind, tolerance, request, folder):
+    """Exactly for features; a CNN's float sums vary in the last digits with the batch."""
+    detector = request.getfixturevalue(kind)
+    reference = score_files(folder, detector, batch_size=64, workers=1, progress=False)
+    for batch_size, workers in ((1, 1), (3, 2), (5, 3)):
+        rows = score_files(folder, detector, batch_size=batch_size, workers=workers,
+                           progress=False)
+        assert [r.path for r in rows] == folder  # in the given order, broken files in place
+        assert [bool(r.error) for r in rows] == [bool(r.error) for r in reference]
+        assert [r.p_fake for r in rows] == pytest.approx([r.p_fake for r in reference],
+                                                         abs=tolerance)
+    assert [r.path.name for r in reference if r.error] == [
+        "02-broken.png", "06-broken.png", "09-broken.png"]
+
+
+def test_cnn_scan_matches_predict_proba_whatever_the_batching(cnn, folder):
+    good = [p for p in folder if "broken" not in p.name]
+    rows = score_files(good, cnn, progress=False)
+    from forensics.images import load_image
+
+    decoded = [load_image(p) for p in good]
+    # One image per call: no batch shares tiles of two images; the training layout, not the
+    # channels_last scoring copy.
+    one_by_one = [float(cnn.proba_from_logits(cnn.logits([i], cnn.network_))[0]) for i in decoded]
+    assert [r.p_fake for r in rows] == pytest.approx(one_by_one, abs=1e-4)
+
+
+def test_cpu_batches_are_bounded_by_the_largest_activation(cnn):
+    per_pixel = _peak_activation_per_pixel(cnn.network_)
+    assert per_pixel >= 3  # at least the input itself
+    assert _peak_activation_per_pixel(cnn.network_) == per_pixel  # measured once
+
+
+def test_scoring_copy_is_channels_last_and_follows_a_new_network(cnn):
+    scoring = cnn._scoring_network()
+    stem = next(p for p in scoring.parameters() if p.dim() == 4)
+    assert stem.is_contiguous(memory_format=torch.channels_last) and not stem.is_contiguous()
+    assert cnn._scoring_network() is scoring
+    trained = next(p for p in cnn.network_.parameters() if p.dim() == 4)
+    assert trained.is_contiguous()  # training's layout is left alone
+
+
+def test_only_detectors_without_torch_score_in_threads(spectral, cnn):
+    assert spectral.scores_in_threads and not cnn.scores_in_threads
+    both = create_detector("ensemble", members=["spectral:fft", "cnn"])
+    both.members_ = {"spectral": spectral, "cnn": cnn}
+    assert not both.scores_in_threads
+    both.members_ = {"spectral": spectral}
+    assert both.scores_in_threads
+
+
+def test_threads_setting():
+    before = torch.get_num_threads()
+    try:
+        set_threads(1)
+        assert torch.get_num_threads() == 1
+        set_threads(None)  # leaves it
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)
+    with pytest.raises(ValueError, match="at least 1"):
+        set_threads(0)
+
+
+def test_freed_memory_setting_is_reported():
+    took = keep_freed_memory()
+    assert isinstance(took, bool) and keeps_freed_memory() == took
+
+
+def test_cli_takes_threads_on_every_command(tmp_path, folder):
+    assert build_parser().parse_args(["scan", "x", "--threads", "2"]).threads == 2
+    assert build_parser().parse_args(["zoo", "list"]).threads is None
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["scan", "x", "--threads", "0"])
+    run_cli("scan", folder[0], "--threads", "1", "--out", tmp_path / "r.jsonl", "--format",
+            "jsonl", "-q")
+    (line,) = (tmp_path / "r.jsonl").read_text().splitlines()
+    assert 0 <= json.loads(line)["p_fake"] <= 1
