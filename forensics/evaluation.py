@@ -21,6 +21,7 @@ from forensics.corpus import FAKE, REAL, Corpus, CorpusItem
 from forensics.detectors.base import Detector
 from forensics.images import DEFAULT_LIMITS, ImageLimits
 from forensics.metrics import binary_metrics, bootstrap_intervals, format_table
+from forensics.ranks import Ranks
 from forensics.scoring import score_files
 from forensics.training import decode_items, fit_detector
 
@@ -104,16 +105,18 @@ def summarise(scored: Scored, threshold: float, *, bootstrap: int = 1000,
 
 def score_corpora(detector: Detector, corpora: Sequence[Corpus], split: str, *,
                   batch_size: int = 64, workers: int = 2, progress: bool = True,
-                  limits: ImageLimits = DEFAULT_LIMITS) -> tuple[Scored, list[dict[str, str]]]:
+                  limits: ImageLimits = DEFAULT_LIMITS,
+                  ranks: Ranks | None = None) -> tuple[Scored, list[dict[str, str]]]:
     """Score every image of ``split`` once: (the scored items, the files that failed, e.g.
-    those over ``limits``)."""
+    those over ``limits``); ``ranks`` shares the scoring among torchrun processes."""
     items = [it for c in corpora for it in c.select(split=split)]
     if not items:
         roots = ", ".join(str(c.root) for c in corpora)
         raise ValueError(f"no images in split {split!r} of {roots}; choose another --split "
                          "(all: every image)")
     rows = score_files([it.path for it in items], detector, batch_size=batch_size,
-                       workers=workers, limits=limits, progress=progress, desc="evaluating")
+                       workers=workers, limits=limits, progress=progress, desc="evaluating",
+                       ranks=ranks)
     good = [(it, r.p_fake) for it, r in zip(items, rows) if r.p_fake is not None]
     errors = [{"path": str(r.path), "error": r.error} for r in rows if r.p_fake is None]
     return Scored([it for it, _ in good], np.array([s for _, s in good])), errors
@@ -123,18 +126,20 @@ def evaluate_corpora(detector: Detector, corpora: Sequence[Corpus], *, split: st
                      batch_size: int = 64, workers: int = 2, progress: bool = True,
                      bootstrap: int = 1000, seed: int = 0,
                      plots: str | os.PathLike | None = None,
-                     limits: ImageLimits = DEFAULT_LIMITS) -> dict[str, Any]:
+                     limits: ImageLimits = DEFAULT_LIMITS,
+                     ranks: Ranks | None = None) -> dict[str, Any]:
     """Score every image of the chosen split once, then compute metrics per generator and overall.
 
     ``bootstrap`` resamples (seeded by ``seed``; 0 turns them off) give 95% intervals of AP,
     ROC-AUC and accuracy. With ``plots`` a folder receives ROC and precision-recall curves per
     generator and a reliability diagram. Files that fail to decode (or are over ``limits``) are
     listed under ``errors`` and left out of the metrics; the limits are recorded under
-    ``image_limits``.
+    ``image_limits``. ``ranks``: see ``score_files`` (every rank gets the result).
     """
     split = resolve_split(detector, corpora, split)
     scored, errors = score_corpora(detector, corpora, split, batch_size=batch_size,
-                                   workers=workers, progress=progress, limits=limits)
+                                   workers=workers, progress=progress, limits=limits,
+                                   ranks=ranks)
     result = {
         "detector": {"kind": detector.kind, "threshold": detector.threshold_},
         "corpora": [str(c.root) for c in corpora],

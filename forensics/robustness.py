@@ -25,7 +25,6 @@ waits at a gloo barrier for the others, then merges.
 
 from __future__ import annotations
 
-import datetime
 import hashlib
 import json
 import logging
@@ -49,6 +48,7 @@ from forensics.evaluation import resolve_split
 from forensics.grid import families, load_grid
 from forensics.images import DEFAULT_LIMITS, ImageError, ImageLimits
 from forensics.perturb import Perturbation
+from forensics.ranks import Ranks
 from forensics.scoring import _predict as predict_batch
 from forensics.scoring import decode_batches
 
@@ -80,8 +80,6 @@ _IDENTITY_KEYS = ("detectors", "corpora", "split", "batch_size", "grid", "images
 # What a run.json written before image limits were recorded was run with.
 _DEFAULTS_OF_OLD_RUNS = {"image_limits": {"max_pixels": DEFAULT_LIMITS.max_pixels,
                                           "max_bytes": DEFAULT_LIMITS.max_bytes}}
-# A rank that finishes early waits at the barrier for the slowest; shards can run for hours.
-_BARRIER_TIMEOUT = datetime.timedelta(days=2)
 
 Key = tuple[str, str, str]  # (path, detector, perturbation id)
 
@@ -368,43 +366,7 @@ def score_unit(images: Sequence[np.ndarray | ImageError], relpaths: Sequence[str
 
 # --- the runner -----------------------------------------------------------------------------
 
-class _World:
-    """This process's rank among ``torchrun`` processes (rank 0 of 1 without torchrun)."""
-
-    def __init__(self) -> None:
-        self.rank = int(os.environ.get("RANK", 0))
-        self.size = int(os.environ.get("WORLD_SIZE", 1))
-        self._owns_group = False
-        if self.size > 1:
-            import torch
-            import torch.distributed as dist
-
-            self._dist = dist
-            if not dist.is_initialized():  # gloo: ranks only exchange a flag and a barrier
-                dist.init_process_group("gloo", timeout=_BARRIER_TIMEOUT)
-                self._owns_group = True
-            if torch.cuda.is_available():  # one GPU per rank of a node for CUDA detectors
-                local_rank = int(os.environ.get("LOCAL_RANK", 0))
-                torch.cuda.set_device(local_rank % torch.cuda.device_count())
-
-    def broadcast(self, value: Any) -> Any:
-        """Rank 0's ``value`` on every rank."""
-        if self.size == 1:
-            return value
-        box = [value]
-        self._dist.broadcast_object_list(box, src=0)
-        return box[0]
-
-    def barrier(self) -> None:
-        if self.size > 1:
-            self._dist.barrier()
-
-    def close(self) -> None:
-        if self._owns_group:
-            self._dist.destroy_process_group()
-
-
-def _run_shard(out: Path, plan: _Plan, world: _World, workers: int, progress: bool,
+def _run_shard(out: Path, plan: _Plan, world: Ranks, workers: int, progress: bool,
                limits: ImageLimits = DEFAULT_LIMITS) -> None:
     """Score this rank's chunks that are not done yet, appending rows to its shard."""
     batch_size = plan.manifest["batch_size"]
@@ -412,7 +374,7 @@ def _run_shard(out: Path, plan: _Plan, world: _World, workers: int, progress: bo
     done = {_key(row) for row in _shard_rows(out)}
     chunks = [plan.images[i:i + batch_size] for i in range(0, len(plan.images), batch_size)]
     pending = []  # (chunk, families with work left)
-    for chunk in chunks[world.rank::world.size]:
+    for chunk in world.share(chunks):
         todo = [family for family, perts in groups.items()
                 if any((im.path, name, p.id) not in done
                        for im in chunk for name in plan.names for p in perts)]
@@ -488,7 +450,7 @@ def run_robustness(bundles: Sequence[str | os.PathLike], corpus_dirs: Sequence[s
     ranks get None.
     """
     out = Path(out)
-    world = _World()
+    world = Ranks()
     try:
         plan = _plan(bundles, corpus_dirs, grid, split, limit, batch_size, limits)
         problem = None

@@ -13,6 +13,7 @@ from tqdm.auto import tqdm
 
 from forensics.detectors.base import Detector
 from forensics.images import DEFAULT_LIMITS, ImageError, ImageLimits, load_image
+from forensics.ranks import Ranks, interleave
 from forensics.verdict import score_images
 
 
@@ -58,8 +59,11 @@ def decode_batches(paths: Sequence[Path], *, batch_size: int = 64, workers: int 
 def score_files(paths: Sequence[str | os.PathLike], detector: Detector, *, batch_size: int = 64,
                 workers: int = 2, limits: ImageLimits = DEFAULT_LIMITS,
                 progress: bool = True, desc: str = "scoring",
-                stability: bool = False) -> list[ScoreRow]:
+                stability: bool = False, ranks: Ranks | None = None) -> list[ScoreRow]:
     """P(fake) for every file, in the given order; a file that fails gets its reason instead.
+
+    With ``ranks`` of several ``torchrun`` processes, each scores its share of the files and
+    every rank gets all the rows, in order, as one process would have made them.
 
     ``workers`` threads decode the next batch while as many score slices of this one
     (features, FFTs and decoding release the GIL); detectors that run torch score in this
@@ -67,6 +71,11 @@ def score_files(paths: Sequence[str | os.PathLike], detector: Detector, *, batch
     times the work).
     """
     paths = [Path(p) for p in paths]
+    if ranks is not None and ranks.size > 1:
+        mine = score_files(ranks.share(paths), detector, batch_size=batch_size, workers=workers,
+                           limits=limits, progress=progress and ranks.rank == 0, desc=desc,
+                           stability=stability)
+        return interleave(ranks.all_gather(mine))
     slices = max(1, workers) if detector.scores_in_threads else 1
     rows: list[ScoreRow] = []
     with tqdm(total=len(paths), desc=desc, unit="img", disable=not progress) as bar, \

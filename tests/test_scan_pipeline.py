@@ -3,12 +3,14 @@ scoring in slices on worker threads, CNN batches bounded by activation size, the
 scoring copy, and the process-wide thread and allocator settings."""
 
 import json
+import subprocess
+import sys
 
 import numpy as np
 import pytest
 import torch
 
-from conftest import run_cli
+from conftest import FORENSICS, run_cli
 from forensics.cli import build_parser
 from forensics.detectors import create_detector
 from forensics.detectors.cnn import _peak_activation_per_pixel
@@ -129,3 +131,29 @@ def test_cli_takes_threads_on_every_command(tmp_path, folder):
             "jsonl", "-q")
     (line,) = (tmp_path / "r.jsonl").read_text().splitlines()
     assert 0 <= json.loads(line)["p_fake"] <= 1
+
+
+def test_scan_and_evaluate_under_torchrun_write_what_one_process_writes(tmp_path, spectral):
+    corpus = tmp_path / "corpus"
+    for k, image in enumerate(images(7)):
+        save_png(image, corpus / "real" / f"r{k}.png")
+        save_png(np.repeat(np.repeat(image[::2, ::2], 2, 0), 2, 1),
+                 corpus / "fake" / "upsampler" / f"f{k}.png")
+    (corpus / "fake" / "upsampler" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n broken")
+    bundle = spectral.save(tmp_path / "bundle")
+    two_ranks = [sys.executable, "-m", "torch.distributed.run", "--standalone",
+                 "--nproc_per_node", "2", "-m", "forensics.cli"]
+    outputs = {}
+    for name, prefix in (("one", [FORENSICS]), ("two", two_ranks)):
+        for command in (["scan", corpus, "--out", tmp_path / f"{name}.csv"],
+                        ["evaluate", "--corpus", corpus, "--out", tmp_path / f"{name}.json"]):
+            proc = subprocess.run([*prefix, *map(str, command), "--detector", str(bundle),
+                                   "--batch-size", "3", "-q"],
+                                  capture_output=True, text=True, timeout=300)
+            assert proc.returncode == 0, proc.stdout + proc.stderr
+            outputs.setdefault(name, []).append(proc.stdout)
+    assert (tmp_path / "one.csv").read_bytes() == (tmp_path / "two.csv").read_bytes()
+    one, two = (json.loads((tmp_path / f"{n}.json").read_text()) for n in ("one", "two"))
+    assert one == two and one["n_images"] == 15 and len(one["errors"]) == 1
+    # rank 0 alone prints, the same lines but for the output file's name
+    assert outputs["one"] == [text.replace("two.", "one.") for text in outputs["two"]]

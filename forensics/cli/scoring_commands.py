@@ -10,6 +10,7 @@ from pathlib import Path
 
 from forensics.cli.common import (CliError, add_io_options, add_limit_options, detector_folder,
                                   image_limits, write_json)
+from forensics.ranks import Ranks
 from forensics.verdict import DEFAULT_BAND, MAX_BAND
 
 
@@ -36,9 +37,12 @@ def cmd_scan(args: argparse.Namespace) -> int:
     if not paths:
         raise CliError(f"no image files found in {', '.join(args.paths)}; give image files "
                        "(.png, .jpg, .webp, .bmp, .tif, .gif) or folders holding them")
-    rows = score_files(paths, detector, batch_size=args.batch_size, workers=args.workers,
-                       limits=image_limits(args), progress=not args.quiet,
-                       stability=args.stability)
+    with Ranks() as ranks:  # under torchrun each process scores its share; rank 0 writes
+        rows = score_files(paths, detector, batch_size=args.batch_size, workers=args.workers,
+                           limits=image_limits(args), progress=not args.quiet,
+                           stability=args.stability, ranks=ranks)
+    if ranks.rank:
+        return 0
     threshold = detector.threshold_
     members = sorted({name for r in rows for name in r.members})  # ensembles only
     copies = STABILITY_COPIES if args.stability else ()
@@ -82,14 +86,20 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
     detector = load_detector(detector_folder(args.detector))
     corpora = [discover_corpus(d) for d in args.corpus]
-    plots = Path(args.plots) if args.plots else None
+    ranks = Ranks()  # under torchrun each process scores its share; rank 0 goes on alone
+    plots = Path(args.plots) if args.plots and ranks.rank == 0 else None
     try:
         result = protocol.evaluate_corpora(detector, corpora, split=args.split,
                                            batch_size=args.batch_size, workers=args.workers,
                                            progress=not args.quiet, bootstrap=args.bootstrap,
-                                           seed=args.seed, plots=plots, limits=image_limits(args))
+                                           seed=args.seed, plots=plots, limits=image_limits(args),
+                                           ranks=ranks)
     except ValueError as exc:  # no images in the split
         raise CliError(str(exc)) from None
+    finally:
+        ranks.close()
+    if ranks.rank:
+        return 0
     print(f"split: {result['split']}, {result['n_scored']} of {result['n_images']} images scored, "
           f"threshold {detector.threshold_:.3f} (from validation; ap_95ci: bootstrap interval)")
     print(protocol.evaluation_table(result))
