@@ -58,19 +58,19 @@ class DemoConfig:
 
 QUICK = DemoConfig(
     size=32, n_real=600, n_fake=300,
-    steps={"dcgan": 300, "cgan": 200, "stylegan": 60, "cyclegan": 60},
+    steps={"dcgan": 200, "cgan": 130, "stylegan": 35, "cyclegan": 35},
     gan={"dcgan": {"ngf": 32, "ndf": 32, "batch_size": 64},
          "cgan": {"ngf": 32, "ndf": 32, "batch_size": 64},
-         "stylegan": {}, "cyclegan": {"total_steps": 60}},
+         "stylegan": {}, "cyclegan": {"total_steps": 35}},
     cnn={"epochs": 3, "steps_per_epoch": 15, "patience": 2},
-    robustness_limit=60, general_scale=0.1)
+    robustness_limit=25, general_scale=0.06)
 FULL = DemoConfig(
     size=64, n_real=2000, n_fake=800,
-    steps={"dcgan": 400, "cgan": 300, "stylegan": 150, "cyclegan": 150},
-    gan={"dcgan": {}, "cgan": {"ngf": 32, "ndf": 32}, "stylegan": {"batch_size": 16},
-         "cyclegan": {"total_steps": 150}},
+    steps={"dcgan": 350, "cgan": 250, "stylegan": 120, "cyclegan": 120},
+    gan={"dcgan": {"ngf": 32, "ndf": 32}, "cgan": {"ngf": 32, "ndf": 32},
+         "stylegan": {"batch_size": 16}, "cyclegan": {"total_steps": 120}},
     cnn={"epochs": 5, "steps_per_epoch": 30},
-    robustness_limit=200, general_scale=0.25)
+    robustness_limit=120, general_scale=0.15)
 
 
 def _write_json(path: Path, data: Any) -> None:

@@ -399,7 +399,7 @@ class CNNDetector(Detector):
             raise ValueError(f"val_fraction must be in (0, 1), got {self.val_fraction!r}")
 
     def torch_device(self) -> torch.device:
-        """The device this detector runs on; also sets the CPU thread count."""
+        """The device this detector runs on; on the CPU applies ``threads`` when it is set."""
         if self.device == "cuda" or (self.device == "auto" and torch.cuda.is_available()):
             if not torch.cuda.is_available():
                 raise ValueError("device='cuda' was asked for but CUDA is not available; pass "
@@ -674,7 +674,7 @@ class CNNDetector(Detector):
 
     def _predict_proba(self, images: Sequence[np.ndarray]) -> np.ndarray:
         """Calibrated P(fake) float64 (N,) for validated images."""
-        self.torch_device()  # applies the thread setting
+        self.torch_device()  # applies ``threads``, if set
         return self.proba_from_logits(self.logits(images))
 
     # ------------------------------------------------------------------------- bundle
