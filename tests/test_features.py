@@ -88,6 +88,16 @@ def test_npr_residual_is_zero_on_nearest_upsampled_images():
         npr_residual(np.zeros((1, 1, 1, 8), np.float32))
 
 
+@pytest.mark.parametrize("shape", [(3, 37, 50), (1, 1, 1), (2, 1, 5), (2, 2), (3, 7, 9)])
+def test_highpass_residual_is_the_kb_kernel_with_mirrored_borders(shape):
+    from scipy.ndimage import correlate
+
+    planes = np.random.default_rng(1).random(shape).astype(np.float32) * 255
+    kb = np.array([[-1, 2, -1], [2, -4, 2], [-1, 2, -1]], np.float32) / 4
+    expected = correlate(planes, kb.reshape((1,) * (len(shape) - 2) + kb.shape), mode="reflect")
+    np.testing.assert_allclose(highpass_residual(planes), expected, atol=1e-4)
+
+
 def test_highpass_residual_removes_smooth_content():
     i, j = np.indices((16, 16)).astype(np.float32)
     ramp = (0.01 * i + 0.02 * j)[None, None]
