@@ -86,18 +86,15 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
     detector = load_detector(detector_folder(args.detector))
     corpora = [discover_corpus(d) for d in args.corpus]
-    ranks = Ranks()  # under torchrun each process scores its share; rank 0 goes on alone
-    plots = Path(args.plots) if args.plots and ranks.rank == 0 else None
-    try:
-        result = protocol.evaluate_corpora(detector, corpora, split=args.split,
-                                           batch_size=args.batch_size, workers=args.workers,
-                                           progress=not args.quiet, bootstrap=args.bootstrap,
-                                           seed=args.seed, plots=plots, limits=image_limits(args),
-                                           ranks=ranks)
-    except ValueError as exc:  # no images in the split
-        raise CliError(str(exc)) from None
-    finally:
-        ranks.close()
+    with Ranks() as ranks:  # under torchrun each process scores its share; rank 0 goes on
+        plots = Path(args.plots) if args.plots and ranks.rank == 0 else None
+        try:
+            result = protocol.evaluate_corpora(
+                detector, corpora, split=args.split, batch_size=args.batch_size,
+                workers=args.workers, progress=not args.quiet, bootstrap=args.bootstrap,
+                seed=args.seed, plots=plots, limits=image_limits(args), ranks=ranks)
+        except ValueError as exc:  # no images in the split
+            raise CliError(str(exc)) from None
     if ranks.rank:
         return 0
     print(f"split: {result['split']}, {result['n_scored']} of {result['n_images']} images scored, "

@@ -240,7 +240,7 @@ class CNNDetector(Detector):
         pool_k: tiles averaged by ``pool="topk"``.
         epochs: at most this many epochs of ``steps_per_epoch`` steps (None: one pass).
         batch_size, lr, weight_decay: AdamW training (also the inference batch size, which
-            the CPU caps by pixels).
+            the CPU caps by the size of the largest layer output).
         patience: stop after this many epochs without a better validation AP.
         p_blur, blur_sigma, p_jpeg, jpeg_quality: ``forensics.perturb.random_augment``;
             ``p_blur`` and ``p_jpeg`` default (None) to 0.5 for rgb input, 0 for npr.

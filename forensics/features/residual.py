@@ -29,7 +29,6 @@ from forensics.features.spectrum import (
 __all__ = ["highpass_residual", "npr_residual", "residual_spectra", "npr_spectra"]
 
 
-
 def highpass_residual(planes: np.ndarray) -> np.ndarray:
     """SRM-style high-pass residual of planes (..., H, W), same shape, float32.
 

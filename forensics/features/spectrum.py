@@ -138,15 +138,21 @@ def _window(height: int, width: int, use_window: bool) -> tuple[np.ndarray, floa
     return window, float(np.sum(window.astype(np.float64) ** 2))
 
 
-def _log_power(grey: np.ndarray, use_window: bool) -> np.ndarray:
-    """Centred log power spectrum of grey images (..., H, W), float32.
+def _windowed(grey: np.ndarray, use_window: bool) -> tuple[np.ndarray, float]:
+    """Mean-subtracted, windowed grey images (..., H, W) and the window's energy.
 
-    The power is divided by the window energy so that a given texture yields the same level
-    at any image size (a periodogram estimate of the power spectral density).
+    Dividing the power by the energy makes a given texture yield the same level at any image
+    size (a periodogram estimate of the power spectral density).
     """
     window, energy = _window(grey.shape[-2], grey.shape[-1], use_window)
-    centred = grey - grey.mean(axis=(-2, -1), keepdims=True)
-    spectrum = scipy.fft.fft2(centred * window, axes=(-2, -1))
+    return (grey - grey.mean(axis=(-2, -1), keepdims=True)) * window, energy
+
+
+def _log_power(grey: np.ndarray, use_window: bool) -> np.ndarray:
+    """Centred log power spectrum of grey images (..., H, W), float32, normalised by the
+    window energy (``_windowed``)."""
+    windowed, energy = _windowed(grey, use_window)
+    spectrum = scipy.fft.fft2(windowed, axes=(-2, -1))
     power = (spectrum.real**2 + spectrum.imag**2) / np.float32(energy)
     return np.log(scipy.fft.fftshift(power, axes=(-2, -1)) + np.float32(_EPS)).astype(np.float32)
 
@@ -201,9 +207,8 @@ def _azimuthal_average(grey: np.ndarray, n_bins: int, use_window: bool) -> np.nd
     Only the half spectrum of ``rfft2`` is transformed and logged: the other half mirrors it.
     """
     n, height, width = grey.shape
-    window, energy = _window(height, width, use_window)
-    centred = grey - grey.mean(axis=(-2, -1), keepdims=True)
-    spectrum = scipy.fft.rfft2(centred * window, axes=(-2, -1))
+    windowed, energy = _windowed(grey, use_window)
+    spectrum = scipy.fft.rfft2(windowed, axes=(-2, -1))
     power = spectrum.real**2 + spectrum.imag**2
     power *= np.float32(1.0 / energy)
     log_power = np.log(power + np.float32(_EPS), out=power).reshape(n, -1)
