@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -65,10 +66,11 @@ def score_files(paths: Sequence[str | os.PathLike], detector: Detector, *, batch
     With ``ranks`` of several ``torchrun`` processes, each scores its share of the files and
     every rank gets all the rows, in order, as one process would have made them.
 
-    ``workers`` threads decode the next batch while as many score slices of this one
-    (features, FFTs and decoding release the GIL); detectors that run torch score in this
-    thread, on torch's own threads (``Detector.scores_in_threads``). ``stability`` also scores each image's stability copies (three
-    times the work).
+    Feature detectors (``Detector.scores_in_threads``) run on ``workers`` threads, each
+    decoding a few files and scoring them at once. Detectors that run torch score
+    ``batch_size`` files at a time in this thread, on torch's own threads, while ``workers``
+    threads decode the next batch. ``stability`` also scores each image's stability copies
+    (three times the work).
     """
     paths = [Path(p) for p in paths]
     if ranks is not None and ranks.size > 1:
@@ -76,33 +78,57 @@ def score_files(paths: Sequence[str | os.PathLike], detector: Detector, *, batch
                            limits=limits, progress=progress and ranks.rank == 0, desc=desc,
                            stability=stability)
         return interleave(ranks.all_gather(mine))
-    slices = max(1, workers) if detector.scores_in_threads else 1
-    rows: list[ScoreRow] = []
-    with tqdm(total=len(paths), desc=desc, unit="img", disable=not progress) as bar, \
-            ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+    with tqdm(total=len(paths), desc=desc, unit="img", disable=not progress) as bar:
+        if detector.scores_in_threads:
+            return _score_on_workers(paths, detector, max(1, workers), limits, stability, bar)
+        rows: list[ScoreRow] = []
         for batch in decode_batches(paths, batch_size=batch_size, workers=workers, limits=limits):
-            good = [img for _, img in batch if not isinstance(img, ImageError)]
-            scores = iter(_predict_in_slices(pool, detector, good, stability, slices))
-            for path, img in batch:
-                if isinstance(img, ImageError):
-                    rows.append(ScoreRow(path, None, img.reason, advice=img.advice))
-                else:
-                    score = next(scores)
-                    rows.append(ScoreRow(path, *score))
+            rows += _rows(batch, detector, stability)
             bar.update(len(batch))
+        return rows
+
+
+# Files per task of _score_on_workers: enough to spread a call's fixed cost, few enough that
+# the pixels a worker decodes are still in its cache when it scores them.
+_GROUP = 16
+
+
+def _score_on_workers(paths: list[Path], detector: Detector, workers: int, limits: ImageLimits,
+                      stability: bool, bar: tqdm) -> list[ScoreRow]:
+    """Rows of ``paths`` in order, each of ``workers`` threads decoding a group of files and
+    scoring it at once (feature detectors: their FFTs and decoders release the GIL). At most
+    two groups per worker are in flight, so memory stays bounded on any folder."""
+    rows: list[ScoreRow] = []
+
+    def collect(future: Future) -> None:
+        done = future.result()
+        rows.extend(done)
+        bar.update(len(done))
+
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        pending: deque[Future] = deque()
+        for start in range(0, len(paths), _GROUP):
+            pending.append(pool.submit(_decode_and_score, paths[start:start + _GROUP], detector,
+                                       limits, stability))
+            if len(pending) >= 2 * workers:
+                collect(pending.popleft())
+        while pending:
+            collect(pending.popleft())
     return rows
 
 
-def _predict_in_slices(pool: ThreadPoolExecutor, detector: Detector, images: list[np.ndarray],
-                       stability: bool, slices: int) -> list[tuple]:
-    """``_predict`` of ``images`` in ``slices`` consecutive slices on ``pool`` (one slice: in
-    this thread), in order."""
-    if slices == 1:
-        return _predict(detector, images, stability)
-    ends = [len(images) * k // slices for k in range(slices + 1)]
-    futures = [pool.submit(_predict, detector, images[start:end], stability)
-               for start, end in zip(ends, ends[1:]) if end > start]
-    return [score for future in futures for score in future.result()]
+def _decode_and_score(paths: list[Path], detector: Detector, limits: ImageLimits,
+                      stability: bool) -> list[ScoreRow]:
+    return _rows([(path, _decode(path, limits)) for path in paths], detector, stability)
+
+
+def _rows(batch: list[tuple[Path, np.ndarray | ImageError]], detector: Detector,
+          stability: bool) -> list[ScoreRow]:
+    """Rows of decoded files in order: the images scored in one call, the failures explained."""
+    good = [img for _, img in batch if not isinstance(img, ImageError)]
+    scores = iter(_predict(detector, good, stability))
+    return [ScoreRow(path, None, img.reason, advice=img.advice) if isinstance(img, ImageError)
+            else ScoreRow(path, *next(scores)) for path, img in batch]
 
 
 def _predict(detector: Detector, images: list[np.ndarray], stability: bool = False

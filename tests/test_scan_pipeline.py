@@ -1,6 +1,6 @@
 """The scan pipeline's speed measures change how it runs, never what it scores: decoding ahead,
-scoring in slices on worker threads, CNN batches bounded by activation size, the channels_last
-scoring copy, and the process-wide thread and allocator settings."""
+decoding and scoring small groups on worker threads, CNN batches bounded by activation size, the
+channels_last scoring copy, the process-wide thread and allocator settings, lazy imports."""
 
 import json
 import subprocess
@@ -157,3 +157,24 @@ def test_scan_and_evaluate_under_torchrun_write_what_one_process_writes(tmp_path
     assert one == two and one["n_images"] == 15 and len(one["errors"]) == 1
     # rank 0 alone prints, the same lines but for the output file's name
     assert outputs["one"] == [text.replace("two.", "one.") for text in outputs["two"]]
+
+
+_LOADED = """
+import sys
+from forensics.cli import main
+main(sys.argv[1:])
+print(sorted(m for m in ("sklearn", "torch", "timm", "scipy.signal", "scipy.optimize")
+             if m in sys.modules))
+"""
+
+
+def test_scan_start_up_imports_only_what_scoring_needs(tmp_path, spectral, folder):
+    """Start-up is mostly imports: scikit-learn (fitting only) costs a second, torch and timm
+    (CNN kinds only) several."""
+    bundle = spectral.save(tmp_path / "spectral")
+    for detector, expected in (([], "['timm', 'torch']"), (["--detector", str(bundle)], "[]")):
+        proc = subprocess.run([sys.executable, "-c", _LOADED, "scan", str(folder[0]), *detector,
+                               "--out", str(tmp_path / "r.csv"), "-q"],
+                              capture_output=True, text=True, timeout=300)
+        assert proc.returncode == 0, proc.stderr
+        assert proc.stdout.splitlines()[-1] == expected

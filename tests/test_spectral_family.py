@@ -100,6 +100,9 @@ def test_exported_scorer_matches_sklearn_decisions(classifier):
     scorer = fit_scorer(classifier, x, y, GBM if classifier == "gbm" else None)
     rebuilt = scorer_from_arrays(classifier, scorer.arrays(), 6)
     assert np.array_equal(rebuilt.decision(x), scorer.decision(x))
+    # a row's score does not depend on the rows it is scored with (scan groups files freely)
+    alone = np.concatenate([rebuilt.decision(x[i:i + 1]) for i in range(len(x))])
+    assert np.array_equal(alone, rebuilt.decision(x))
 
 
 def tamper(bundle, **changes):

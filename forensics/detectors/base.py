@@ -24,13 +24,10 @@ from typing import Any, ClassVar, TypeVar
 import numpy as np
 import safetensors
 import safetensors.numpy
-from sklearn.exceptions import NotFittedError
-
 import forensics
 from crashsafe import (ChecksumError, atomic_write_bytes, is_sha256_hex, read_checked,
                        recover_files, replace_files, sha256_hex)
 from forensics.features.spectrum import check_rgb_image
-from forensics.metrics import binary_metrics, choose_threshold
 
 __all__ = [
     "BUNDLE_FORMAT",
@@ -339,7 +336,7 @@ class Detector(abc.ABC):
     ``variant_param`` (the parameter an ensemble member spec ``kind:variant`` sets, or None)
     ``needs_fakes`` (False for one-class detectors, which model real images alone and fit
     without any fake) and ``scores_in_threads`` (False where scoring runs torch, whose CPU
-    threads belong to the thread that first called it: slices scored from several threads
+    threads belong to the thread that first called it: images scored from several threads
     make several thread teams that spin against each other).
 
     ``train_state_dir`` (not a parameter: set it on the instance before ``fit``): a folder
@@ -447,6 +444,8 @@ class Detector(abc.ABC):
         self.threshold_ = 0.5
         self.validation_metrics_ = None
         if y_val is not None:
+            from forensics.metrics import binary_metrics, choose_threshold
+
             scores = self._predict_proba(val_images)
             self.threshold_ = choose_threshold(y_val, scores)
             self.validation_metrics_ = binary_metrics(y_val, scores, self.threshold_)
@@ -461,6 +460,8 @@ class Detector(abc.ABC):
     def _check_fitted(self) -> None:
         """Raise NotFittedError before fit() or load()."""
         if not hasattr(self, "threshold_"):
+            from sklearn.exceptions import NotFittedError
+
             raise NotFittedError(
                 f"this {type(self).__name__} is not fitted yet; call fit() or load()"
             )

@@ -18,7 +18,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from scipy.optimize import minimize
 from scipy.special import expit, log_expit
 
 __all__ = ["METHODS", "PlattCalibration"]
@@ -43,6 +42,8 @@ class PlattCalibration:
     @classmethod
     def fit(cls, raw: np.ndarray, labels: np.ndarray) -> PlattCalibration:
         """Fit a and b by minimising the log loss against Platt's smoothed 0/1 targets."""
+        from scipy.optimize import minimize  # fitting only: loading and scoring skip it
+
         raw = np.asarray(raw, dtype=np.float64)
         labels = np.asarray(labels)
         n_fake = int(labels.sum())

@@ -18,26 +18,26 @@ computes; for DCT features this is Frank et al.'s per-coefficient standardisatio
 
 from __future__ import annotations
 
+import importlib
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
-import sklearn
-from sklearn.ensemble import HistGradientBoostingClassifier
-from sklearn.linear_model import LogisticRegression
-from sklearn.pipeline import Pipeline
-from sklearn.preprocessing import StandardScaler
-from sklearn.svm import LinearSVC
-from threadpoolctl import threadpool_limits
+
+if TYPE_CHECKING:
+    from sklearn.ensemble import HistGradientBoostingClassifier
 
 __all__ = ["CLASSIFIERS", "Scorer", "LinearScorer", "TreeScorer", "fit_scorer",
            "scorer_from_arrays"]
 
-# Estimator factory and default parameters of each classifier name.
-CLASSIFIERS: dict[str, tuple[type, dict[str, Any]]] = {
-    "logreg": (LogisticRegression, {"C": 1.0, "max_iter": 1000, "class_weight": "balanced"}),
-    "svm": (LinearSVC, {"C": 0.1, "max_iter": 10000, "class_weight": "balanced"}),
-    "gbm": (HistGradientBoostingClassifier,
+# The scikit-learn estimator ("module:class") and default parameters of each classifier name.
+# Named, not imported: scoring needs only the exported arrays, and importing scikit-learn
+# would add over a second to every scan's start-up.
+CLASSIFIERS: dict[str, tuple[str, dict[str, Any]]] = {
+    "logreg": ("sklearn.linear_model:LogisticRegression",
+               {"C": 1.0, "max_iter": 1000, "class_weight": "balanced"}),
+    "svm": ("sklearn.svm:LinearSVC", {"C": 0.1, "max_iter": 10000, "class_weight": "balanced"}),
+    "gbm": ("sklearn.ensemble:HistGradientBoostingClassifier",
             {"max_iter": 100, "learning_rate": 0.1, "max_leaf_nodes": 15,
              "l2_regularization": 1.0, "early_stopping": False}),
 }
@@ -65,7 +65,9 @@ class LinearScorer:
     intercept: float
 
     def decision(self, x: np.ndarray) -> np.ndarray:
-        return _standardise(x, self.mean, self.scale) @ self.coef + self.intercept
+        # Row by row, not BLAS: a matrix-vector product sums in an order that depends on the
+        # number of rows, and an image's score must not depend on what it is scored with.
+        return np.sum(_standardise(x, self.mean, self.scale) * self.coef, axis=1) + self.intercept
 
     def arrays(self) -> dict[str, np.ndarray]:
         return {"scaler_mean": self.mean, "scaler_scale": self.scale, "coef": self.coef,
@@ -149,7 +151,14 @@ def fit_scorer(name: str, x: np.ndarray, y: np.ndarray, params: dict[str, Any] |
     """
     if name not in CLASSIFIERS:
         raise ValueError(f"unknown classifier {name!r}; known: {', '.join(CLASSIFIERS)}")
-    estimator, defaults = CLASSIFIERS[name]
+    import sklearn
+    from sklearn.pipeline import Pipeline
+    from sklearn.preprocessing import StandardScaler
+    from threadpoolctl import threadpool_limits
+
+    where, defaults = CLASSIFIERS[name]
+    module, class_name = where.split(":")
+    estimator = getattr(importlib.import_module(module), class_name)
     try:
         model = estimator(**{**defaults, **(params or {}), "random_state": seed})
     except TypeError as error:

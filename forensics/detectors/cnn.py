@@ -39,8 +39,6 @@ from typing import Any
 
 import numpy as np
 import torch
-from sklearn.metrics import average_precision_score
-from sklearn.model_selection import train_test_split
 from torch import nn
 from torch.nn import functional as F
 from tqdm.auto import tqdm
@@ -515,6 +513,8 @@ class CNNDetector(Detector):
         validation: tuple[Sequence[np.ndarray], np.ndarray] | None,
     ) -> None:
         """Fine-tune with early stopping on validation AP, keep the best epoch, calibrate."""
+        from sklearn.model_selection import train_test_split  # training only: scans skip it
+
         self._check_params()
         if validation is None:
             images, val_images, labels, val_labels = train_test_split(
@@ -795,6 +795,7 @@ def _epoch_key(row: dict[str, float]) -> tuple[float, float]:
 
 def _validation_scores(logits: np.ndarray, labels: np.ndarray) -> dict[str, float]:
     """BCE loss and AP of validation logits: the numbers early stopping looks at."""
+    from sklearn.metrics import average_precision_score
     loss = F.binary_cross_entropy_with_logits(
         torch.from_numpy(logits), torch.as_tensor(labels, dtype=torch.float64))
     return {"val_loss": float(loss), "val_ap": float(average_precision_score(labels, logits))}

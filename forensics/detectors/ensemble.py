@@ -20,7 +20,6 @@ from typing import Any
 
 import numpy as np
 from scipy.special import expit, logit
-from sklearn.linear_model import LogisticRegression
 
 from forensics.detectors.base import BundleError, Detector, register_detector, registered_detectors
 
@@ -138,6 +137,8 @@ class EnsembleDetector(Detector):
         validation: tuple[Sequence[np.ndarray], np.ndarray] | None,
     ) -> None:
         """Fit every member on train (each calibrated on val), then the stacker on val."""
+        from sklearn.linear_model import LogisticRegression  # fitting only: scans skip it
+
         if validation is None or len(np.unique(validation[1])) < 2:
             raise ValueError("an ensemble fits its stacker on validation data: pass val_images "
                              "and val_labels with real and fake images (from the CLI: corpora "

@@ -26,8 +26,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from sklearn.mixture import GaussianMixture
-from sklearn.preprocessing import StandardScaler
 
 from forensics.detectors.base import BundleError, Detector, register_detector
 from forensics.detectors.calibration import PlattCalibration
@@ -145,6 +143,9 @@ class OneClassDetector(Detector):
 
     def _fit_mixture(self, reals: np.ndarray) -> None:
         """Standardise the real rows and fit the mixture to them."""
+        from sklearn.mixture import GaussianMixture  # imported by this kind's use only
+        from sklearn.preprocessing import StandardScaler
+
         needed = 2 * self.n_components
         if len(reals) < needed:
             raise ValueError(
@@ -221,6 +222,9 @@ class OneClassDetector(Detector):
 
     def _restore(self, folder: Path, arrays: dict[str, dict[str, np.ndarray]]) -> None:
         """Rebuild scaler, mixture and calibration from arrays and detector.json."""
+        from sklearn.mixture import GaussianMixture
+        from sklearn.preprocessing import StandardScaler
+
         if WEIGHTS_FILE not in arrays:
             raise BundleError(folder, f"detector.json does not list {WEIGHTS_FILE}")
         w = arrays[WEIGHTS_FILE]

@@ -11,6 +11,7 @@ from __future__ import annotations
 import inspect
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 import numpy as np
@@ -37,9 +38,10 @@ class FeatureFamily:
     size: Callable[[dict[str, Any]], int]
     summary: str
 
-    @property
+    @cached_property
     def defaults(self) -> dict[str, Any]:
-        """The keyword parameters of ``extract`` and their defaults."""
+        """The keyword parameters of ``extract`` and their defaults (read once: every
+        ``predict_proba`` call builds its extractor from them)."""
         signature = inspect.signature(self.extract)
         return {n: p.default for n, p in signature.parameters.items()
                 if p.default is not inspect.Parameter.empty}
