@@ -42,14 +42,17 @@ from scipy.ndimage import gaussian_filter
 from forensics.images import load_image
 
 __all__ = [
+    "AugmentDraw",
     "CHAINS",
     "PERTURBATIONS",
     "Family",
     "Perturbation",
     "PerturbationNoOp",
     "apply",
+    "apply_augment",
     "contrast",
     "crop",
+    "draw_augment",
     "gamma",
     "gaussian_blur",
     "gaussian_noise",
@@ -390,16 +393,40 @@ def random_augment(image: np.ndarray, rng: Seed, p_blur: float = 0.5,
     check stays on.
     """
     image = _rgb(image)
+    return apply_augment(image, draw_augment(rng, p_blur, blur_sigma, p_jpeg, jpeg_quality))
+
+
+@dataclass(frozen=True)
+class AugmentDraw:
+    """What ``random_augment`` does to one image: the blur sigma and the JPEG (encoder,
+    quality), each None when skipped."""
+
+    sigma: float | None
+    jpeg: tuple[str, int] | None
+
+
+def draw_augment(rng: Seed, p_blur: float = 0.5, blur_sigma: tuple[float, float] = (0.0, 3.0),
+                 p_jpeg: float = 0.5, jpeg_quality: tuple[int, int] = (30, 100)) -> AugmentDraw:
+    """The random choices of ``random_augment`` alone, in its order, without touching pixels:
+    data-parallel training draws every view of a batch on every rank and applies its own."""
     p_blur = _real(p_blur, "p_blur", 0.0, 1.0)
     p_jpeg = _real(p_jpeg, "p_jpeg", 0.0, 1.0)
     rng = np.random.default_rng(rng)
-    out = image
-    if rng.random() < p_blur:
-        out = gaussian_blur(out, rng.uniform(*blur_sigma), check=False)
+    sigma = float(rng.uniform(*blur_sigma)) if rng.random() < p_blur else None
+    compression = None
     if rng.random() < p_jpeg:
         encoder = _JPEG_ENCODERS[rng.integers(len(_JPEG_ENCODERS))]
-        quality = int(rng.integers(jpeg_quality[0], jpeg_quality[1] + 1))
-        out = jpeg(out, quality, encoder, check=False)
+        compression = (encoder, int(rng.integers(jpeg_quality[0], jpeg_quality[1] + 1)))
+    return AugmentDraw(sigma, compression)
+
+
+def apply_augment(image: np.ndarray, draw: AugmentDraw) -> np.ndarray:
+    """``image`` blurred and compressed as ``draw`` says; a new array."""
+    out = image
+    if draw.sigma is not None:
+        out = gaussian_blur(out, draw.sigma, check=False)
+    if draw.jpeg is not None:
+        out = jpeg(out, draw.jpeg[1], draw.jpeg[0], check=False)
     return image.copy() if out is image else out
 
 

@@ -53,17 +53,17 @@ class Ranks:
         """Rank 0's ``value`` on every rank."""
         if self.size == 1:
             return value
-        box = [value]
-        self._dist.broadcast_object_list(box, src=0)
-        return box[0]
+        from forensics.data_parallel import from_rank_zero
+
+        return from_rank_zero(value)
 
     def all_gather(self, value: Any) -> list[Any]:
         """Every rank's ``value``, in rank order, on every rank."""
         if self.size == 1:
             return [value]
-        gathered: list[Any] = [None] * self.size
-        self._dist.all_gather_object(gathered, value)
-        return gathered
+        from forensics.data_parallel import all_gather
+
+        return all_gather(value)
 
     def barrier(self) -> None:
         if self.size > 1:

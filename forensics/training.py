@@ -103,14 +103,15 @@ def train_state_dir(out: str | os.PathLike) -> Path:
 
 def train_detector(kind: str, corpus_dirs: Sequence[str | os.PathLike], out: str | os.PathLike,
                    *, params: dict[str, Any] | None = None, workers: int = 2,
-                   progress: bool = True, resume: bool = False) -> Detector:
+                   progress: bool = True, resume: bool = False, save: bool = True) -> Detector:
     """Fit ``kind`` (constructor ``params``) on the train split, calibrate and pick its threshold
     on the val split, record the training data in the bundle, and save it to ``out``.
 
     Detectors that resume (the CNN, ensembles with CNN members) keep their state after every
     epoch in ``out/.train-state/``, removed once the bundle is saved. With ``resume`` a state
     left there by an interrupted run is continued (it must be for the same data and
-    parameters); without, it is discarded first.
+    parameters); without, it is discarded first. ``save`` False (the data-parallel ranks
+    other than 0) trains without touching ``out``.
     """
     state = train_state_dir(out)
     corpora = [discover_corpus(d) for d in corpus_dirs]
@@ -123,13 +124,14 @@ def train_detector(kind: str, corpus_dirs: Sequence[str | os.PathLike], out: str
     kind_class = registered_detectors(kind).get(kind)
     _check_classes(y_train, corpus_dirs, len(bad_train),
                    needs_fakes=getattr(kind_class, "needs_fakes", True))
-    if not resume:  # only now: a command refused above leaves the state for a --resume
+    if not resume and save:  # only now: a command refused above leaves the state for --resume
         discard_train_state(state)
     detector = fit_detector(kind, params, (x_train, y_train), (x_val, y_val), state_dir=state)
     detector.training_info_.update(corpus_summary(corpora, train_items))
     detector.training_info_["n_train"] = len(x_train)
     detector.training_info_["n_val"] = detector.training_info_["n_val_images"]
     detector.training_info_["skipped_files"] = bad_train + bad_val
-    detector.save(Path(out))
-    discard_train_state(state)  # after the save: a kill before this resumes to the same bundle
+    if save:
+        detector.save(Path(out))
+        discard_train_state(state)  # after the save: a kill before this resumes to the bundle
     return detector

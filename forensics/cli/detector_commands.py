@@ -38,11 +38,22 @@ def cmd_recipe_train(args: argparse.Namespace) -> int:
 
 
 def cmd_detector_train(args: argparse.Namespace) -> int:
-    from forensics.detectors import create_detector
-    from forensics.training import train_detector, train_state_dir
+    """`detector train`; under torchrun the CNN kinds train data-parallel, rank 0 saves."""
+    from forensics.ranks import Ranks
 
-    if args.recipe:
-        return cmd_recipe_train(args)
+    with Ranks() as ranks:
+        if args.recipe:
+            if ranks.size > 1:
+                raise CliError("--recipe general runs in one process: start it without "
+                               "torchrun (torchrun trains --kind cnn or ensemble bundles)")
+            return cmd_recipe_train(args)
+        return _train(args, ranks.rank)
+
+
+def _train(args: argparse.Namespace, rank: int) -> int:
+    from forensics.detectors import create_detector
+    from forensics.training import train_detector
+
     if not args.corpus:
         raise CliError("--corpus is required (corpus folders holding the training images), "
                        "unless --recipe general builds its own data")
@@ -51,29 +62,39 @@ def cmd_detector_train(args: argparse.Namespace) -> int:
     try:
         # Wrong kinds and parameter names fail before decoding.
         resumes = create_detector(args.kind, **params).resumes_training()
-        if args.resume and not resumes:
-            print(f"--resume: a {args.kind} detector fits in seconds, so it is simply trained "
-                  "again")
-        elif resumes:
-            state = train_state_dir(args.out)
-            found = any(state.rglob("state.json"))
-            if args.resume and not found:
-                print(f"--resume: no training state in {state}; training from scratch")
-            elif found and not args.resume:
-                print(f"discarding the training state of an interrupted run in {state} "
-                      "(pass --resume to continue it)")
+        if not rank:  # the other ranks train their share silently
+            _say_what_becomes_of_the_state(args, resumes)
         det = train_detector(args.kind, args.corpus, args.out, params=params,
-                             workers=args.workers, progress=not args.quiet, resume=args.resume)
+                             workers=args.workers, progress=not args.quiet and not rank,
+                             resume=args.resume, save=not rank)
     except TypeError as exc:
         raise CliError(f"--kind {args.kind} does not take these parameters ({exc}); "
                        f"it takes {_constructor_parameters(args.kind)}") from None
     except ValueError as exc:  # bad parameter values or unusable training data
         raise CliError(str(exc)) from None
+    if rank:
+        return 0
     val = det.validation_metrics_ or {}
     ap = val.get("ap")
     print(f"saved {args.kind} detector to {args.out}: threshold {det.threshold_:.3f}"
           + (f", validation AP {ap:.3f}" if ap is not None else ""))
     return 0
+
+
+def _say_what_becomes_of_the_state(args: argparse.Namespace, resumes: bool) -> None:
+    """Tell whether --resume continues, retrains or discards a training state."""
+    from forensics.training import train_state_dir
+
+    if args.resume and not resumes:
+        print(f"--resume: a {args.kind} detector fits in seconds, so it is simply trained again")
+    elif resumes:
+        state = train_state_dir(args.out)
+        found = any(state.rglob("state.json"))
+        if args.resume and not found:
+            print(f"--resume: no training state in {state}; training from scratch")
+        elif found and not args.resume:
+            print(f"discarding the training state of an interrupted run in {state} "
+                  "(pass --resume to continue it)")
 
 
 def _constructor_parameters(kind: str) -> str:

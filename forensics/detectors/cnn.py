@@ -34,6 +34,7 @@ import os
 import threading
 import time
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -45,11 +46,13 @@ from tqdm.auto import tqdm
 
 from forensics.backbones import (DEFAULT_BACKBONE, SCRATCH_BACKBONES, create_backbone,
                                  normalisation)
+from forensics.data_parallel import (data_parallel, from_rank_zero, mean_over_ranks,
+                                     shared_map, world)
 from forensics.detectors.base import BundleError, Detector, register_detector
 from forensics.detectors.calibration import PlattCalibration
 from forensics.detectors.train_state import (TrainStateError, fingerprint_data,
                                              load_train_state, save_train_state)
-from forensics.perturb import random_augment
+from forensics.perturb import AugmentDraw, apply_augment, draw_augment
 from forensics.runtime import keeps_freed_memory
 
 __all__ = ["CNNDetector", "npr_residual", "pool_logits", "tile_boxes"]
@@ -127,9 +130,29 @@ def pool_logits(logits: np.ndarray, pool: str = "mean", k: int = 1) -> float:
     return float(np.sort(logits)[-(1 if pool == "max" else k):].mean())
 
 
-def _random_crop(image: np.ndarray, size: int, rng: np.random.Generator,
-                 step: int = 1) -> np.ndarray:
-    """A random ``size`` x ``size`` crop whose offsets are multiples of ``step``.
+@dataclass(frozen=True)
+class _View:
+    """The random choices behind one training view (``CNNDetector.draw_view``)."""
+
+    augment: AugmentDraw
+    top: int
+    left: int
+    flip: bool
+    turns: int
+
+
+def _crop_offsets(height: int, width: int, size: int, rng: np.random.Generator,
+                  step: int = 1) -> tuple[int, int]:
+    """Random (top, left) multiples of ``step`` of a ``size`` crop of an image of this size,
+    reflect-padded to ``size`` first where shorter (``_crop``)."""
+    height, width = max(height, size), max(width, size)
+    top = step * int(rng.integers(0, (height - size) // step + 1))
+    left = step * int(rng.integers(0, (width - size) // step + 1))
+    return top, left
+
+
+def _crop(image: np.ndarray, size: int, top: int, left: int, step: int = 1) -> np.ndarray:
+    """The ``size`` x ``size`` crop at (top, left).
 
     Sides shorter than ``size`` are reflect-padded first, by a multiple of ``step`` before the
     image, so the image's own pixels keep their place on the ``step`` grid.
@@ -140,9 +163,6 @@ def _random_crop(image: np.ndarray, size: int, rng: np.random.Generator,
         top_pad, left_pad = pad_h // 2 // step * step, pad_w // 2 // step * step
         image = np.pad(image, ((top_pad, pad_h - top_pad),
                                (left_pad, pad_w - left_pad), (0, 0)), mode="reflect")
-        height, width = image.shape[:2]
-    top = step * int(rng.integers(0, (height - size) // step + 1))
-    left = step * int(rng.integers(0, (width - size) // step + 1))
     return image[top:top + size, left:left + size]
 
 
@@ -453,14 +473,24 @@ class CNNDetector(Detector):
         line up with the 8x8 JPEG grid. For npr the crop starts at even offsets; nothing is
         resampled, so every view keeps the image's 2x2 pixel relations.
         """
-        out = random_augment(image, rng, p_blur=self.p_blur, blur_sigma=tuple(self.blur_sigma),
-                             p_jpeg=self.p_jpeg, jpeg_quality=tuple(self.jpeg_quality))
-        out = _random_crop(out, crop or self.crop_size, rng, step=self._grid)
-        if self.flip and rng.random() < 0.5:
-            out = out[:, ::-1]
-        if self.rot90:
-            out = np.rot90(out, int(rng.integers(4)))
-        return out
+        crop = crop or self.crop_size
+        return self.apply_view(image, self.draw_view(image.shape, rng, crop), crop)
+
+    def draw_view(self, shape: tuple[int, ...], rng: np.random.Generator, crop: int) -> _View:
+        """The random choices of ``augment`` for an image of ``shape``, drawn from ``rng`` in
+        its order but applied to nothing: data-parallel ranks draw every view of a batch, so
+        their generators stay in step, and apply only their own (``apply_view``)."""
+        augment = draw_augment(rng, p_blur=self.p_blur, blur_sigma=tuple(self.blur_sigma),
+                               p_jpeg=self.p_jpeg, jpeg_quality=tuple(self.jpeg_quality))
+        top, left = _crop_offsets(shape[0], shape[1], crop, rng, step=self._grid)
+        flip = bool(self.flip and rng.random() < 0.5)
+        turns = int(rng.integers(4)) if self.rot90 else 0
+        return _View(augment, top, left, flip, turns)
+
+    def apply_view(self, image: np.ndarray, view: _View, crop: int) -> np.ndarray:
+        """The training view ``view`` describes: uint8 (crop, crop, 3)."""
+        out = _crop(apply_augment(image, view.augment), crop, view.top, view.left, self._grid)
+        return np.rot90(out[:, ::-1] if view.flip else out, view.turns)
 
     def tiles(self, height: int, width: int) -> list[Box]:
         """The boxes scored for an image of this size: ``tile_boxes`` of ``tile_size``; for
@@ -529,10 +559,16 @@ class CNNDetector(Detector):
         device = self.torch_device()
         state_dir = None if self.train_state_dir is None else Path(self.train_state_dir)
         fingerprint = resumed = None
+        rank, ranks = world()
         if state_dir is not None:
             fingerprint = {"data": fingerprint_data(images, labels, validation),
                            "params": self._fingerprint_params()}
-            resumed = load_train_state(state_dir, fingerprint)
+            # Rank 0 keeps the state (on its own disk, on a cluster) and hands it out.
+            resumed = from_rank_zero(load_train_state(state_dir, fingerprint) if rank == 0
+                                     else None)
+        if self.batch_size < ranks:
+            raise ValueError(f"batch_size {self.batch_size} gives some of the {ranks} ranks no "
+                             "image: use a batch at least as large as the number of ranks")
         rng = np.random.default_rng(self.seed)
         torch.manual_seed(self.seed)
         crop = min(self.crop_size, int(np.median([min(im.shape[:2]) for im in images])))
@@ -557,26 +593,34 @@ class CNNDetector(Detector):
                     "--resume, to train from scratch") from None
             best_logits, best_state = resumed["best_logits"], resumed["best_network"]
         # disable=None: the bar shows on a terminal only, so logs and CI stay readable.
+        progress = None if self.progress and rank == 0 else True
         with tqdm(total=self.epochs * steps, initial=len(history) * steps, desc="cnn training",
-                  unit="step", disable=None if self.progress else True) as bar:
+                  unit="step", disable=progress) as bar, data_parallel(network, device) as trainer:
             for epoch in range(len(history) + 1, 1 if finished else self.epochs + 1):
                 network.train()
                 losses = []
                 for _ in range(steps):
                     index = next(batches)
-                    views = np.stack([self.augment(images[i], rng, crop) for i in index])
-                    x = self.to_tensor(views, device)
-                    losses.append(self._train_step(network, optimiser, scaler, x, labels[index]))
+                    # Every rank draws the whole batch's views, keeping the generators in
+                    # step, and trains on its share; one process's share is the batch.
+                    views = [self.draw_view(images[i].shape, rng, crop) for i in index]
+                    mine = np.arange(rank, len(index), ranks)
+                    x = self.to_tensor(np.stack([self.apply_view(images[index[k]], views[k], crop)
+                                                 for k in mine]), device)
+                    loss = self._train_step(trainer, optimiser, scaler, x, labels[index[mine]],
+                                            None if ranks == 1 else ranks / len(index))
+                    losses.append(mean_over_ranks(loss))
                     bar.update()
                     bar.set_postfix(epoch=epoch, loss=f"{np.mean(losses[-20:]):.3f}")
-                val_logits = self.logits(val_images, network)
+                val_logits = np.asarray(shared_map(
+                    lambda share: self.logits(share, network), val_images))
                 history.append({"epoch": epoch, "train_loss": float(np.mean(losses)),
                                 **_validation_scores(val_logits, val_labels)})
                 if best_epoch == 0 or _epoch_key(history[-1]) > _epoch_key(history[best_epoch - 1]):
                     best_epoch, best_logits = epoch, val_logits
                     best_state = copy.deepcopy(network.state_dict())
                 finished = epoch == self.epochs or epoch - best_epoch >= self.patience
-                if state_dir is not None:  # a kill from here on loses no finished epoch
+                if state_dir is not None and rank == 0:  # a kill from here loses no epoch
                     save_train_state(state_dir, {
                         "epoch": epoch, "finished": finished, "crop": crop,
                         "history": history, "best_epoch": best_epoch,
@@ -648,12 +692,21 @@ class CNNDetector(Detector):
 
     @staticmethod
     def _train_step(network: nn.Module, optimiser: torch.optim.Optimizer,
-                    scaler: torch.amp.GradScaler, x: torch.Tensor, labels: np.ndarray) -> float:
-        """One AdamW step on BCE-with-logits (mixed precision on CUDA); returns the loss."""
+                    scaler: torch.amp.GradScaler, x: torch.Tensor, labels: np.ndarray,
+                    share: float | None = None) -> float:
+        """One AdamW step on BCE-with-logits (mixed precision on CUDA); returns the loss.
+
+        ``share``: on a data-parallel rank, the number of ranks over the whole batch size; the
+        loss is then the rank's sum times it, which DDP's mean over ranks turns into the
+        batch's mean loss.
+        """
         y = torch.as_tensor(labels, dtype=torch.float32, device=x.device)
         with _autocast(x.device):
             logits = network(x)
-        loss = F.binary_cross_entropy_with_logits(logits.float(), y)
+        if share is None:
+            loss = F.binary_cross_entropy_with_logits(logits.float(), y)
+        else:
+            loss = F.binary_cross_entropy_with_logits(logits.float(), y, reduction="sum") * share
         optimiser.zero_grad(set_to_none=True)
         scaler.scale(loss).backward()
         scaler.step(optimiser)
