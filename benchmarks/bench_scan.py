@@ -2,7 +2,7 @@
 
 Usage: python benchmarks/bench_scan.py [--n 2000] [--size 64] [--bundle DIR] [--cnn-bundle DIR]
        [--per-image 300] [--large 12] [--threads N] [--real-size N] [--skip-patches]
-       [--repeats 3] [--device cpu|cuda]
+       [--repeats 3] [--device cpu|cuda] [--only CASE|DETECTOR ...]
 
 Real-size table (``--real-size N`` images per case, 0 to skip): JPEG photos of about 500x375
 and 1024 px PNGs made from the bundled photos, scanned by every detector kind and the shipped
@@ -48,6 +48,7 @@ from PIL import Image
 
 # (name, size of the written images, format): about ImageNet's photos, and large GAN PNGs.
 REAL_SIZE_CASES = (("jpeg_500x375", (375, 500), "JPEG"), ("png_1024", (1024, 1024), "PNG"))
+CASE_NAMES = {case for case, _, _ in REAL_SIZE_CASES}
 
 
 def _rate(n: int, run: Callable[[], object]) -> float:
@@ -113,11 +114,14 @@ def decode_only(paths: list[Path]) -> None:
             np.asarray(im.convert("RGB"))
 
 
-def real_size_table(detectors: dict, n: int, tmp: Path, repeats: int = 3) -> list[dict]:
+def real_size_table(detectors: dict, n: int, tmp: Path, repeats: int = 3,
+                    cases: tuple[str, ...] = ()) -> list[dict]:
     """One row per (case, detector): scan rate, baseline rate (each the best of ``repeats``
-    alternating runs) and their ratio."""
+    alternating runs) and their ratio; only ``cases`` when given."""
     rows = []
     for case, shape, fmt in REAL_SIZE_CASES:
+        if cases and case not in cases:
+            continue
         paths = write_real_size_images(tmp / case, n, shape, fmt)
         decode_only(paths[:4])  # warm the page cache and the decoder
         for name, detector in detectors.items():
@@ -186,6 +190,9 @@ def main() -> None:
     ap.add_argument("--real-size", type=int, default=100,
                     help="images per real-size case (0: skip the real-size table)")
     ap.add_argument("--skip-patches", action="store_true", help="only the real-size table")
+    ap.add_argument("--only", nargs="+", default=(),
+                    help="real-size rows to measure: case names (jpeg_500x375, png_1024) and "
+                         "detector names (spectral, cnn, oneclass, general); default all")
     ap.add_argument("--repeats", type=int, default=3,
                     help="alternating runs of scan and baseline per row; the best of each counts")
     ap.add_argument("--device", default="cpu", choices=("cpu", "cuda"),
@@ -202,8 +209,11 @@ def main() -> None:
         cnn = _detector(args.cnn_bundle, "cnn", sample, epochs=1, steps_per_epoch=4,
                         progress=False, device=args.device).to(args.device)
         figures = {} if args.skip_patches else patch_figures(paths, spectral, cnn, args)
-        detectors = real_size_detectors(sample, spectral, cnn, args.device)
-        real_size = (real_size_table(detectors, args.real_size, Path(tmp), args.repeats)
+        detectors = {name: detector for name, detector
+                     in real_size_detectors(sample, spectral, cnn, args.device).items()
+                     if not set(args.only) - CASE_NAMES or name.split()[0] in args.only}
+        cases = tuple(set(args.only) & CASE_NAMES)
+        real_size = (real_size_table(detectors, args.real_size, Path(tmp), args.repeats, cases)
                      if args.real_size else [])
 
     print(json.dumps({

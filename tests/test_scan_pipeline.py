@@ -9,11 +9,13 @@ import sys
 import numpy as np
 import pytest
 import torch
+from torch import nn
 
 from conftest import FORENSICS, run_cli
 from forensics.cli import build_parser
 from forensics.detectors import create_detector
 from forensics.detectors.cnn import _peak_activation_per_pixel
+from forensics.fold_batchnorm import fold_batch_norms
 from forensics.images import save_png
 from forensics.runtime import keep_freed_memory, keeps_freed_memory, set_threads
 from forensics.scoring import score_files
@@ -93,6 +95,48 @@ def test_scoring_copy_is_channels_last_and_follows_a_new_network(cnn):
     assert cnn._scoring_network() is scoring
     trained = next(p for p in cnn.network_.parameters() if p.dim() == 4)
     assert trained.is_contiguous()  # training's layout is left alone
+
+
+class _Residual(nn.Module):
+    """conv -> bn whose conv output is also added back: folding would change it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv, self.norm = nn.Conv2d(3, 3, 3, padding=1), nn.BatchNorm2d(3)
+
+    def forward(self, x):
+        y = self.conv(x)
+        return self.norm(y) + y
+
+
+def _trained_norms(network: nn.Module) -> nn.Module:
+    """Batch norm statistics and affine terms away from their initial identity."""
+    with torch.no_grad():
+        for norm in network.modules():
+            if isinstance(norm, nn.modules.batchnorm._BatchNorm):
+                for tensor in (norm.running_mean, norm.weight, norm.bias):
+                    tensor.uniform_(-1, 1)
+                norm.running_var.uniform_(0.5, 2)
+    return network.eval()
+
+
+def test_batch_norms_fold_into_convolutions_where_that_scores_the_same(cnn):
+    probe, x = torch.rand(1, 3, 32, 32), torch.rand(4, 3, 40, 40)
+    plain = _trained_norms(nn.Sequential(nn.Conv2d(3, 8, 3, bias=False), nn.BatchNorm2d(8),
+                                         nn.ReLU(), nn.Conv2d(8, 4, 3), nn.BatchNorm2d(4)))
+    folded = fold_batch_norms(plain, probe)
+    assert not any(isinstance(m, nn.BatchNorm2d) for m in folded.modules())
+    assert any(isinstance(m, nn.BatchNorm2d) for m in plain.modules())  # a copy was folded
+    with torch.inference_mode():
+        torch.testing.assert_close(folded(x), plain(x), rtol=1e-5, atol=1e-5)
+    residual = _trained_norms(_Residual())
+    assert fold_batch_norms(residual, probe) is residual
+    # timm's BatchNormAct2d keeps its activation; the scoring copy has no batch norm left
+    scoring = cnn._scoring_network()
+    assert not any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in scoring.modules())
+    pictures = images(3, side=64)
+    np.testing.assert_allclose(cnn.logits(pictures), cnn.logits(pictures, cnn.network_),
+                               rtol=1e-4, atol=1e-4)
 
 
 def test_only_detectors_without_torch_score_in_threads(spectral, cnn):

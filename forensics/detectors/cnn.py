@@ -52,6 +52,7 @@ from forensics.detectors.base import BundleError, Detector, register_detector
 from forensics.detectors.calibration import PlattCalibration
 from forensics.detectors.train_state import (TrainStateError, fingerprint_data,
                                              load_train_state, save_train_state)
+from forensics.fold_batchnorm import fold_batch_norms
 from forensics.perturb import AugmentDraw, apply_augment, draw_augment
 from forensics.runtime import keeps_freed_memory
 
@@ -450,17 +451,21 @@ class CNNDetector(Detector):
                                               _memory_format(device))
 
     def _scoring_network(self) -> nn.Module:
-        """``network_`` for scoring: on the CPU a channels_last copy, made once per network
-        (Lite0 ran 24% and npr_resnet 20% faster in it on 2 cores); elsewhere ``network_``,
-        already channels_last on CUDA. Training keeps its own layout, so that what it learns
-        does not depend on this."""
+        """``network_`` for scoring: on the CPU a copy made once per network, its batch norms
+        folded into their convolutions (``fold_batch_norms``) and in channels_last (Lite0 ran
+        24% and npr_resnet 20% faster in it on 2 cores); elsewhere ``network_``, already
+        channels_last on CUDA. Training keeps its own network, so that what it learns does not
+        depend on this."""
         network = self.network_
         if next(network.parameters()).device.type != "cpu":
             return network
-        cached = getattr(self, "_channels_last", None)
+        cached = getattr(self, "_cpu_scoring", None)
         if cached is None or cached[0] is not network:
-            copied = copy.deepcopy(network).to(memory_format=torch.channels_last).eval()
-            cached = self._channels_last = (network, copied)
+            probe = torch.rand(1, 3, 64, 64, generator=torch.Generator().manual_seed(_PROBE_SEED))
+            copied = fold_batch_norms(network.eval(), probe)
+            copied = (copied if copied is not network else copy.deepcopy(network)).to(
+                memory_format=torch.channels_last).eval()
+            cached = self._cpu_scoring = (network, copied)
         return cached[1]
 
     def augment(self, image: np.ndarray, rng: np.random.Generator,

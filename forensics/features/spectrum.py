@@ -128,7 +128,9 @@ def map_by_shape(
         step = max(1, min(chunk, _STACK_PIXELS // (height * width)))
         for start in range(0, len(indices), step):
             part = indices[start : start + step]
-            out[part] = extract(np.stack([images[i] for i in part]))
+            # One image needs no stacked copy (large images come one at a time).
+            stack = images[part[0]][None] if len(part) == 1 else np.stack([images[i] for i in part])
+            out[part] = extract(stack)
     return out
 
 
