@@ -5,10 +5,10 @@ Each rank trains on its share of every batch; gradients are averaged by DDP and 
 normalises with the statistics of the whole batch, so S ranks take the steps one process
 takes with that batch (up to the order of float sums). torch's ``SyncBatchNorm`` refuses CPU
 tensors, so the synchronised forward here is written with an all-reduce whose backward
-all-reduces the gradients in turn. It
-serves both ``nn.BatchNorm2d`` and timm's ``BatchNormAct2d`` (normalisation, then its
-dropout and activation), and it is set on the instances for the training only: the classes,
-and so the parameter names of the bundle, stay as they are.
+all-reduces the gradients in turn. It serves both ``nn.BatchNorm2d`` and timm's
+``BatchNormAct2d`` (normalisation, then its dropout and activation), and it is set on the
+instances for the training only: the classes, and so the parameter names of the bundle, stay
+as they are.
 """
 
 from __future__ import annotations
