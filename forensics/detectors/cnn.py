@@ -598,9 +598,9 @@ class CNNDetector(Detector):
                     "--resume, to train from scratch") from None
             best_logits, best_state = resumed["best_logits"], resumed["best_network"]
         # disable=None: the bar shows on a terminal only, so logs and CI stay readable.
-        progress = None if self.progress and rank == 0 else True
+        hidden = None if self.progress and rank == 0 else True
         with tqdm(total=self.epochs * steps, initial=len(history) * steps, desc="cnn training",
-                  unit="step", disable=progress) as bar, data_parallel(network, device) as trainer:
+                  unit="step", disable=hidden) as bar, data_parallel(network, device) as trainer:
             for epoch in range(len(history) + 1, 1 if finished else self.epochs + 1):
                 network.train()
                 losses = []
@@ -854,6 +854,7 @@ def _epoch_key(row: dict[str, float]) -> tuple[float, float]:
 def _validation_scores(logits: np.ndarray, labels: np.ndarray) -> dict[str, float]:
     """BCE loss and AP of validation logits: the numbers early stopping looks at."""
     from sklearn.metrics import average_precision_score
+
     loss = F.binary_cross_entropy_with_logits(
         torch.from_numpy(logits), torch.as_tensor(labels, dtype=torch.float64))
     return {"val_loss": float(loss), "val_ap": float(average_precision_score(labels, logits))}

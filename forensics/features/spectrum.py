@@ -42,7 +42,7 @@ __all__ = [
 CHANNELS = {"grey": 1, "rgb": 3}
 
 # ITU-R BT.601 luma weights for R, G, B, scaled from [0, 255] to [0, 1] (a 1x3 cv2 matrix).
-_LUMA = (np.array([[0.299, 0.587, 0.114]]) / 255.0)
+_LUMA = np.array([[0.299, 0.587, 0.114]]) / 255.0
 # Keeps log() finite where the power is exactly zero (e.g. a flat image).
 _EPS = 1e-10
 # Images per batched transform in map_by_shape: at most _CHUNK, and at most _STACK_PIXELS
@@ -240,7 +240,7 @@ def _azimuthal_average(grey: np.ndarray, n_bins: int, use_window: bool) -> np.nd
     """
     n, height, width = grey.shape
     windowed, energy = _windowed(grey, use_window)
-    power = _half_power(windowed.astype(np.float32, copy=False))
+    power = _half_power(windowed)
     power *= np.float32(1.0 / energy)
     power += np.float32(_EPS)
     # cv2.log: a quarter of numpy's time, within 2e-6 of it; it takes 2-D arrays.
