@@ -15,6 +15,14 @@ torchvision's Inception-v3 (:func:`inception_feature_model`).
   over random subsets; the subset size shrinks to the smaller set, so small sets still work.
 - Precision / recall (Kynkaanniemi et al. 2019): the share of fakes inside some real image's
   k-NN ball, and of reals inside some fake's.
+- Inception Score (Salimans et al. 2016): exp(E_x KL(p(y|x) || p(y))) over an ImageNet
+  classifier's class probabilities, the mean and spread over ``splits`` equal parts of the fakes
+  (10 in the paper). It needs no real images: 1 when every image gets the same class
+  distribution, k when the images fall confidently and evenly into k classes. It rewards
+  confident, varied ImageNet classes, so on faces or textures (one "class") it stays low
+  whatever the quality; read it beside FD and KID. ``IS_<classifier>`` names the classifier:
+  only Inception-v3 gives figures comparable to papers, and torchvision's 1000-class weights
+  differ from the original TF graph's 1008 outputs, so even those match only approximately.
 """
 
 from __future__ import annotations
@@ -134,10 +142,44 @@ def quality_report(real_features: np.ndarray, fake_features: np.ndarray, backbon
     }
 
 
+def inception_score(probabilities: np.ndarray, splits: int = 10) -> tuple[float, float]:
+    """Inception Score (mean, std over ``splits`` parts) of class probabilities (N, K).
+
+    Rows are normalised to sum to 1; N must allow ``splits`` parts of at least 2 images.
+    """
+    p = _as_features(probabilities, "probabilities", 2 * splits)
+    if splits < 1 or (p < 0).any():
+        raise ValueError(f"splits must be >= 1 (got {splits}) and probabilities non-negative")
+    p = p / p.sum(axis=1, keepdims=True)
+    scores = []
+    for part in np.array_split(p, splits):
+        marginal = part.mean(axis=0, keepdims=True)
+        # 0 log 0 = 0: classes an image never takes add nothing to its divergence.
+        kl = np.where(part > 0, part * (np.log(np.where(part > 0, part, 1.0)) -
+                                        np.log(np.where(part > 0, marginal, 1.0))), 0.0)
+        scores.append(float(np.exp(kl.sum(axis=1).mean())))
+    return float(np.mean(scores)), float(np.std(scores))
+
+
+class PooledAndProbabilities(nn.Module):
+    """An ImageNet classifier seen as ``body`` (images -> pooled features) and ``head``
+    (features -> logits): one pass gives both the features (FD, KID, precision/recall) and
+    the class probabilities (Inception Score)."""
+
+    def __init__(self, body: nn.Module, head: nn.Module):
+        super().__init__()
+        self.body, self.head = body, head
+
+    def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        features = self.body(images).flatten(1)
+        return features, self.head(features).float().softmax(dim=1)
+
+
 def embed_images(paths: Sequence[str | Path], model: nn.Module, *, size: int,
                  mean: Sequence[float], std: Sequence[float], device: str | torch.device = "cpu",
-                 batch_size: int = 32) -> np.ndarray:
-    """Pooled features (N, D) float64 of the images at ``paths``.
+                 batch_size: int = 32) -> np.ndarray | tuple[np.ndarray, ...]:
+    """Pooled features (N, D) float64 of the images at ``paths``; a tuple of such arrays when
+    ``model`` returns a tuple of tensors (e.g. :class:`PooledAndProbabilities`).
 
     Each image is decoded to RGB, its shorter side resized to ``size`` (bicubic, antialiased
     when shrinking) and centre-cropped, scaled to [0, 1] and normalised with ``mean`` / ``std``
@@ -148,25 +190,27 @@ def embed_images(paths: Sequence[str | Path], model: nn.Module, *, size: int,
     model = model.eval().to(device)
     mean_t = torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1)
     std_t = torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1)
-    features = []
+    batches = []
     with torch.inference_mode():
         for start in range(0, len(paths), batch_size):
             arrays = np.stack([np.asarray(load_square_rgb(p, size))
                                for p in paths[start:start + batch_size]])
             images = torch.from_numpy(arrays).permute(0, 3, 1, 2).float().div(255)
             output = model(((images - mean_t) / std_t).to(device))
-            features.append(output.flatten(1).double().cpu().numpy())
-    return np.concatenate(features)
+            parts = output if isinstance(output, tuple) else (output,)
+            batches.append([part.flatten(1).double().cpu().numpy() for part in parts])
+    arrays = tuple(np.concatenate(column) for column in zip(*batches))
+    return arrays if isinstance(output, tuple) else arrays[0]
 
 
 INCEPTION_SIZE = 299
 _INCEPTION_ADVICE = "pass a torchvision inception_v3 state dict (.safetensors or .pth)"
 
 
-def inception_feature_model(weights: str | Path) -> nn.Module:
+def inception_feature_model(weights: str | Path) -> PooledAndProbabilities:
     """torchvision's Inception-v3 with the state dict in ``weights`` (``.safetensors``, or a
-    ``.pth`` read with ``torch.load(weights_only=True)``), its classifier replaced by the
-    identity: 2048 pooled features for 299 px input normalised with mean = std = 0.5.
+    ``.pth`` read with ``torch.load(weights_only=True)``) as 2048 pooled features and its
+    1000 ImageNet class probabilities, for 299 px input normalised with mean = std = 0.5.
 
     These are torchvision's ImageNet weights; the TF-FID weights of pytorch-fid differ slightly
     in architecture, so figures match published FIDs only approximately.
@@ -193,5 +237,5 @@ def inception_feature_model(weights: str | Path) -> nn.Module:
         raise ValueError(f"{path} is not a torchvision inception_v3 state dict ({detail}); "
                          f"{_INCEPTION_ADVICE}") from exc
     model.aux_logits, model.AuxLogits = False, None
-    model.fc = nn.Identity()
-    return model.eval()
+    head, model.fc = model.fc, nn.Identity()
+    return PooledAndProbabilities(model, head).eval()

@@ -12,7 +12,8 @@ from PIL import Image
 from torch import nn
 
 from forensics.cli import main as cli
-from generators.quality import (embed_images, frechet_distance, inception_feature_model,
+from generators.quality import (PooledAndProbabilities, embed_images, frechet_distance,
+                                inception_feature_model, inception_score,
                                 kernel_distance, precision_recall)
 from generators_support import one_thread, write_blob_images  # noqa: F401 (fixture)
 
@@ -74,6 +75,37 @@ def test_embed_images_resizes_and_normalises(tmp_path):
     np.testing.assert_allclose(features, [[1, -1, -1], [-1, -1, 1]], atol=1e-6)
 
 
+def test_inception_score_on_known_classifiers():
+    # A classifier that gives every image the same distribution: no information, IS = 1.
+    assert inception_score(np.full((40, 1000), 1 / 1000)) == pytest.approx((1.0, 0.0))
+    # Confident and balanced over k classes: IS = k (in every split, k divides each part).
+    for k in (1, 4, 10):
+        one_hot = np.eye(k)[np.arange(20 * k) % k]
+        assert inception_score(one_hot, splits=10) == pytest.approx((k, 0.0))
+    # Confident but all in one class of k: back to 1; half as varied as k classes: k / 2.
+    assert inception_score(np.eye(8)[np.zeros(40, dtype=int)])[0] == pytest.approx(1.0)
+    assert inception_score(np.eye(8)[np.arange(40) % 4], splits=2)[0] == pytest.approx(4.0)
+    # Unnormalised scores are normalised per row; too few images for the splits are refused.
+    assert inception_score(3 * np.eye(5)[np.arange(20) % 5], splits=2)[0] == pytest.approx(5.0)
+    with pytest.raises(ValueError, match="N >= 20"):
+        inception_score(np.eye(5)[np.arange(10) % 5])
+
+
+def test_embed_images_returns_features_and_probabilities_in_one_pass(tmp_path):
+    for k, colour in enumerate([(255, 0, 0), (0, 0, 255)]):
+        Image.new("RGB", (8, 8), colour).save(tmp_path / f"{k}.png")
+    body = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten())
+    head = nn.Linear(3, 2)
+    with torch.no_grad():  # logit 0: red minus blue, logit 1: blue minus red
+        head.weight.copy_(torch.tensor([[10.0, 0, -10], [-10, 0, 10]])), head.bias.zero_()
+    features, probabilities = embed_images(
+        sorted(tmp_path.glob("*.png")), PooledAndProbabilities(body, head), size=8,
+        mean=(0, 0, 0), std=(1, 1, 1))
+    np.testing.assert_allclose(features, [[1, 0, 0], [0, 0, 1]], atol=1e-6)
+    np.testing.assert_allclose(probabilities.sum(1), 1, atol=1e-6)
+    assert probabilities[0, 0] > 0.99 and probabilities[1, 1] > 0.99
+
+
 @pytest.fixture(scope="module")
 def image_sets(tmp_path_factory):
     root = tmp_path_factory.mktemp("sets")
@@ -88,13 +120,16 @@ def test_metrics_command_names_its_backbone(image_sets, tmp_path, capsys):
                 str(image_sets / "fake"), "--device", "cpu", "--out", str(out), "-q"]) == 0
     printed = capsys.readouterr().out
     assert "FD_tf_efficientnet_lite0:" in printed and "FID" not in printed.replace(
-        "Inception FID unavailable", "")
-    assert "Inception FID unavailable" in printed
+        "Inception FID and IS unavailable", "")
+    assert "Inception FID and IS unavailable" in printed
     report = json.loads(out.read_text())
     assert report["backbone"] == "tf_efficientnet_lite0" and report["input_size"] == 224
     assert report["FD_tf_efficientnet_lite0"] > 0 and report["kid_subset_size"] == 8
     assert 0 <= report["precision_tf_efficientnet_lite0"] <= 1
-    assert report["FD_inception_v3"] is None
+    assert report["FD_inception_v3"] is None and report["IS_inception_v3"] is None
+    # 8 fakes: 4 parts of 2; the score lies between 1 and the number of images in a part.
+    assert report["is_splits"] == 4 and 1 <= report["IS_tf_efficientnet_lite0"] <= 2
+    assert "IS_tf_efficientnet_lite0:" in printed
 
 
 def test_inception_weights_from_a_local_file(image_sets, tmp_path, capsys):
@@ -105,7 +140,8 @@ def test_inception_weights_from_a_local_file(image_sets, tmp_path, capsys):
     state = inception_v3(weights=None, aux_logits=True, init_weights=False).state_dict()
     save_file({k: v.contiguous() for k, v in state.items()}, tmp_path / "inception.safetensors")
     model = inception_feature_model(tmp_path / "inception.safetensors")
-    assert model(torch.zeros(1, 3, 299, 299)).shape == (1, 2048)
+    features, probabilities = model(torch.zeros(1, 3, 299, 299))
+    assert features.shape == (1, 2048) and probabilities.shape == (1, 1000)
     (tmp_path / "bad.safetensors").write_bytes(b"not a state dict")
     assert cli(["zoo", "metrics", "--real", str(image_sets / "real"), "--fake",
                 str(image_sets / "real"), "--inception-weights", str(tmp_path / "bad.safetensors"),

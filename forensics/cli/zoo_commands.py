@@ -157,28 +157,40 @@ def cmd_zoo_metrics(args: argparse.Namespace) -> int:
             raise CliError(f"--{side} {getattr(args, side)} holds {len(found)} images; the "
                            f"metrics need more than k={args.k}: give a folder with more images "
                            "or a smaller --k")
-    from forensics.backbones import BackboneError, create_backbone, normalisation
-    from generators.quality import (INCEPTION_SIZE, embed_images, inception_feature_model,
-                                    quality_report)
+    from forensics.backbones import (SCRATCH_BACKBONES, BackboneError, create_backbone,
+                                     normalisation)
+    from generators.quality import (INCEPTION_SIZE, PooledAndProbabilities, embed_images,
+                                    inception_feature_model, inception_score, quality_report)
     from generators.runtime import resolve_device
 
     device = resolve_device(args.device)
 
-    def figures(model: Any, name: str, size: int, mean: Sequence[float],
-                std: Sequence[float]) -> dict:
-        real, fake = (embed_images(paths[side], model, size=size, mean=mean, std=std,
-                                   device=device, batch_size=args.batch_size)
-                      for side in ("real", "fake"))
-        return quality_report(real, fake, name, kid_subset_size=args.kid_subset_size, k=args.k)
+    # Inception Score splits: the paper's 10, fewer for small sets (2 images a part at least).
+    splits = max(1, min(args.is_splits, len(paths["fake"]) // 2))
 
+    def figures(model: PooledAndProbabilities, name: str, size: int, mean: Sequence[float],
+                std: Sequence[float]) -> dict:
+        (real, _), (fake, probabilities) = (
+            embed_images(paths[side], model, size=size, mean=mean, std=std, device=device,
+                         batch_size=args.batch_size) for side in ("real", "fake"))
+        score, spread = inception_score(probabilities, splits)
+        return {**quality_report(real, fake, name, kid_subset_size=args.kid_subset_size,
+                                 k=args.k),
+                f"IS_{name}": score, f"IS_{name}_std": spread, "is_splits": splits}
+
+    if args.backbone in SCRATCH_BACKBONES:
+        raise CliError(f"--backbone {args.backbone} has no ImageNet weights; the metrics need "
+                       "an ImageNet model such as tf_efficientnet_lite0")
     try:
-        backbone = create_backbone(args.backbone, num_classes=0)
+        backbone = create_backbone(args.backbone)
     except BackboneError as exc:
         raise CliError(str(exc)) from None
+    head = backbone.get_classifier()
+    backbone.reset_classifier(0)  # the body now ends at the pooled features
     size = int(backbone.pretrained_cfg.get("input_size", (3, 224, 224))[-1])
     report = {"real": str(args.real), "fake": str(args.fake), "backbone": args.backbone,
-              "input_size": size, **figures(backbone, args.backbone, size,
-                                            *normalisation(backbone))}
+              "input_size": size, **figures(PooledAndProbabilities(backbone, head),
+                                            args.backbone, size, *normalisation(backbone))}
     if args.inception_weights:
         try:
             inception = inception_feature_model(args.inception_weights)
@@ -186,13 +198,14 @@ def cmd_zoo_metrics(args: argparse.Namespace) -> int:
             raise CliError(f"--inception-weights: {exc}") from None
         report.update(figures(inception, "inception_v3", INCEPTION_SIZE, (0.5,) * 3, (0.5,) * 3))
     else:
-        report["FD_inception_v3"] = None
-        report["note"] = ("Inception FID unavailable: no local Inception-v3 weights (pass "
-                          "--inception-weights FILE, a torchvision inception_v3 state dict)")
+        report["FD_inception_v3"] = report["IS_inception_v3"] = None
+        report["note"] = ("Inception FID and IS unavailable: no local Inception-v3 weights "
+                          "(pass --inception-weights FILE, a torchvision inception_v3 state "
+                          "dict)")
     print(f"{report['n_real']} real vs {report['n_fake']} fake images; features: "
           f"{args.backbone} at {size} px")
     for key, value in report.items():
-        if key.startswith(("FD_", "KID_", "precision_", "recall_")) and value is not None:
+        if key.startswith(("FD_", "KID_", "IS_", "precision_", "recall_")) and value is not None:
             print(f"  {key}: {value:.6g}")
     if "note" in report:
         print(f"  {report['note']}")
@@ -263,7 +276,8 @@ def add_parsers(sub: argparse._SubParsersAction, common: argparse.ArgumentParser
     sample.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     sample.set_defaults(func=cmd_zoo_sample)
     metrics = zsub.add_parser("metrics", parents=[common],
-                              help="FD, KID and precision/recall of fakes against reals")
+                              help="FD, KID, precision/recall and Inception Score of fakes "
+                                   "against reals")
     metrics.add_argument("--real", required=True, help="folder of real images")
     metrics.add_argument("--fake", required=True, help="folder of generated images")
     metrics.add_argument("--backbone", default="tf_efficientnet_lite0",
@@ -274,6 +288,9 @@ def add_parsers(sub: argparse._SubParsersAction, common: argparse.ArgumentParser
                               "the Inception FID")
     metrics.add_argument("--kid-subset-size", type=int, default=1000)
     metrics.add_argument("--k", type=int, default=3, help="neighbours for precision/recall")
+    metrics.add_argument("--is-splits", type=int, default=10,
+                         help="parts of the fakes the Inception Score is averaged over "
+                              "(fewer when there are under 2 fakes a part)")
     metrics.add_argument("--batch-size", type=int, default=32)
     metrics.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     metrics.add_argument("--out", help="write the figures as JSON")
