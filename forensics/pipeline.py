@@ -58,19 +58,19 @@ class DemoConfig:
 
 QUICK = DemoConfig(
     size=32, n_real=600, n_fake=300,
-    steps={"dcgan": 200, "cgan": 130, "stylegan": 35, "cyclegan": 35},
+    steps={"dcgan": 140, "cgan": 90, "stylegan": 20, "cyclegan": 25},
     gan={"dcgan": {"ngf": 32, "ndf": 32, "batch_size": 64},
          "cgan": {"ngf": 32, "ndf": 32, "batch_size": 64},
-         "stylegan": {}, "cyclegan": {"total_steps": 35}},
-    cnn={"epochs": 3, "steps_per_epoch": 15, "patience": 2},
-    robustness_limit=25, general_scale=0.06)
+         "stylegan": {}, "cyclegan": {"total_steps": 25}},
+    cnn={"epochs": 2, "steps_per_epoch": 15, "patience": 2},
+    robustness_limit=15, general_scale=0.04)
 FULL = DemoConfig(
     size=64, n_real=2000, n_fake=800,
-    steps={"dcgan": 350, "cgan": 250, "stylegan": 120, "cyclegan": 120},
+    steps={"dcgan": 300, "cgan": 220, "stylegan": 105, "cyclegan": 105},
     gan={"dcgan": {"ngf": 32, "ndf": 32}, "cgan": {"ngf": 32, "ndf": 32},
-         "stylegan": {"batch_size": 16}, "cyclegan": {"total_steps": 120}},
+         "stylegan": {"batch_size": 16}, "cyclegan": {"total_steps": 105}},
     cnn={"epochs": 5, "steps_per_epoch": 30},
-    robustness_limit=120, general_scale=0.15)
+    robustness_limit=90, general_scale=0.12)
 
 
 def _write_json(path: Path, data: Any) -> None:
