@@ -105,19 +105,25 @@ def split_for(relpath: str, fractions: Sequence[float] = DEFAULT_FRACTIONS) -> s
     return SPLITS[-1]
 
 
-def iter_image_files(paths: Iterable[str | os.PathLike]) -> Iterator[Path]:
+def iter_image_files(paths: Iterable[str | os.PathLike], *, all_files: bool = False,
+                     skipped: Counter[str] | None = None) -> Iterator[Path]:
     """Files given explicitly, plus image files (by extension) found recursively in folders.
 
     Folders are walked in sorted order without following symlinked folders, so a symlink loop
     cannot hang the walk. A path that does not exist is yielded as is, so the caller reports it.
+    ``all_files`` yields every file of the folders (the decoder then reads each by content);
+    otherwise the files passed over are counted by lower-case extension in ``skipped``, so a
+    caller can say that an image named ``photo.txt`` was not read.
     """
     for p in map(Path, paths):
         if p.is_dir():
             for dirpath, dirnames, filenames in os.walk(p):
                 dirnames.sort()
                 for name in sorted(filenames):
-                    if is_image_path(name):
+                    if all_files or is_image_path(name):
                         yield Path(dirpath) / name
+                    elif skipped is not None:
+                        skipped[Path(name).suffix.lower() or "(none)"] += 1
         else:
             yield p
 

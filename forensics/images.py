@@ -16,7 +16,9 @@ Decisions worth knowing:
 * 16-bit data keeps its high byte (``v >> 8``: 65535 -> 255, 32768 -> 128),
   matching what Pillow itself does for 16-bit RGB(A) PNG and TIFF files.
 * No colour management: ICC profiles are ignored and CMYK uses Pillow's plain
-  conversion.
+  conversion. PNG metadata chunks (an ICC profile, compressed text) may decompress to
+  ``PNG_METADATA_CHUNK_LIMIT`` each (Pillow's own default of 1 MB refuses profiles that
+  cameras and editors write); past it the file is refused as a bomb, naming the chunk.
 * EXIF orientation is applied, so the array is upright as a viewer shows it.
 * Only the first frame of an animated GIF/WebP (or multi-page TIFF) is read.
 """
@@ -29,8 +31,10 @@ import stat
 import warnings
 from dataclasses import dataclass
 
+import struct
+
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageOps, PngImagePlugin, UnidentifiedImageError
 
 from crashsafe import atomic_write_bytes
 
@@ -41,6 +45,15 @@ IMAGE_EXTENSIONS: frozenset[str] = frozenset(
 # Pillow format names tried by Image.open. "JPEG" also opens MPO (multi-picture
 # JPEGs written by many phone cameras).
 _PIL_FORMATS = ("PNG", "JPEG", "WEBP", "BMP", "TIFF", "GIF")
+
+# Decompressed size allowed for one PNG metadata chunk (iCCP, zTXt, iTXt). Pillow's limit is a
+# module setting read at each decode; it is raised once, here, for every decode in the process.
+PNG_METADATA_CHUNK_LIMIT = 16 << 20
+PngImagePlugin.MAX_TEXT_CHUNK = max(PngImagePlugin.MAX_TEXT_CHUNK, PNG_METADATA_CHUNK_LIMIT)
+# Pillow's messages when PNG metadata decompresses past its limits.
+_PNG_METADATA_ERRORS = ("MAX_TEXT_CHUNK", "Too much memory used in text chunks")
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+_COMPRESSED_METADATA = (b"iCCP", b"zTXt", b"iTXt")
 
 # Grey modes wider than 8 bits, scaled by _grey_to_uint8.
 _WIDE_GREY_MODES = frozenset({"I;16", "I;16L", "I;16B", "I;16N", "I", "F"})
@@ -56,6 +69,8 @@ IMAGE_ERROR_ADVICE: dict[str, str] = {
     "too_large": "use a smaller copy, or raise --max-bytes if you trust the file",
     "too_many_pixels": "use a downscaled copy, or raise --max-pixels if you trust the file",
     "bomb": "Pillow never decodes that many pixels whatever the limits: use a downscaled copy",
+    "metadata_bomb": "if the file is genuine, save a copy without its metadata (any editor's "
+                     "'export' or `exiftool -all= FILE`) and use that",
     "missing": "check the path (the file may have been moved or deleted)",
     "unreadable": "check the file's permissions, or copy it somewhere readable",
     "not_a_file": "give an image file (a folder is walked for its images; devices and pipes "
@@ -241,8 +256,34 @@ def _decode(data: bytes, limits: ImageLimits, label: str) -> np.ndarray:
         raise ImageError(label, "not an image (unrecognised format or corrupt header)",
                          "not_an_image") from exc
     except Exception as exc:  # OSError, SyntaxError, ValueError, struct.error, MemoryError, ...
+        if data.startswith(_PNG_SIGNATURE) and any(m in str(exc) for m in _PNG_METADATA_ERRORS):
+            raise ImageError(label, f"PNG metadata {_metadata_chunks(data)} decompresses past "
+                             f"{PNG_METADATA_CHUNK_LIMIT >> 20} MB a chunk (refused as a "
+                             "possible decompression bomb)", "metadata_bomb") from exc
         what = f"{fmt} data" if fmt else "image header"
         raise ImageError(label, f"truncated or corrupt {what} ({str(exc) or type(exc).__name__})") from exc
+
+
+def _metadata_chunks(data: bytes) -> str:
+    """The PNG's compressed metadata chunks, largest first, e.g. "zTXt 'Comment' (3 KB
+    compressed), iCCP 'ICC Profile' (1.1 MB compressed)": read from the chunk headers only."""
+    found, offset = [], len(_PNG_SIGNATURE)
+    while offset + 8 <= len(data):
+        length, kind = struct.unpack(">I4s", data[offset:offset + 8])
+        if kind in _COMPRESSED_METADATA:
+            keyword = data[offset + 8:offset + 8 + min(length, 80)].split(b"\0", 1)[0]
+            found.append((length, f"{kind.decode()} '{keyword.decode('latin-1')}'"))
+        if kind == b"IEND":
+            break
+        offset += 12 + length
+    if not found:
+        return "(no compressed chunk found)"
+    return ", ".join(f"{name} ({_size(length)} compressed)"
+                     for length, name in sorted(found, reverse=True))
+
+
+def _size(n: int) -> str:
+    return f"{n / (1 << 20):.1f} MB" if n >= 1 << 20 else f"{max(1, round(n / 1024))} KB"
 
 
 def _check_header(img: Image.Image, limits: ImageLimits, label: str) -> None:

@@ -7,6 +7,7 @@ import json
 import os
 import shutil
 import subprocess
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -122,6 +123,29 @@ def test_scan_prints_a_broken_non_utf8_name_as_its_bytes(bundle, tmp_path):
     assert b"scanned 1 files" in proc.stdout and name in proc.stdout
     (row,) = [json.loads(line) for line in (tmp_path / "out.jsonl").read_text().splitlines()]
     assert os.fsencode(row["path"]).endswith(name) and row["error"]
+
+
+def test_scan_says_what_it_skipped_for_the_extension_and_all_files_reads_it(bundle, tmp_path):
+    folder = tmp_path / "mixed"
+    folder.mkdir()
+    (folder / "photo.png").write_bytes(valid_samples()["png"])
+    (folder / "image.txt").write_bytes(valid_samples()["png"])  # a PNG under a wrong name
+    (folder / "notes.json").write_text("{}")
+    out = tmp_path / "out.csv"
+    proc = run_cli("scan", folder, "--detector", bundle, "--out", out, "-q")
+    assert proc.returncode == 0, proc.stderr
+    assert "scanned 1 files" in proc.stdout
+    assert "2 files skipped for their extension (1 .json, 1 .txt), not read: pass --all-files" \
+        in proc.stdout
+    proc = run_cli("scan", folder, "--all-files", "--detector", bundle, "--out", out, "-q")
+    assert proc.returncode == 0 and "scanned 3 files" in proc.stdout, proc.stderr
+    rows = {Path(r["path"]).name: r for r in csv.DictReader(out.open())}
+    assert rows["image.txt"]["verdict"] and not rows["image.txt"]["error"]  # read by content
+    assert "not an image" in rows["notes.json"]["error"]
+    (folder / "photo.png").unlink()
+    proc = run_cli("scan", folder, "--detector", bundle, "--out", out, "-q", check=False)
+    assert proc.returncode == 2
+    assert "2 files skipped for their extension" in proc.stderr and "--all-files" in proc.stderr
 
 
 def test_evaluate_reports_hostile_files_and_still_gives_metrics(mixed_corpus, bundle, tmp_path):

@@ -362,3 +362,24 @@ def test_save_png_bad_array_leaves_nothing(tmp_path):
     with pytest.raises(ValueError):
         save_png(np.zeros((4, 4), np.float64), tmp_path / "out.png")
     assert os.listdir(tmp_path) == []
+
+
+def test_png_with_a_camera_sized_icc_profile_decodes(tmp_path):
+    # Pillow's own limit (1 MB a chunk) refused this valid file; 4 MB profiles exist in the wild.
+    noise = np.random.default_rng(0).integers(0, 256, (16, 16, 3), np.uint8)
+    path = tmp_path / "profiled.png"
+    Image.fromarray(noise).save(path, icc_profile=np.random.default_rng(1).bytes(4 << 20))
+    np.testing.assert_array_equal(load_image(path), noise)
+
+
+def test_png_metadata_bomb_names_the_chunk_and_what_to_do(tmp_path):
+    from PIL import PngImagePlugin
+
+    info = PngImagePlugin.PngInfo()
+    info.add_text("Comment", "x" * (20 << 20), zip=True)  # 20 MB of text in a 20 KB chunk
+    path = tmp_path / "bomb.png"
+    Image.new("RGB", (8, 8)).save(path, pnginfo=info)
+    assert path.stat().st_size < 64 << 10
+    err = expect_error(path, "PNG metadata zTXt 'Comment' (20 KB compressed) decompresses past "
+                             "16 MB a chunk")
+    assert err.kind == "metadata_bomb" and "without its metadata" in err.advice

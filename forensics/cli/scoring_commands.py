@@ -33,10 +33,12 @@ def cmd_scan(args: argparse.Namespace) -> int:
     from forensics.verdict import STABILITY_COPIES, VERDICTS, verdict
 
     detector = load_detector(detector_folder(args.detector))
-    paths = list(iter_image_files(args.paths))
+    skipped: Counter[str] = Counter()
+    paths = list(iter_image_files(args.paths, all_files=args.all_files, skipped=skipped))
     if not paths:
-        raise CliError(f"no image files found in {', '.join(args.paths)}; give image files "
-                       "(.png, .jpg, .webp, .bmp, .tif, .gif) or folders holding them")
+        note = f" ({_skipped_note(skipped)}: --all-files reads them)" if skipped else ""
+        raise CliError(f"no image files found in {', '.join(args.paths)}{note}; give image "
+                       "files (.png, .jpg, .webp, .bmp, .tif, .gif) or folders holding them")
     with Ranks() as ranks:  # under torchrun each process scores its share; rank 0 writes
         rows = score_files(paths, detector, batch_size=args.batch_size, workers=args.workers,
                            limits=image_limits(args), progress=not args.quiet,
@@ -75,7 +77,18 @@ def cmd_scan(args: argparse.Namespace) -> int:
         print(f"  error: {r['path']}: {r['error']}")
     for advice, count in Counter(r.advice for r in rows if r.error and r.advice).items():
         print(f"  what to do ({count} file{'s' if count > 1 else ''}): {advice}")
+    if skipped:
+        print(f"  {_skipped_note(skipped)}, not read: pass --all-files to read every file by "
+              "its content")
     return 0
+
+
+def _skipped_note(skipped: Counter[str]) -> str:
+    """E.g. "3 files skipped for their extension (2 .txt, 1 .json)"."""
+    total = sum(skipped.values())
+    by_count = sorted(skipped.items(), key=lambda item: (-item[1], item[0]))
+    kinds = ", ".join(f"{n} {ext}" for ext, n in by_count)
+    return f"{total} file{'s' if total > 1 else ''} skipped for their extension ({kinds})"
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
@@ -165,6 +178,9 @@ def add_parsers(sub: argparse._SubParsersAction, common: argparse.ArgumentParser
     """The `scan`, `evaluate` and `robustness` commands."""
     scan = sub.add_parser("scan", parents=[common], help="score image files and folders")
     scan.add_argument("paths", nargs="+", help="files and folders (searched recursively)")
+    scan.add_argument("--all-files", action="store_true",
+                      help="in folders, read every file by its content, not only image "
+                           "extensions (other files are then reported as not images)")
     scan.add_argument("--detector", help="bundle folder (default: the shipped general detector)")
     scan.add_argument("--out", default="results.csv")
     scan.add_argument("--format", choices=["csv", "jsonl"], default="csv")
