@@ -7,8 +7,12 @@ step class: losses, penalties, EMA, pools, NaN checks; mixed precision on CUDA) 
 fixed random batch, and so does a reference loop over the same networks written as simply as
 possible: for latent models pytorch/examples' DCGAN loop (Adam, BCE, backward, step; no
 regularisers, mixing, EMA or checks), for CycleGAN junyanz's recipe without the image pool and
-the learning-rate schedule, for the autoencoder L1 + LSGAN with its PatchGAN. Rounds alternate between the two so machine load hits both alike;
-the figures are medians over rounds. Data loading is not timed.
+the learning-rate schedule, for pix2pix junyanz's BCE + 100 x L1 update, for the autoencoder
+L1 + LSGAN with its PatchGAN, for BigGAN its hinge loop with ``d_steps`` D updates per G
+update, for ProGAN WGAN-GP with drift (both timed fully grown), for DDPM Ho et al.'s
+Algorithm 1 (noise-prediction MSE, Adam, gradient clipping; no EMA). Rounds alternate
+between the two so machine load hits both alike; the figures are medians over rounds. Data
+loading is not timed.
 """
 
 from __future__ import annotations
@@ -120,8 +124,126 @@ def reference_autoencoder_step(pair, device: torch.device) -> Callable[[object],
     return step
 
 
+def reference_biggan_step(pair, device: torch.device) -> Callable[[object], None]:
+    """BigGAN's update written out: d_steps hinge D updates, each on its share of the batch
+    with fakes of the same classes, then one G update; no orthogonal regulariser, EMA or
+    checks."""
+    generator, discriminator = pair.generator, pair.discriminator
+    config = pair.config
+    opt_g = torch.optim.Adam(generator.parameters(), lr=config["lr"], betas=config["betas"])
+    opt_d = torch.optim.Adam(discriminator.parameters(), lr=config["lr_d"],
+                             betas=config["betas"])
+
+    def step(batch: object) -> None:
+        real, labels = batch
+        for real_part, label_part in zip(real.chunk(config["d_steps"]),
+                                         labels.chunk(config["d_steps"])):
+            z = torch.randn(len(real_part), generator.z_dim, device=device)
+            with torch.no_grad():
+                fake = generator(z, label_part)
+            opt_d.zero_grad()
+            loss_d = (F.relu(1 - discriminator(real_part, label_part)).mean()
+                      + F.relu(1 + discriminator(fake, label_part)).mean())
+            loss_d.backward()
+            opt_d.step()
+        z = torch.randn(len(real_part), generator.z_dim, device=device)
+        opt_g.zero_grad()
+        (-discriminator(generator(z, label_part), label_part).mean()).backward()
+        opt_g.step()
+
+    return step
+
+
+def reference_pix2pix_step(pair, device: torch.device) -> Callable[[object], None]:
+    """junyanz's pix2pix update written out: D on (input, target) vs (input, G(input)) with
+    BCE, halved, then G on BCE + 100 x L1; no checks or statistics."""
+    generator, discriminator = pair.generator, pair.discriminator
+    config = pair.config
+    opt_g = torch.optim.Adam(generator.parameters(), lr=config["lr"], betas=config["betas"])
+    opt_d = torch.optim.Adam(discriminator.parameters(), lr=config["lr"], betas=config["betas"])
+
+    def bce(output: torch.Tensor, target: float) -> torch.Tensor:
+        return F.binary_cross_entropy_with_logits(output, torch.full_like(output, target))
+
+    def step(batch: object) -> None:
+        inputs, targets = batch
+        fake = generator(inputs)
+        opt_d.zero_grad()
+        loss_d = 0.5 * (bce(discriminator(torch.cat([inputs, fake.detach()], 1)), 0)
+                        + bce(discriminator(torch.cat([inputs, targets], 1)), 1))
+        loss_d.backward()
+        opt_d.step()
+        discriminator.requires_grad_(False)
+        opt_g.zero_grad()
+        loss_g = (bce(discriminator(torch.cat([inputs, fake], 1)), 1)
+                  + config["l1_weight"] * F.l1_loss(fake, targets))
+        loss_g.backward()
+        opt_g.step()
+        discriminator.requires_grad_(True)
+
+    return step
+
+
+def reference_progan_step(pair, device: torch.device) -> Callable[[object], None]:
+    """Karras et al.'s WGAN-GP update written out, with both nets fully grown: critic loss
+    D(G(z)) - D(x) + gp_weight x gradient penalty + drift x D(x)^2, then G on -D(G(z)); no
+    growth schedule, EMA or checks."""
+    generator, discriminator = pair.generator, pair.discriminator
+    for net in (generator, discriminator):
+        net.set_stage(net.num_levels - 1, 1.0)
+    config = pair.config
+    opt_g = torch.optim.Adam(generator.parameters(), lr=config["lr"], betas=config["betas"])
+    opt_d = torch.optim.Adam(discriminator.parameters(), lr=config["lr"], betas=config["betas"])
+
+    def step(real: torch.Tensor) -> None:
+        fake = generator(torch.randn(real.shape[0], generator.z_dim, device=device))
+        opt_d.zero_grad()
+        real_out = discriminator(real)
+        mix = torch.rand(real.shape[0], 1, 1, 1, device=device)
+        mixed = (mix * real + (1 - mix) * fake.detach()).requires_grad_(True)
+        (grad,) = torch.autograd.grad(discriminator(mixed).sum(), mixed, create_graph=True)
+        penalty = (grad.flatten(1).norm(dim=1) - 1).square().mean()
+        loss_d = (discriminator(fake.detach()).mean() - real_out.mean()
+                  + config["gp_weight"] * penalty + config["drift"] * real_out.square().mean())
+        loss_d.backward()
+        opt_d.step()
+        opt_g.zero_grad()
+        (-discriminator(fake).mean()).backward()
+        opt_g.step()
+
+    return step
+
+
+def reference_ddpm_step(pair, device: torch.device) -> Callable[[object], None]:
+    """Ho et al.'s Algorithm 1 written out: t uniform, x_t in closed form, MSE against the
+    noise, Adam with the gradient norm clipped to grad_clip; no EMA, checks or statistics."""
+    model, config = pair.generator, pair.config
+    optimizer = torch.optim.Adam(model.parameters(), lr=config["lr"], betas=config["betas"])
+    signal = model.schedule.alphas_cumprod
+
+    def step(x0: torch.Tensor) -> None:
+        t = torch.randint(0, len(signal), (x0.shape[0],), device=device)
+        noise = torch.randn_like(x0)
+        a = signal[t].view(-1, 1, 1, 1)
+        loss = F.mse_loss(model(a.sqrt() * x0 + (1 - a).sqrt() * noise, t), noise)
+        optimizer.zero_grad()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), config["grad_clip"])
+        optimizer.step()
+
+    return step
+
+
 def _reference(name: str) -> Callable:
     """The plain loop to compare a family's step with: by what its networks take."""
+    if name == "ddpm":
+        return reference_ddpm_step
+    if name == "progan":
+        return reference_progan_step
+    if get_family(name).dataset == "aligned":
+        return reference_pix2pix_step
+    if name == "biggan":
+        return reference_biggan_step
     if get_family(name).dataset == "paired":
         return reference_cyclegan_step
     return reference_autoencoder_step if name == "autoencoder" else reference_step
@@ -133,7 +255,7 @@ def _batch(name: str, config: dict, device: torch.device) -> object:
     kind = get_family(name).dataset
     if kind == "labelled":
         return images, torch.arange(config["batch_size"], device=device) % NUM_CLASSES
-    return (images, images.flip(0)) if kind == "paired" else images
+    return (images, images.flip(0)) if kind in ("paired", "aligned") else images
 
 
 def _seconds_per_step(step: Callable[[object], object], batch: object, steps: int,
@@ -148,8 +270,18 @@ def _seconds_per_step(step: Callable[[object], object], batch: object, steps: in
     return (time.perf_counter() - start) / steps
 
 
+def _steady_state(name: str, overrides: dict) -> dict:
+    """``overrides`` plus what times a family in its steady state: progan fully grown from
+    the first step (its schedule would spend a short benchmark at 4x4)."""
+    if name != "progan":
+        return overrides
+    resolution = overrides.get("resolution", list_generators()[name]["resolution"])
+    return {**overrides, "initial_resolution": resolution}
+
+
 def bench_model(name: str, device: torch.device, steps: int, warmup: int, rounds: int,
                 overrides: dict) -> dict:
+    overrides = _steady_state(name, overrides)
     torch.manual_seed(0)
     zoo_pair = create_generator(name, **overrides).to(device)
     torch.manual_seed(0)

@@ -2,7 +2,8 @@
 endless shuffled batches whose position is part of a checkpoint.
 
 Three kinds of training data (``generators.registry.DATASET_KINDS``): plain images, images
-with class labels (``labelled_dataset``) and two unaligned domains (one dataset each). Images
+with class labels (``labelled_dataset``) and two unaligned domains (one dataset each); the
+fourth, aligned (input, target) pairs, is ``generators.data_aligned``'s. Images
 are resized to the training resolution (:class:`ImageFolderDataset`), or kept at their own size
 and cropped (:class:`RandomCropDataset`, for families that must learn from real pixels as they
 are). :class:`BatchStream` draws every batch from the datasets given, sharded across
@@ -34,7 +35,11 @@ def load_rgb(path: str | Path) -> Image.Image:
 def load_square_rgb(path: str | Path, resolution: int) -> Image.Image:
     """Decode ``path`` to RGB (EXIF orientation applied), resize the shorter side to
     ``resolution`` (bicubic, antialiased when shrinking) and centre-crop a square."""
-    image = load_rgb(path)
+    return square_rgb(load_rgb(path), resolution)
+
+
+def square_rgb(image: Image.Image, resolution: int) -> Image.Image:
+    """``image`` with its shorter side resized to ``resolution`` and centre-cropped square."""
     width, height = image.size
     scale = resolution / min(width, height)
     size = (max(resolution, round(width * scale)), max(resolution, round(height * scale)))

@@ -34,7 +34,9 @@ Builder = Callable[[dict], Nets]
 # Modules whose import registers the built-in families (imported on first use, which keeps
 # nets -> registry a one-way import). A module that does not exist yet is skipped.
 _BUILTIN_MODULES = ("generators.nets.dcgan", "generators.nets.stylegan",
-                    "generators.nets.cyclegan", "generators.nets.autoencoder")
+                    "generators.nets.cyclegan", "generators.nets.autoencoder",
+                    "generators.nets.pix2pix", "generators.nets.progan",
+                    "generators.nets.biggan", "generators.nets.ddpm")
 
 # What a batch of each kind of training data holds (see generators.data.BatchStream).
 DATASET_KINDS = {
@@ -43,6 +45,8 @@ DATASET_KINDS = {
                 "(images, class indices (N,) int64)",
     "paired": "two unaligned image folders A (--data) and B (--data-b): a batch is "
               "(images_A, images_B)",
+    "aligned": "input/target pairs aligned pixel for pixel (side-by-side A|B files, or inputs "
+               "computed from photos; generators.data_aligned): a batch is (inputs, targets)",
 }
 
 # How training images become (R, R) inputs, R the config's resolution (see generators.data).

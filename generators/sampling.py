@@ -4,9 +4,11 @@ Latent families draw image ``seed{s:06d}.png`` from ``seed_latents([s])``: the s
 image whatever the batch. Conditional families (``dataset="labelled"``) draw seed ``s`` from
 class ``s % num_classes`` by default, or every seed from one class (``class_name``; images then
 go to ``<class>/seed{s:06d}.png``). ``truncation`` (families whose generator's ``forward``
-takes a ``truncation`` argument, e.g. StyleGAN) adds ``_psi<value>`` to the names. Translation
-families (``dataset="paired"``) map ``source`` images through the family step's
-``translate(pair, images, direction)`` hook, one ``<stem>_<direction>.png`` per source.
+takes a ``truncation`` argument: StyleGAN, BigGAN) adds ``_psi<value>`` to the names. Translation
+families (``dataset="paired"`` or ``"aligned"``) map ``source`` images through the family
+step's ``translate(pair, images, direction)`` hook, one ``<stem>_<direction>.png`` per source;
+a step with a ``read_source(pair, path)`` hook makes its generator's input from each source
+file itself (pix2pix: the edges of a photo, or the input half of an A|B pair).
 Reconstructing families (a step with a ``reconstruct(pair, image)`` hook, e.g. the upsampler
 autoencoders) remake each source at its own size, never resized, under the source's path
 relative to the folder of all sources. Each source comes with its split, which its translation
@@ -111,11 +113,13 @@ def sample_images(run_dir: str | Path, n: int | None, out_dir: str | Path, *, se
     ``generator`` (the family's ``generator_label`` of the config, e.g.
     ``autoencoder-convT4-x4``), ``checkpoint`` (``run_dir`` as given), ``checkpoint_sha256``,
     ``seed`` (None for fakes made from sources), ``resolution`` (None for reconstructions, which
-    keep their source's size), and ``class`` / ``truncation`` / ``source`` + ``split`` (the
-    source's) + ``direction`` where they apply. Images whose row and PNG already exist are
-    skipped, so rerunning after an interruption resumes without duplicating rows. Raises
-    ValueError if ``out_dir`` already holds one of these images from another checkpoint, or for
-    options the family lacks.
+    keep their source's size), ``class`` / ``truncation`` / ``source`` + ``split`` (the
+    source's) + ``direction`` where they apply, and the fields of a sample model's
+    ``provenance`` (ddpm: ``sampler``, ``sampling_steps``, ``eta``). Images whose row and PNG
+    already exist are skipped, so rerunning after an interruption resumes without duplicating
+    rows. Raises ValueError if ``out_dir`` already holds one of these images from another
+    checkpoint, for options the family lacks, or for a run its step's ``unfinished`` hook says
+    cannot sample its final images yet (a progressive GAN not fully grown).
     """
     if (n is not None and n < 0) or batch_size < 1:
         raise ValueError(f"need n >= 0 and batch_size >= 1, got n={n}, batch_size={batch_size}; "
@@ -124,17 +128,22 @@ def sample_images(run_dir: str | Path, n: int | None, out_dir: str | Path, *, se
     pair, document = load_checkpoint(run_dir, device=torch_device)
     family = get_family(pair.name)
     reconstruct = getattr(family.resolve_step_class(), "reconstruct", None)
-    if pair.dataset == "paired":
+    if pair.dataset in ("paired", "aligned"):
         jobs, produce = _translation_jobs(pair, n, source, direction, torch_device)
     elif reconstruct is not None:
         jobs, produce = _reconstruction_jobs(pair, n, source, reconstruct, torch_device)
     else:
         if source is not None:
             raise ValueError(f"generator {pair.name!r} draws from latents; --source is only for "
-                             "translation and reconstruction families (cyclegan, autoencoder)")
+                             "translation and reconstruction families (cyclegan, pix2pix, "
+                             "autoencoder)")
         if n is None:
             raise ValueError(f"generator {pair.name!r} draws from latents: give the number of "
                              "images to draw (--n)")
+        unfinished = getattr(family.resolve_step_class(), "unfinished", None)
+        reason = unfinished(pair.config, document["step"]) if unfinished is not None else None
+        if reason is not None:
+            raise ValueError(f"{run_dir}: {reason}")
         jobs, produce = _latent_jobs(pair, document, n, seed, class_name, truncation,
                                      torch_device)
     common = {"label": "fake", "generator": family.generator_label(pair.config),
@@ -149,11 +158,12 @@ def _latent_jobs(pair: GanPair, document: dict, n: int, seed: int, class_name: s
                  ) -> tuple[list[_Job], Producer]:
     model = pair.sample_model()
     if truncation is not None and "truncation" not in inspect.signature(model.forward).parameters:
-        raise ValueError(f"generator {pair.name!r} has no truncation; it applies to families "
-                         "with a mapping network such as stylegan")
+        raise ValueError(f"generator {pair.name!r} has no truncation; it applies to stylegan "
+                         "(w pulled to its mean) and biggan (latents truncated)")
     seeds = list(range(seed, seed + n))
     classes = document.get("extra", {}).get("classes")
     psi = {} if truncation is None else {"truncation": truncation}
+    psi.update(getattr(model, "provenance", {}))  # how the model draws (ddpm: its sampler)
     if pair.dataset != "labelled":
         if class_name is not None:
             raise ValueError(f"generator {pair.name!r} is not conditional; --class applies to "
@@ -203,17 +213,20 @@ def _translation_jobs(pair: GanPair, n: int | None,
                          f"(--source DIR) and a direction ({' or '.join(DIRECTIONS)})")
     if direction not in DIRECTIONS:
         raise ValueError(f"direction must be one of {DIRECTIONS}, got {direction!r}")
-    translate = getattr(get_family(pair.name).resolve_step_class(), "translate", None)
+    step_class = get_family(pair.name).resolve_step_class()
+    translate = getattr(step_class, "translate", None)
     if translate is None:
         raise ValueError(f"generator family {pair.name!r} provides no translate hook")
     resolution = pair.config["resolution"]
+    read_source = getattr(step_class, "read_source",
+                          lambda _, path: np.asarray(load_square_rgb(path, resolution)))
     jobs = [_Job(f"{path.stem}_{direction}.png",
                  {"seed": None, "source": str(path), "split": split, "direction": direction},
                  path)
             for path, split in _sources(source, n, "translate")]
 
     def produce(items: list) -> np.ndarray:
-        arrays = np.stack([np.asarray(load_square_rgb(p, resolution)) for p in items])
+        arrays = np.stack([read_source(pair, p) for p in items])
         with torch.inference_mode():
             return tensor_to_uint8(translate(pair.eval(), _to_tensor(arrays, device), direction))
 

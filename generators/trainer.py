@@ -4,15 +4,16 @@ A run folder holds, besides the checkpoint files (``generators.checkpoint``: ``c
 ``weights.safetensors`` with G, D and EMA G, ``optim.safetensors`` with the step state, every
 rank's RNG state and the data position):
 
-- ``stats.jsonl``: one line per step: ``step``, ``loss_d``, ``loss_g``, ``d_real`` /
-  ``d_fake`` (the loss's score of D(x) and D(G(z)), averaged over ranks), whatever else the
+- ``stats.jsonl``: one line per step: ``step``, ``loss_d``, ``loss_g`` (or one ``loss`` for a
+  family without a discriminator), ``d_real`` / ``d_fake`` (the loss's score of D(x) and
+  D(G(z)), averaged over ranks), whatever else the
   step reports (``skipped``, ``r1``, ``gp``, ...), ``seconds``; every ``diagnostics_every``
   steps also the mode-collapse figures of ``generators.diagnostics`` (``diversity_ratio``,
   ``nn_distinct``, ``nn_distinct_fraction``);
 - ``samples.png``: an 8x8 grid of the sampling generator (eval mode, EMA when kept) on the
   latents of seeds 0..63 (classes cycling for conditional families), the same images
-  ``sample_images(run_dir, 64, ..., seed=0)`` writes; ``samples_<step>.png`` every
-  ``sample_every`` steps;
+  ``sample_images(run_dir, 64, ..., seed=0)`` writes (unless the step draws the grid its own
+  cheaper way, ``preview()``); ``samples_<step>.png`` every ``sample_every`` steps;
 - ``curves.png``: losses; D(x) and D(G(z)) against the 0.5 line where D cannot tell; the
   diversity figures against 1.
 
@@ -32,22 +33,28 @@ Step contract (a family's ``register_generator(..., step_class=...)``; default
   wrappers: call them through ``forward``; see ``generators.distributed`` for ``unwrap`` and
   ``no_sync``.
 - ``__call__(batch) -> dict[str, float]``: one training step on a batch of the family's
-  dataset kind (``generators.registry.DATASET_KINDS``); returns ``loss_d``, ``loss_g`` and,
-  where meaningful, ``d_real`` / ``d_fake`` (in [0, 1]) plus any other float statistics.
+  dataset kind (``generators.registry.DATASET_KINDS``); returns ``loss_d``, ``loss_g`` (a
+  family without a discriminator: one ``loss``) and, where meaningful, ``d_real`` /
+  ``d_fake`` (in [0, 1]) plus any other float statistics.
   Randomness comes from torch's global generator (seeded per rank, saved in checkpoints).
 - ``state_dict() -> dict`` / ``load_state_dict(state)``: everything needed to continue
   bit-exactly (optimizers, GradScalers, EMA weights, pools, counters), as a tree of dicts,
   lists, tensors and JSON scalars (stored without pickle by ``checkpoint.encode_state``).
 - optional ``sample_model() -> nn.Module``: the net to sample from (e.g. the EMA generator);
   latent generators expose ``z_dim`` and take ``forward(z, [labels], [truncation=psi])``.
-- optional ``preview() -> Tensor (N, 3, R, R)``: images for the grid and diagnostics when the
-  sample model takes no latents (translation families).
+- optional ``preview() -> Tensor (N, 3, R, R)``: images for the grid and diagnostics, used
+  in place of the sample model's seeds 0..63: for families whose sample model takes no
+  latents (translation families), or samples them slowly (ddpm: fewer DDIM steps).
 - optional ``@staticmethod translate(pair, images, direction) -> images``: what
   ``sample_images(..., source=[(path, split), ...], direction="AtoB"|"BtoA")`` calls (paired
-  families).
+  and aligned families); optional ``@staticmethod read_source(pair, path) -> (R, R, 3) uint8``:
+  the generator's input made from a source file (default: the image resized and cropped).
 - optional ``@staticmethod reconstruct(pair, image) -> image``: what ``sample_images(...,
   source=[(path, split), ...])`` calls with each source image (1, 3, H, W) at its own size
   (families that remake real images, e.g. the upsampler autoencoders).
+- optional ``@staticmethod unfinished(config, steps_done) -> str | None``: why a latent
+  family's run cannot sample its final images yet (e.g. a progressive GAN not fully grown),
+  None when it can; ``sample_images`` refuses with that reason.
 """
 
 from __future__ import annotations
@@ -70,6 +77,7 @@ from crashsafe import append_jsonl, atomic_write_bytes, atomic_write_text, json_
 from .checkpoint import (has_checkpoint, load_checkpoint, load_train_state, read_checkpoint_config,
                          recover_checkpoint, save_checkpoint)
 from .data import BatchStream, ImageFolderDataset, RandomCropDataset, labelled_dataset
+from .data_aligned import AlignedDataset, PairTask
 from .diagnostics import CollapseProbe
 from .distributed import (DistributedContext, broadcast_flag, gather_to_all, init_distributed,
                           mean_over_ranks, shutdown_distributed, unwrap, wrap)
@@ -88,6 +96,7 @@ CURVES_FILE = "curves.png"
 GRID_SEEDS = range(64)
 PROBE_SIZE = 64
 NAN_PATIENCE = 20  # consecutive steps with a non-finite loss before training gives up
+LOSS_KEYS = ("loss_d", "loss_g", "loss")  # "loss": families without a discriminator
 
 
 class TrainingDiverged(RuntimeError):
@@ -146,11 +155,11 @@ def train_gan(name: str, data: Sequence[Any], out_dir: str | Path, *, steps: int
 
 
 def _datasets(family: Family, data: Sequence[Any], data_b: Sequence[str | Path] | None,
-              resolution: int
-              ) -> tuple[list[ImageFolderDataset | RandomCropDataset], dict, list[str] | None]:
+              config: dict) -> tuple[list[ImageFolderDataset | RandomCropDataset |
+                                          AlignedDataset], dict, list[str] | None]:
     """The datasets of a family's kind and crop mode, their summary for ``config.json``, the
     class names."""
-    kind = family.dataset
+    kind, resolution = family.dataset, config["resolution"]
     if kind == "paired" and not data_b:
         raise ValueError("this family trains on two image domains: give domain B (--data-b)")
     if kind != "paired" and data_b:
@@ -161,6 +170,8 @@ def _datasets(family: Family, data: Sequence[Any], data_b: Sequence[str | Path] 
             raise ValueError("a conditional family needs (path, class name) pairs")
         dataset, classes = labelled_dataset(data, resolution)
         datasets = [dataset]
+    elif kind == "aligned":
+        datasets = [AlignedDataset(data, PairTask.from_config(config), flip=config["flip"])]
     elif family.crop == "random":
         datasets = [RandomCropDataset(data, resolution)]
     else:
@@ -204,7 +215,7 @@ class _Trainer:
             _check_unchanged(config, resolve_config(family.name, **{**config, **overrides}),
                              run_dir)
 
-        datasets, summary, classes = _datasets(family, data, data_b, config["resolution"])
+        datasets, summary, classes = _datasets(family, data, data_b, config)
         if classes is not None:
             config = _with_classes(family.name, config, classes, overrides, document)
         self.classes = classes
@@ -291,7 +302,7 @@ class _Trainer:
                     append_jsonl(self.run_dir / STATS_FILE, [row], fsync=False)
                 self._guard(step, row)
                 bar.update(1)
-                bar.set_postfix(loss_d=f"{row['loss_d']:.3f}", loss_g=f"{row['loss_g']:.3f}",
+                bar.set_postfix({key: f"{value:.3f}" for key, value in _losses(row).items()},
                                 refresh=False)
                 if main and sample_every > 0 and step % sample_every == 0:
                     self._save_grid(f"samples_{step:06d}.png")
@@ -308,7 +319,8 @@ class _Trainer:
     def _guard(self, step: int, row: dict) -> None:
         """Abort when the weights went non-finite or the losses stayed so for NAN_PATIENCE
         steps (the default step skips such updates, so its weights stay usable)."""
-        if all(math.isfinite(row[key]) for key in ("loss_d", "loss_g")):
+        losses = _losses(row)
+        if all(math.isfinite(value) for value in losses.values()):
             self.bad_steps = 0
             return
         self.bad_steps += 1
@@ -319,11 +331,12 @@ class _Trainer:
                f"the losses were not finite for {NAN_PATIENCE} steps in a row")
         saved = self.last_checkpoint
         raise TrainingDiverged(
-            f"training {self.pair.name} diverged at step {step}: {why} (loss_d={row['loss_d']}, "
-            f"loss_g={row['loss_g']}). "
+            f"training {self.pair.name} diverged at step {step}: {why} ("
+            + ", ".join(f"{key}={value}" for key, value in losses.items()) + "). "
             + (f"The checkpoint in {self.run_dir} (step {saved}) is intact. "
                if saved is not None else "")
-            + "Lower lr, try loss=hinge or r1_gamma>0 (--set), and train again"
+            + ("Lower lr, try loss=hinge or r1_gamma>0 (--set)" if "loss_d" in losses
+               else "Lower lr (--set)") + ", and train again"
             + (" with --resume." if saved is not None else "."))
 
     def _sample_model(self) -> torch.nn.Module | None:
@@ -334,14 +347,16 @@ class _Trainer:
         return self.pair.sample_model() if "generator" in self.pair.net_names else None
 
     def _preview(self) -> torch.Tensor | None:
-        """The fixed batch the grid and diagnostics show: seeds 0..63 (classes cycling), or
-        the step's ``preview()`` for families without latents; None when there is neither."""
+        """The fixed batch the grid and diagnostics show: the step's ``preview()`` when it has
+        one, else seeds 0..63 (classes cycling); None when there is neither."""
+        preview = getattr(self.step_fn, "preview", None)
+        if preview is not None:
+            return preview()
         model = self._sample_model()
         if model is not None and hasattr(model, "z_dim"):
             labels = cycled_labels(GRID_SEEDS, len(self.classes)) if self.classes else None
             return generate(model, GRID_SEEDS, self.device, labels=labels)
-        preview = getattr(self.step_fn, "preview", None)
-        return preview() if preview is not None else None
+        return None
 
     def _save_grid(self, filename: str) -> None:
         images = self._preview()
@@ -355,7 +370,9 @@ class _Trainer:
         if self.probe is None:
             order = torch.randperm(len(self.real_probe), generator=torch.Generator().manual_seed(0))
             real = self.real_probe.batch(order[:PROBE_SIZE])
-            self.probe = CollapseProbe(real[0] if isinstance(real, tuple) else real)
+            if isinstance(real, tuple):  # (images, labels), or (inputs, targets) when aligned
+                real = real[1] if self.pair.dataset == "aligned" else real[0]
+            self.probe = CollapseProbe(real)
         return self.probe.measure(fakes)
 
     def _checkpoint(self, step: int) -> None:
@@ -399,6 +416,12 @@ def _with_classes(name: str, config: dict, classes: list[str], overrides: dict,
     return resolve_config(name, **{**config, "num_classes": len(classes)})
 
 
+def _losses(row: dict) -> dict[str, float]:
+    """The losses a stats row holds: D's and G's, or the one ``loss`` of a family without a
+    discriminator (ddpm)."""
+    return {key: row[key] for key in LOSS_KEYS if key in row}
+
+
 def read_stats(run_dir: str | Path) -> list[dict]:
     """The rows of a run's ``stats.jsonl``, in step order."""
     return read_jsonl(Path(run_dir) / STATS_FILE)
@@ -415,14 +438,16 @@ def _smooth(values: np.ndarray) -> np.ndarray:
     return out
 
 
-_CURVE_LABELS = {"loss_d": "D loss", "loss_g": "G loss", "d_real": "D(x) real",
-                 "d_fake": "D(G(z)) fake", "diversity_ratio": "sample / real spread",
+_CURVE_LABELS = {"loss_d": "D loss", "loss_g": "G loss", "loss": "loss",
+                 "d_real": "D(x) real", "d_fake": "D(G(z)) fake",
+                 "diversity_ratio": "sample / real spread",
                  "nn_distinct_fraction": "distinct real nearest neighbours"}
 
 
 def plot_training_curves(stats: Sequence[dict], out_png: str | Path) -> None:
-    """Write a three-panel PNG: D and G losses; D(x) and D(G(z)) with the 0.5 line; the
-    mode-collapse figures (sparse rows, drawn as points) with the line at 1."""
+    """Write a three-panel PNG: D and G losses (or the one ``loss`` of a family without D);
+    D(x) and D(G(z)) with the 0.5 line; the mode-collapse figures (sparse rows, drawn as
+    points) with the line at 1."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
@@ -437,7 +462,9 @@ def plot_training_curves(stats: Sequence[dict], out_png: str | Path) -> None:
     # Fixed margins: a constrained layout costs more than drawing the curves.
     figure.subplots_adjust(left=0.05, right=0.99, bottom=0.13, top=0.92, wspace=0.22)
     losses, outputs, diversity = figure.subplots(1, 3, sharex=True)
-    for axis, names in ((losses, ("loss_d", "loss_g")), (outputs, ("d_real", "d_fake"))):
+    loss_names = [key for key in LOSS_KEYS if any(key in row for row in stats)] \
+        or ["loss_d", "loss_g"]
+    for axis, names in ((losses, loss_names), (outputs, ("d_real", "d_fake"))):
         for name, colour in zip(names, ("tab:blue", "tab:orange")):
             values = column(name)
             if len(values) > 50:
@@ -449,6 +476,9 @@ def plot_training_curves(stats: Sequence[dict], out_png: str | Path) -> None:
         shown = ~np.isnan(values)
         diversity.plot(steps[shown], values[shown], color=colour, marker="o", markersize=3,
                        label=_CURVE_LABELS[name])
+    if np.isnan(column("d_real")).all():
+        outputs.text(0.5, 0.7, "no discriminator outputs logged", ha="center", va="center",
+                     transform=outputs.transAxes, color="grey")
     if np.isnan(column("diversity_ratio")).all():
         diversity.text(0.5, 0.5, "no diagnostics logged yet\n(see diagnostics_every)",
                        ha="center", va="center", transform=diversity.transAxes, color="grey")

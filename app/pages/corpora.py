@@ -109,7 +109,9 @@ def show_run(folder: Path) -> None:
     left, right = st.columns(2)
     with left:
         st.subheader("Losses")
-        st.line_chart(stats[[c for c in ("loss_d", "loss_g") if c in stats]], height=240)
+        # "loss": families without a discriminator (ddpm)
+        st.line_chart(stats[[c for c in ("loss_d", "loss_g", "loss") if c in stats]],
+                      height=240)
     with right:
         st.subheader("Discriminator outputs")
         st.line_chart(stats[[c for c in ("d_real", "d_fake") if c in stats]], height=240)

@@ -265,7 +265,8 @@ def add_parsers(sub: argparse._SubParsersAction, common: argparse.ArgumentParser
                         help="conditional models: draw every image from this class "
                              "(default: classes cycle with the seed)")
     sample.add_argument("--truncation", type=float, metavar="PSI",
-                        help="truncation psi (stylegan)")
+                        help="truncation psi (stylegan: w pulled to its mean by psi; "
+                             "biggan: latents truncated to [-psi, psi])")
     sample.add_argument("--source", help="translation models (cyclegan): folder of images to "
                                          "translate; autoencoder: folder of images to "
                                          "reconstruct, each at its own size; each fake keeps "

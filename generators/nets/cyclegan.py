@@ -84,11 +84,12 @@ class ResnetGenerator(nn.Module):
 
 
 class PatchDiscriminator(nn.Module):
-    """Images (N, 3, R, R) -> patch scores (N, 1, h, w); 70x70 receptive field at n_layers 3."""
+    """Images (N, in_channels, R, R) -> patch scores (N, 1, h, w); 70x70 receptive field at
+    n_layers 3 (pix2pix feeds it an input and an output image stacked: 6 channels)."""
 
-    def __init__(self, ndf: int, n_layers: int = 3):
+    def __init__(self, ndf: int, n_layers: int = 3, in_channels: int = 3):
         super().__init__()
-        layers: list[nn.Module] = [nn.Conv2d(3, ndf, 4, stride=2, padding=1),
+        layers: list[nn.Module] = [nn.Conv2d(in_channels, ndf, 4, stride=2, padding=1),
                                    nn.LeakyReLU(0.2, inplace=True)]
         channels = ndf
         for n in range(1, n_layers + 1):

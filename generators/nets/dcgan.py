@@ -95,7 +95,7 @@ class DCGANGenerator(nn.Module):
     def forward(self, z: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
         z = z.flatten(1)
         if self.embed is not None:
-            z = torch.cat([z, self.embed(_require_labels(labels))], dim=1)
+            z = torch.cat([z, self.embed(require_labels(labels))], dim=1)
         return self.net(z[:, :, None, None])
 
 
@@ -128,11 +128,12 @@ class DCGANDiscriminator(nn.Module):
         logits = self.head(features).flatten()
         if self.embed is not None:
             pooled = features.sum(dim=(2, 3))
-            logits = logits + (self.embed(_require_labels(labels)) * pooled).sum(dim=1)
+            logits = logits + (self.embed(require_labels(labels)) * pooled).sum(dim=1)
         return logits
 
 
-def _require_labels(labels: torch.Tensor | None) -> torch.Tensor:
+def require_labels(labels: torch.Tensor | None) -> torch.Tensor:
+    """``labels``, or a ValueError saying a conditional net (cgan, biggan) needs them."""
     if labels is None:
         raise ValueError("a conditional net needs class indices (N,) besides its input")
     return labels
