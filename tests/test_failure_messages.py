@@ -58,7 +58,7 @@ CASES = {
     "zoo train: stylegan --set spectral_norm / lr_d (dcgan options)": (
         "zoo train stylegan --data {corpus} --out {tmp}/run --steps 1 --set spectral_norm=true "
         "--set lr_d=0.001", 2, "'stylegan' does not support config key(s) ['lr_d', "
-        "'spectral_norm'] (options of cgan, dcgan)", "valid keys: ['batch_size'"),
+        "'spectral_norm'] (options of biggan, cgan, dcgan)", "valid keys: ['batch_size'"),
     "zoo train: cyclegan --set diffaugment / r1_gamma / ema_beta": (
         "zoo train cyclegan --data {corpus} --data-b {corpus} --out {tmp}/run --steps 1 "
         "--set diffaugment=color --set r1_gamma=1 --set ema_beta=0.99", 2,
