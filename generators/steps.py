@@ -108,6 +108,36 @@ def split_batch(batch: Any) -> tuple[torch.Tensor, tuple[torch.Tensor, ...]]:
     return batch, ()
 
 
+class StepBase:
+    """What every step sets first: its pair and device, channels-last on CUDA, and float16
+    autocast when ``amp`` (``self.autocast``, a reusable context)."""
+
+    def __init__(self, pair: GanPair, device: torch.device, *, amp: bool = False):
+        self.pair = pair
+        self.device = device
+        self.channels_last = device.type == "cuda"
+        self.autocast = torch.autocast(device.type, dtype=torch.float16, enabled=amp)
+
+
+def training_state(optimizers: dict[str, torch.optim.Optimizer],
+                   scalers: dict[str, torch.amp.GradScaler],
+                   ema: ExponentialMovingAverage | None) -> dict[str, Any]:
+    """Optimizers, scalers and the EMA weights (when kept) as one state tree."""
+    state = optimizer_state(optimizers, scalers)
+    if ema is not None:
+        state["ema"] = ema.state_dict()
+    return state
+
+
+def load_training_state(optimizers: dict[str, torch.optim.Optimizer],
+                        scalers: dict[str, torch.amp.GradScaler],
+                        ema: ExponentialMovingAverage | None, state: dict[str, Any]) -> None:
+    """Restore what :func:`training_state` saved."""
+    load_optimizer_state(optimizers, scalers, state)
+    if ema is not None:
+        ema.load_state_dict(state["ema"])
+
+
 class AdversarialStep:
     """One training step of a generator/discriminator pair with Adam and a named GAN loss.
 
@@ -207,16 +237,9 @@ class AdversarialStep:
 
     def state_dict(self) -> dict[str, Any]:
         """Everything needed to continue bit-exactly: optimizers, scalers, EMA, counters."""
-        state: dict[str, Any] = {
-            **optimizer_state(self.optimizers, self.scalers),
-            "updates": self.updates,
-        }
-        if self.ema is not None:
-            state["ema"] = self.ema.state_dict()
-        return state
+        return {**training_state(self.optimizers, self.scalers, self.ema),
+                "updates": self.updates}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        load_optimizer_state(self.optimizers, self.scalers, state)
-        if self.ema is not None:
-            self.ema.load_state_dict(state["ema"])
+        load_training_state(self.optimizers, self.scalers, self.ema, state)
         self.updates = int(state["updates"])

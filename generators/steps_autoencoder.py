@@ -22,13 +22,13 @@ from .distributed import no_sync
 from .losses import get_loss
 from .registry import GanPair
 from .sampling import eval_mode
-from .steps import load_optimizer_state, optimizer_state, optimizer_step
+from .steps import StepBase, load_optimizer_state, optimizer_state, optimizer_step
 
 PREVIEW_SIZE = 16  # real crops kept for the sample grid (shown reconstructed)
 SAMPLE_TILE = 1024  # sources larger than this go through in tiles (UpsamplerAutoencoder)
 
 
-class AutoencoderStep:
+class AutoencoderStep(StepBase):
     """One step on a batch of real crops (N, 3, R, R) in [-1, 1]; see the module docstring.
 
     Returns ``loss_g`` (the whole G objective), ``l1`` (its reconstruction part), ``skipped``
@@ -38,11 +38,8 @@ class AutoencoderStep:
     """
 
     def __init__(self, pair: GanPair, device: torch.device, *, amp: bool = False):
+        super().__init__(pair, device, amp=amp)
         config = pair.config
-        self.pair = pair
-        self.device = device
-        self.channels_last = device.type == "cuda"
-        self.autocast = torch.autocast(device.type, dtype=torch.float16, enabled=amp)
         self.loss = get_loss(config["loss"])
         self.adv_weight = float(config["adv_weight"])
         nets = {"G": pair.generator}

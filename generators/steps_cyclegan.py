@@ -25,7 +25,8 @@ import torch.nn.functional as F
 from .distributed import no_sync
 from .losses import get_loss
 from .registry import GanPair
-from .steps import load_optimizer_state, optimizer_state, optimizer_step
+from .sampling import eval_mode
+from .steps import StepBase, load_optimizer_state, optimizer_state, optimizer_step
 
 PREVIEW_SIZE = 16  # real A images kept for the sample grid (translated to B)
 
@@ -78,7 +79,7 @@ class ImagePool:
         self.generator.set_state(state["generator"].cpu())
 
 
-class CycleGANStep:
+class CycleGANStep(StepBase):
     """One CycleGAN step on a batch (images_A, images_B); see the module docstring.
 
     Returns ``loss_d`` (D_A + D_B), ``loss_g`` (the whole G objective), its parts
@@ -88,11 +89,8 @@ class CycleGANStep:
     """
 
     def __init__(self, pair: GanPair, device: torch.device, *, amp: bool = False):
+        super().__init__(pair, device, amp=amp)
         config = pair.config
-        self.pair = pair
-        self.device = device
-        self.channels_last = device.type == "cuda"
-        self.autocast = torch.autocast(device.type, dtype=torch.float16, enabled=amp)
         self.loss = get_loss(config["loss"])
         self.lambda_cycle = float(config["lambda_cycle"])
         self.lambda_identity = float(config["lambda_identity"]) * self.lambda_cycle
@@ -123,14 +121,8 @@ class CycleGANStep:
 
     def preview(self) -> torch.Tensor:
         """G_AB (eval mode) on the first real A images seen (up to PREVIEW_SIZE)."""
-        generator = self.pair.G_AB
-        was_training = generator.training
-        generator.eval()
-        try:
-            with torch.inference_mode():
-                return generator(self.preview_images.to(self.device))
-        finally:
-            generator.train(was_training)
+        with eval_mode(self.pair.G_AB) as generator:
+            return generator(self.preview_images.to(self.device))
 
     def _set_lr(self) -> float:
         lr = self.lr * linear_decay_factor(self.steps_done, self.total_steps, self.decay_start)

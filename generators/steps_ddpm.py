@@ -20,8 +20,8 @@ from .diffusion import noise_prediction_loss
 from .distributed import unwrap
 from .registry import GanPair
 from .sampling import eval_mode, seed_latents
-from .steps import (ExponentialMovingAverage, load_optimizer_state, optimizer_state,
-                    optimizer_step)
+from .steps import (ExponentialMovingAverage, StepBase, load_training_state, optimizer_step,
+                    training_state)
 
 PREVIEW_SEEDS = range(64)  # the seeds of the trainer's sample grid (trainer.GRID_SEEDS)
 
@@ -43,7 +43,7 @@ class GradientClipping:
         self.norm = torch.nn.utils.clip_grad_norm_(self.parameters, self.max_norm)
 
 
-class DiffusionStep:
+class DiffusionStep(StepBase):
     """One DDPM step on a batch of images (N, 3, R, R) in [-1, 1]; see the module docstring.
 
     Returns ``loss`` (the noise-prediction MSE), ``grad_norm`` (before clipping, when
@@ -52,11 +52,8 @@ class DiffusionStep:
     """
 
     def __init__(self, pair: GanPair, device: torch.device, *, amp: bool = False):
+        super().__init__(pair, device, amp=amp)
         config = pair.config
-        self.pair = pair
-        self.device = device
-        self.channels_last = device.type == "cuda"
-        self.autocast = torch.autocast(device.type, dtype=torch.float16, enabled=amp)
         generator = pair.generator
         self.optimizers = {"G": torch.optim.Adam(generator.parameters(), lr=config["lr"],
                                                  betas=config["betas"])}
@@ -101,12 +98,7 @@ class DiffusionStep:
 
     def state_dict(self) -> dict[str, Any]:
         """Optimizer, scaler and EMA: everything needed to continue bit-exactly."""
-        state = optimizer_state(self.optimizers, self.scalers)
-        if self.ema is not None:
-            state["ema"] = self.ema.state_dict()
-        return state
+        return training_state(self.optimizers, self.scalers, self.ema)
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        load_optimizer_state(self.optimizers, self.scalers, state)
-        if self.ema is not None:
-            self.ema.load_state_dict(state["ema"])
+        load_training_state(self.optimizers, self.scalers, self.ema, state)

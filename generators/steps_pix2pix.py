@@ -26,7 +26,8 @@ from .data_aligned import PairTask
 from .distributed import no_sync
 from .losses import get_loss
 from .registry import GanPair
-from .steps import load_optimizer_state, optimizer_state, optimizer_step
+from .sampling import eval_mode
+from .steps import StepBase, load_optimizer_state, optimizer_state, optimizer_step
 
 PREVIEW_SIZE = 16  # training inputs kept for the sample grid
 
@@ -37,7 +38,7 @@ def trained_direction(config: dict) -> str:
     return config["direction"] if config["task"] == "pairs" else "AtoB"
 
 
-class Pix2PixStep:
+class Pix2PixStep(StepBase):
     """One Pix2Pix step on a batch (inputs, targets); see the module docstring.
 
     Returns ``loss_d``, ``loss_g`` (the whole G objective), its parts ``loss_g_gan`` and
@@ -46,11 +47,8 @@ class Pix2PixStep:
     """
 
     def __init__(self, pair: GanPair, device: torch.device, *, amp: bool = False):
+        super().__init__(pair, device, amp=amp)
         config = pair.config
-        self.pair = pair
-        self.device = device
-        self.channels_last = device.type == "cuda"
-        self.autocast = torch.autocast(device.type, dtype=torch.float16, enabled=amp)
         self.loss = get_loss(config["loss"])
         self.l1_weight = float(config["l1_weight"])
         self.optimizers = {
@@ -82,14 +80,8 @@ class Pix2PixStep:
 
     def preview(self) -> torch.Tensor:
         """G (eval mode) on the first training inputs seen (up to PREVIEW_SIZE)."""
-        generator = self.pair.generator
-        was_training = generator.training
-        generator.eval()
-        try:
-            with torch.inference_mode():
-                return generator(self.preview_inputs.to(self.device))
-        finally:
-            generator.train(was_training)
+        with eval_mode(self.pair.generator) as generator:
+            return generator(self.preview_inputs.to(self.device))
 
     def _update(self, name: str, loss: torch.Tensor) -> bool:
         return optimizer_step(self.optimizers[name], self.scalers[name], loss)
