@@ -13,6 +13,21 @@ BACKGROUND = (200, 40, 90)
 FOREGROUND = (250, 180, 30)
 TINY = {"resolution": 16, "ngf": 8, "ndf": 8, "nz": 16, "batch_size": 8}
 
+# `zoo train` options of the families after the first four, each at a size that trains a step
+# in a fraction of a second, reading a bundled corpus (biggan: classes from its tone field).
+FAMILY_RUNS = {
+    "pix2pix": ["--resolution", "32", "--batch-size", "4", "--set", "ngf=8", "--set", "ndf=8"],
+    "progan": ["--resolution", "16", "--batch-size", "4", "--set", "latent_dim=16",
+               "--set", "channel_base=128", "--set", "channel_max=16", "--set", "stage_steps=2",
+               "--set", "fade_steps=1"],
+    "biggan": ["--resolution", "16", "--batch-size", "8", "--set", "g_ch=16", "--set", "d_ch=16",
+               "--set", "shared_dim=16", "--set", "attention=8", "--class-key", "tone"],
+    "ddpm": ["--resolution", "16", "--batch-size", "8", "--set", "channels=8",
+             "--set", "channel_mults=[1, 2]", "--set", "num_res_blocks=1",
+             "--set", "attention_resolution=8", "--set", "timesteps=100",
+             "--set", "sampling_steps=4", "--set", "preview_steps=2"],
+}
+
 
 @pytest.fixture(scope="module", autouse=True)
 def one_thread():

@@ -11,6 +11,7 @@ import pytest
 from safetensors.numpy import load_file
 
 from conftest import kill_or_finish, kill_when, run_cli
+from generators_support import FAMILY_RUNS
 from forensics.bundled import write_bundled_corpus
 from forensics.detectors import load_detector
 from forensics.images import load_image
@@ -78,20 +79,6 @@ def test_zoo_train_killed_inside_checkpoint_saves_resumes_exactly(trained, tmp_p
     assert not pending.exists()
 
 
-# The other families, each at a size that trains a step in a fraction of a second, and how it
-# reads the bundled corpus (biggan: classes from the manifest's tone field).
-FAMILY_RUNS = {
-    "pix2pix": ["--resolution", "32", "--batch-size", "4", "--set", "ngf=8", "--set", "ndf=8"],
-    "progan": ["--resolution", "16", "--batch-size", "4", "--set", "latent_dim=16",
-               "--set", "channel_base=128", "--set", "channel_max=16", "--set", "stage_steps=2",
-               "--set", "fade_steps=1"],
-    "biggan": ["--resolution", "16", "--batch-size", "8", "--set", "g_ch=16", "--set", "d_ch=16",
-               "--set", "shared_dim=16", "--set", "attention=8", "--class-key", "tone"],
-    "ddpm": ["--resolution", "16", "--batch-size", "8", "--set", "channels=8",
-             "--set", "channel_mults=[1, 2]", "--set", "num_res_blocks=1",
-             "--set", "attention_resolution=8", "--set", "timesteps=100",
-             "--set", "sampling_steps=4", "--set", "preview_steps=2"],
-}
 FAMILY_STEPS = 8
 
 
