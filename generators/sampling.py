@@ -261,7 +261,7 @@ def _reconstruction_jobs(pair: GanPair, n: int | None,
 
 def _write_samples(out_dir: Path, jobs: list[_Job], produce: Producer, common: dict,
                    batch_size: int, progress: bool) -> list[dict]:
-    out_dir.mkdir(parents=True, exist_ok=True)
+    # Folders are made as images are written: a refusal in the first batch leaves nothing.
     for job in jobs:  # a run killed mid-write leaves its atomic-write temp file behind
         for stale in (out_dir / job.path).parent.glob(f".{Path(job.path).name}.*.tmp"):
             stale.unlink(missing_ok=True)

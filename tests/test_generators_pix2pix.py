@@ -202,6 +202,8 @@ def test_cli_trains_resumes_exactly_and_samples_a_corpus_from_sources(photos, tm
     fakes = tmp_path / "fakes"
     sample = ["zoo", "sample", str(tmp_path / "split"), "--out", str(fakes), "--source", folder,
               "--device", "cpu", "-q"]
+    assert cli([*sample, "--direction", "BtoA"]) == 2  # not the trained direction
+    assert not fakes.exists()  # the refusal leaves no folder behind
     assert cli(sample) == 0
     rows = [json.loads(line) for line in (fakes / "manifest.jsonl").read_text().splitlines()]
     assert sorted(row["source"] for row in rows) == sorted(str(p) for p in photos)
