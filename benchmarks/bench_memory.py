@@ -9,6 +9,10 @@ The detectors are fit quickly on bundled patches (as ``bench_scan.py`` does; con
 matter for memory), plus the shipped general detector, and an ensemble of two spectral members.
 The baseline row is the decode alone (``forensics.images.load_image`` in a fresh process).
 
+Linux keeps a process's peak RSS across ``exec`` from the process it was forked from, so the
+heavy preparation (fitting, writing the image) runs in a child of its own, and the measuring
+parent stays small (no torch, no numpy): every figure is the scan's own peak.
+
     python benchmarks/bench_memory.py [--side 7999] [--only spectral cnn ...]
 """
 
@@ -22,21 +26,19 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-
-from PIL import Image
-
-from bench_scan import _detector, _training_set, real_size_detectors
-from forensics.bundled import SOURCE_PHOTOS, write_bundled_corpus
-from forensics.corpus import discover_corpus
-from forensics.detectors import create_detector
-from forensics.images import load_image
-from forensics.perturb import resize
+from typing import Any
 
 DECODE_ONLY = "import sys; from forensics.images import load_image; load_image(sys.argv[1])"
 
 
 def write_large_images(folder: Path, side: int) -> dict[str, Path]:
     """A ``side`` x ``side`` photo (the largest bundled photo, enlarged), as PNG and JPEG."""
+    from PIL import Image
+
+    from forensics.bundled import SOURCE_PHOTOS
+    from forensics.images import load_image
+    from forensics.perturb import resize
+
     photo = max((load_image(p.path()) for p in SOURCE_PHOTOS),
                 key=lambda a: a.shape[0] * a.shape[1])
     scale = side / min(photo.shape[:2]) * 1.01
@@ -63,44 +65,60 @@ def measure(command: list[str]) -> dict[str, float]:
     return {"seconds": round(seconds, 1), "peak_rss_mb": round(usage.ru_maxrss / 1024)}
 
 
+def prepare(root: Path, side: int, only: list[str]) -> dict[str, Any]:
+    """Fit and save the detectors and write the large images under ``root`` (run in a child
+    process: see the module docstring); their paths by name."""
+    from bench_scan import _detector, _training_set, real_size_detectors
+    from forensics.bundled import write_bundled_corpus
+    from forensics.corpus import discover_corpus
+    from forensics.detectors import create_detector
+    from forensics.images import load_image
+
+    corpus = write_bundled_corpus(root / "c", size=64, count=200, seed=1)
+    sample = [load_image(it.path) for it in discover_corpus(corpus).items]
+    spectral = _detector(None, "spectral", sample)
+    cnn = _detector(None, "cnn", sample, epochs=1, steps_per_epoch=2, progress=False)
+    detectors = real_size_detectors(sample, spectral, cnn, "cpu")
+    train, val = _training_set(sample[:150]), _training_set(sample[150:])
+    detectors["ensemble (spectral fft + npr)"] = create_detector("ensemble").fit(
+        *train, val_images=val[0], val_labels=val[1])
+    bundles = {name: str(detector.save(root / "bundles" / name.split()[0]))
+               for name, detector in detectors.items()
+               if not only or name.split()[0] in only}
+    images = {fmt: str(path) for fmt, path in write_large_images(root / "images", side).items()}
+    return {"bundles": bundles, "images": images}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--side", type=int, default=7999, help="image side in pixels")
-    ap.add_argument("--only", nargs="+", default=(),
+    ap.add_argument("--only", nargs="+", default=[],
                     help="detector kinds to measure (spectral, cnn, oneclass, general, "
                          "ensemble); default all")
     ap.add_argument("--formats", nargs="+", default=("png", "jpeg"), choices=("png", "jpeg"))
+    ap.add_argument("--prepare", metavar="DIR", help=argparse.SUPPRESS)  # the child's job
     args = ap.parse_args()
+    if args.prepare:
+        plan = prepare(Path(args.prepare), args.side, args.only)
+        (Path(args.prepare) / "plan.json").write_text(json.dumps(plan))
+        return
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
-        root = Path(tmp)
-        corpus = write_bundled_corpus(root / "c", size=64, count=200, seed=1)
-        sample = [load_image(it.path) for it in discover_corpus(corpus).items]
-        spectral = _detector(None, "spectral", sample)
-        cnn = _detector(None, "cnn", sample, epochs=1, steps_per_epoch=2, progress=False)
-        detectors = real_size_detectors(sample, spectral, cnn, "cpu")
-        train, val = _training_set(sample[:150]), _training_set(sample[150:])
-        detectors["ensemble (spectral fft + npr)"] = create_detector("ensemble").fit(
-            *train, val_images=val[0], val_labels=val[1])
-        bundles = {}
-        for name, detector in detectors.items():
-            if args.only and name.split()[0] not in args.only:
-                continue
-            bundles[name] = detector.save(root / "bundles" / name.split()[0])
-        images = write_large_images(root / "images", args.side)
+        subprocess.run([sys.executable, __file__, "--prepare", tmp, "--side", str(args.side),
+                        *(["--only", *args.only] if args.only else [])], check=True)
+        plan = json.loads((Path(tmp) / "plan.json").read_text())
         for fmt in args.formats:
-            image = images[fmt]
-            base = measure([sys.executable, "-c", DECODE_ONLY, str(image)])
-            rows.append({"image": f"{fmt} {args.side}x{args.side}",
-                         "file_mb": round(image.stat().st_size / 2**20, 1),
-                         "detector": "decode only", **base})
+            image = Path(plan["images"][fmt])
+            label = {"image": f"{fmt} {args.side}x{args.side}",
+                     "file_mb": round(image.stat().st_size / 2**20, 1)}
+            rows.append({**label, "detector": "decode only",
+                         **measure([sys.executable, "-c", DECODE_ONLY, str(image)])})
             print(json.dumps(rows[-1]), flush=True)
-            for name, bundle in bundles.items():
+            for name, bundle in plan["bundles"].items():
                 scan = measure([sys.executable, "-m", "forensics.cli", "scan", str(image),
-                                "--detector", str(bundle), "--out", str(root / "out.csv"),
+                                "--detector", bundle, "--out", str(Path(tmp) / "out.csv"),
                                 "-q"])
-                rows.append({"image": rows[-1]["image"], "file_mb": rows[-1]["file_mb"],
-                             "detector": name, **scan})
+                rows.append({**label, "detector": name, **scan})
                 print(json.dumps(rows[-1]), flush=True)
     print(json.dumps({"cores": os.cpu_count(), "load_average_1min": os.getloadavg()[0],
                       "rows": rows}, indent=2))
