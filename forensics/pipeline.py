@@ -114,6 +114,26 @@ def _train_generators(cfg: DemoConfig, real: Corpus, out: Path, seed: int, devic
     return fake_dirs
 
 
+def _generator_health(runs: Path) -> list[dict[str, Any]]:
+    """Each zoo run's last diagnostics and whether it ended collapsed (its config.json's
+    ``extra.health``, written by the trainer's health watch)."""
+    from generators.checkpoint import read_checkpoint_config
+
+    rows = []
+    for name in GENERATORS:
+        health = read_checkpoint_config(runs / name)["extra"].get("health") or {}
+        last = health.get("last_diagnostics") or {}
+        rows.append({"generator": name,
+                     "diversity_ratio": round(last["diversity_ratio"], 3) if last else "-",
+                     "distinct_neighbours": round(last["nn_distinct_fraction"], 3)
+                     if last else "-",
+                     "status": ("collapsed" if health.get("collapsed") else "healthy")
+                     if last else "no diagnostics",
+                     "warnings": "; ".join(w["symptom"] for w in health.get("warnings", []))
+                     or "-"})
+    return rows
+
+
 def _plots(corpora: list[Corpus], out: Path, progress: bool) -> None:
     """Training curves and sample grids of every run, and the mean spectra of the test split."""
     plots = out / "plots"
@@ -225,7 +245,7 @@ def run_demo(out: str | os.PathLike = "runs/demo", *, quick: bool = False, seed:
     report = write_report(out / "robustness")
     _plots(corpora, out, progress)
     return {"evaluations": evaluations, "comparison": comparison, "leave_one_out": loo,
-            "robustness": str(report.html)}
+            "robustness": str(report.html), "generators": _generator_health(out / "runs")}
 
 
 def demo_summary(result: dict[str, Any], out: str | os.PathLike) -> str:
@@ -249,6 +269,11 @@ def demo_summary(result: dict[str, Any], out: str | os.PathLike) -> str:
               + ("; 'wild' is the folder given with --wild (seen by none)"
                  if any("wild AP" in row for row in comparison) else "") + ":",
               format_table(comparison, list(comparison[0])), ""]
+    generators = result["generators"]
+    lines += ["Generators at the end of training (diversity ratio and the share of distinct "
+              "real neighbours of 64 samples; collapsed under 0.7 or 0.5; warnings: what the "
+              "trainer flagged, see each run's config.json):",
+              format_table(generators, list(generators[0])), ""]
     lines += ["Leave one generator out (spectral detector; held-out generator's test split):",
               leave_one_out_table(result["leave_one_out"]), "",
               f"real corpus     {out / 'real'}",

@@ -15,6 +15,7 @@ so values from different steps compare. Two figures:
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -56,3 +57,74 @@ class CollapseProbe:
             "nn_distinct": distinct,
             "nn_distinct_fraction": distinct / min(len(fake), len(self.real_features)),
         }
+
+
+# Bars below which a run counts as collapsed (issue 15), and a runaway discriminator: D(x)
+# above RUNAWAY_REAL and D(G(z)) below RUNAWAY_FAKE for RUNAWAY_STEPS steps in a row.
+COLLAPSE_BARS = {"diversity_ratio": 0.7, "nn_distinct_fraction": 0.5}
+RUNAWAY_REAL, RUNAWAY_FAKE, RUNAWAY_STEPS = 0.9, 0.1, 50
+# Config keys that counter each symptom, in the order to try them (offered where a family
+# has them).
+REMEDIES = {
+    "collapse": ("diffaugment=color,translation,cutout", "r1_gamma=1", "ema_beta=0.999",
+                 "lr=1e-4"),
+    "runaway_d": ("diffaugment=color,translation,cutout", "r1_gamma=1", "lr_d=5e-5",
+                  "loss=hinge"),
+}
+
+
+class HealthWatch:
+    """Reads a run's stats rows as they come and names what goes wrong, once per symptom.
+
+    ``collapse``: the last diagnostics are under a bar of ``COLLAPSE_BARS``; ``runaway_d``: the
+    discriminator wins for ``RUNAWAY_STEPS`` steps (G's gradients vanish). Replaying the rows of
+    a resumed run gives the same state, so nothing needs saving besides the rows.
+    """
+
+    def __init__(self, config: dict):
+        self.config = config
+        self.warnings: list[dict] = []
+        self.last_diagnostics: dict[str, float] | None = None
+        self.runaway = 0
+
+    def observe(self, row: dict) -> list[str]:
+        """New warnings (messages) that ``row`` raises."""
+        found = []
+        if "diversity_ratio" in row:
+            self.last_diagnostics = {key: row[key] for key in COLLAPSE_BARS}
+            if self.collapsed:
+                low = ", ".join(f"{key} {row[key]:.2f} (bar {bar})"
+                                for key, bar in COLLAPSE_BARS.items() if row[key] < bar)
+                found.append(("collapse", f"mode collapse at step {row['step']}: {low}"))
+        if "d_real" in row and "d_fake" in row:
+            winning = row["d_real"] > RUNAWAY_REAL and row["d_fake"] < RUNAWAY_FAKE
+            self.runaway = self.runaway + 1 if winning else 0
+            if self.runaway == RUNAWAY_STEPS:
+                found.append(("runaway_d", f"the discriminator wins from step "
+                              f"{row['step'] - RUNAWAY_STEPS + 1} to {row['step']}: D(x) > "
+                              f"{RUNAWAY_REAL} and D(G(z)) < {RUNAWAY_FAKE} (G's gradients "
+                              "vanish)"))
+        messages = []
+        for symptom, text in found:
+            if any(w["symptom"] == symptom for w in self.warnings):
+                continue
+            message = f"{text}; {self.advice(symptom)}"
+            self.warnings.append({"step": row["step"], "symptom": symptom, "message": message})
+            messages.append(message)
+        return messages
+
+    @property
+    def collapsed(self) -> bool:
+        """Whether the last diagnostics are under a bar (False before any diagnostics)."""
+        last = self.last_diagnostics
+        return last is not None and any(last[key] < bar for key, bar in COLLAPSE_BARS.items())
+
+    def advice(self, symptom: str) -> str:
+        keys = [r for r in REMEDIES[symptom] if r.split("=")[0] in self.config]
+        return ("try " + " or ".join(f"--set {r}" for r in keys) if keys
+                else "try a lower lr or more data")
+
+    def summary(self) -> dict[str, Any]:
+        """What ``config.json`` records: the warnings so far and the last diagnostics."""
+        return {"collapsed": self.collapsed, "last_diagnostics": self.last_diagnostics,
+                "warnings": list(self.warnings)}

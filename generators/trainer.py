@@ -17,6 +17,11 @@ rank's RNG state and the data position):
 - ``curves.png``: losses; D(x) and D(G(z)) against the 0.5 line where D cannot tell; the
   diversity figures against 1.
 
+The run watches its own health (``generators.diagnostics.HealthWatch``): mode collapse (the
+diagnostics under their bars) or a runaway discriminator is logged once as a warning naming the
+symptom and the ``--set`` options to try, and ``config.json`` records it under
+``extra.health`` (``collapsed``, ``last_diagnostics``, ``warnings``), which ``zoo sample`` reads.
+
 ``--resume`` continues the run in place: weights, step state, RNG and data position come back,
 ``stats.jsonl`` keeps its rows up to the checkpoint's step, and on the CPU the weights after
 ``3 + 3`` steps equal those of 6 uninterrupted steps bit for bit.
@@ -61,6 +66,7 @@ from __future__ import annotations
 
 import io
 import json
+import logging
 import math
 import time
 import warnings
@@ -78,7 +84,7 @@ from .checkpoint import (has_checkpoint, load_checkpoint, load_train_state, read
                          recover_checkpoint, save_checkpoint)
 from .data import BatchStream, ImageFolderDataset, RandomCropDataset, labelled_dataset
 from .data_aligned import AlignedDataset, PairTask
-from .diagnostics import CollapseProbe
+from .diagnostics import CollapseProbe, HealthWatch
 from .distributed import (DistributedContext, broadcast_flag, gather_to_all, init_distributed,
                           mean_over_ranks, shutdown_distributed, unwrap, wrap)
 from .images import image_grid, save_png, tensor_to_uint8
@@ -95,6 +101,7 @@ SAMPLES_FILE = "samples.png"
 CURVES_FILE = "curves.png"
 GRID_SEEDS = range(64)
 PROBE_SIZE = 64
+log = logging.getLogger(__name__)
 NAN_PATIENCE = 20  # consecutive steps with a non-finite loss before training gives up
 LOSS_KEYS = ("loss_d", "loss_g", "loss")  # "loss": families without a discriminator
 
@@ -251,6 +258,9 @@ class _Trainer:
         self.stats: list[dict] = []
         if document:
             self._restore(document)
+        self.health = HealthWatch(self.pair.config)
+        for row in self.stats:  # a resumed run replays its rows (their warnings were said)
+            self.health.observe(row)
         self.last_checkpoint = self.start_step if document else None
         self.probe: CollapseProbe | None = None
         self.bad_steps = 0
@@ -300,6 +310,8 @@ class _Trainer:
                 self.stats.append(row)
                 if main:
                     append_jsonl(self.run_dir / STATS_FILE, [row], fsync=False)
+                    for message in self.health.observe(row):
+                        log.warning("training %s: %s", self.pair.name, message)
                 self._guard(step, row)
                 bar.update(1)
                 bar.set_postfix({key: f"{value:.3f}" for key, value in _losses(row).items()},
@@ -383,6 +395,7 @@ class _Trainer:
         model = self._sample_model()
         ema = None if model is None or any(model is net for net in self.pair.nets.values()) \
             else model
+        self.extra["health"] = self.health.summary()
         save_checkpoint(self.run_dir, self.pair, step, self.extra, ema=ema, train_state={
             "step": self.step_fn.state_dict(), "rng": rng, "data": self.stream.state_dict(),
             "world_size": self.context.world_size})

@@ -6,7 +6,8 @@ import pytest
 import torch
 from torch import nn
 
-from generators.diagnostics import CollapseProbe, mean_pairwise_distance, projection_features
+from generators.diagnostics import (RUNAWAY_STEPS, CollapseProbe, HealthWatch,
+                                   mean_pairwise_distance, projection_features)
 from generators.losses import get_loss, gradient_penalty, r1_penalty
 from generators.registry import create_generator, get_family
 from generators.sampling import generate
@@ -156,3 +157,65 @@ def test_projection_features_are_fixed_and_keep_distances():
     pooled = nn.functional.adaptive_avg_pool2d(images, 16).flatten(1)
     ratio = mean_pairwise_distance(a) / mean_pairwise_distance(pooled)
     assert 0.7 < ratio < 1.3  # a random projection keeps distances roughly
+
+
+# --- the trainer's health watch ---------------------------------------------------------------
+
+
+def test_a_generator_that_ignores_z_is_flagged_once_with_options_the_family_has():
+    torch.manual_seed(0)
+    real = torch.rand(64, 3, 16, 16) * 2 - 1
+    ignores_z = torch.rand(1, 3, 16, 16).expand(64, -1, -1, -1) * 2 - 1  # one image for every z
+    probe = CollapseProbe(real)
+    collapsed, varied = probe.measure(ignores_z), probe.measure(real.flip(0))
+    assert collapsed["diversity_ratio"] < 0.1 and collapsed["nn_distinct"] == 1
+    watch = HealthWatch(get_family("dcgan").default_config)
+    assert watch.observe({"step": 10, **varied}) == [] and not watch.collapsed
+    (message,) = watch.observe({"step": 20, **collapsed})
+    assert message.startswith("mode collapse at step 20: diversity_ratio 0.")
+    assert "--set diffaugment=color,translation,cutout" in message and "--set lr=1e-4" in message
+    assert watch.observe({"step": 30, **collapsed}) == []  # said once per run
+    assert watch.collapsed and watch.summary()["warnings"][0]["step"] == 20
+    assert not watch.observe({"step": 40, **varied}) and not watch.collapsed  # recovered
+    # CycleGAN has none of those keys: the advice falls back to what every family has.
+    other = HealthWatch(get_family("cyclegan").default_config)
+    assert "--set lr=1e-4" in other.observe({"step": 5, **collapsed})[0]
+
+
+def test_a_discriminator_that_wins_for_a_stretch_is_flagged_and_replay_agrees():
+    config = get_family("stylegan").default_config
+    rows = [{"step": s, "d_real": 0.95, "d_fake": 0.05 if s > 10 else 0.3}
+            for s in range(1, RUNAWAY_STEPS + 20)]
+    watch = HealthWatch(config)
+    said = [(row["step"], m) for row in rows for m in watch.observe(row)]
+    assert [step for step, _ in said] == [10 + RUNAWAY_STEPS]
+    assert "the discriminator wins from step 11" in said[0][1] and "--set r1_gamma=1" in said[0][1]
+    replay = HealthWatch(config)
+    for row in rows:
+        replay.observe(row)
+    assert replay.summary() == watch.summary()
+
+
+def test_training_records_its_health_and_zoo_sample_warns_about_a_collapsed_run(
+        tmp_path, capsys, caplog, monkeypatch):
+    from forensics.cli import main as cli
+    from generators import diagnostics
+    from generators.checkpoint import read_checkpoint_config
+    from generators_support import write_blob_images
+
+    # A bar no generator reaches: this 2-step run is flagged whatever it learned.
+    monkeypatch.setitem(diagnostics.COLLAPSE_BARS, "diversity_ratio", 1e9)
+    data = write_blob_images(tmp_path / "data", n=16, size=16)[0].parent
+    run = tmp_path / "run"
+    assert cli(["zoo", "train", "dcgan", "--data", str(data), "--out", str(run), "--steps", "2",
+                "--resolution", "16", "--batch-size", "8", "--set", "ngf=4", "--set", "ndf=4",
+                "--set", "nz=8", "--device", "cpu", "--diagnostics-every", "1", "-q"]) == 0
+    health = read_checkpoint_config(run)["extra"]["health"]
+    assert health["collapsed"] and set(health["last_diagnostics"]) == set(diagnostics.COLLAPSE_BARS)
+    assert [w["symptom"] for w in health["warnings"]] == ["collapse"]  # logged once, at step 1
+    assert [r.getMessage() for r in caplog.records if "mode collapse" in r.getMessage()] == [
+        f"training dcgan: {health['warnings'][0]['message']}"]
+    capsys.readouterr()
+    assert cli(["zoo", "sample", str(run), "--n", "2", "--out", str(tmp_path / "fakes"),
+                "--device", "cpu", "-q"]) == 0
+    assert f"warning: {run} ended collapsed (diversity_ratio " in capsys.readouterr().out

@@ -140,6 +140,13 @@ def cmd_zoo_sample(args: argparse.Namespace) -> int:
     except ValueError as exc:
         raise CliError(str(exc)) from None
     print(f"{len(rows)} images in {args.out} (manifest.jsonl)")
+    from generators.checkpoint import read_checkpoint_config
+
+    health = read_checkpoint_config(args.run)["extra"].get("health") or {}
+    if health.get("collapsed"):
+        last = ", ".join(f"{key} {value:.2f}" for key, value in health["last_diagnostics"].items())
+        print(f"  warning: {args.run} ended collapsed ({last}): these fakes repeat a few images; "
+              "its config.json lists what to try")
     return 0
 
 
