@@ -108,14 +108,28 @@ def split_batch(batch: Any) -> tuple[torch.Tensor, tuple[torch.Tensor, ...]]:
     return batch, ()
 
 
+def device_images(images: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """An image batch on ``device``, channels-last when that is CUDA (faster convolutions)."""
+    images = images.to(device, non_blocking=True)
+    return images.contiguous(memory_format=torch.channels_last) if device.type == "cuda" \
+        else images
+
+
+def extend_preview(kept: torch.Tensor, images: torch.Tensor, size: int) -> torch.Tensor:
+    """``kept`` (CPU, float) topped up to ``size`` from ``images``: the first training images
+    seen, the fixed batch of the sample grid."""
+    if len(kept) >= size:
+        return kept
+    return torch.cat([kept, images[:size - len(kept)].detach().float().cpu()])
+
+
 class StepBase:
-    """What every step sets first: its pair and device, channels-last on CUDA, and float16
-    autocast when ``amp`` (``self.autocast``, a reusable context)."""
+    """What every step sets first: its pair and device, and float16 autocast when ``amp``
+    (``self.autocast``, a reusable context)."""
 
     def __init__(self, pair: GanPair, device: torch.device, *, amp: bool = False):
         self.pair = pair
         self.device = device
-        self.channels_last = device.type == "cuda"
         self.autocast = torch.autocast(device.type, dtype=torch.float16, enabled=amp)
 
 
@@ -156,7 +170,6 @@ class AdversarialStep:
         self.pair = pair
         self.device = device
         self.amp = amp
-        self.channels_last = device.type == "cuda"
         self.loss = get_loss(config["loss"])
         self.gp_weight = float(config.get("gp_weight", 10.0))
         self.r1_gamma = float(config.get("r1_gamma", 0.0))
@@ -188,10 +201,8 @@ class AdversarialStep:
     def __call__(self, batch: Any) -> dict[str, float]:
         generator, discriminator = self.pair.generator, self.pair.discriminator
         real, condition = split_batch(batch)
-        real = real.to(self.device, non_blocking=True)
+        real = device_images(real, self.device)
         condition = tuple(c.to(self.device, non_blocking=True) for c in condition)
-        if self.channels_last:
-            real = real.contiguous(memory_format=torch.channels_last)
         z = torch.randn(real.shape[0], generator.z_dim, device=self.device)
         autocast = torch.autocast(self.device.type, dtype=torch.float16, enabled=self.amp)
 

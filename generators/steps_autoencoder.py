@@ -22,7 +22,8 @@ from .distributed import no_sync
 from .losses import get_loss
 from .registry import GanPair
 from .sampling import eval_mode
-from .steps import StepBase, load_optimizer_state, optimizer_state, optimizer_step
+from .steps import (StepBase, device_images, extend_preview, load_optimizer_state,
+                    optimizer_state, optimizer_step)
 
 PREVIEW_SIZE = 16  # real crops kept for the sample grid (shown reconstructed)
 SAMPLE_TILE = 1024  # sources larger than this go through in tiles (UpsamplerAutoencoder)
@@ -64,12 +65,8 @@ class AutoencoderStep(StepBase):
             return generator(self.preview_images.to(self.device))
 
     def __call__(self, batch: torch.Tensor) -> dict[str, float]:
-        real = batch.to(self.device, non_blocking=True)
-        if self.channels_last:
-            real = real.contiguous(memory_format=torch.channels_last)
-        if len(self.preview_images) < PREVIEW_SIZE:
-            kept = real[:PREVIEW_SIZE - len(self.preview_images)].detach().float().cpu()
-            self.preview_images = torch.cat([self.preview_images, kept])
+        real = device_images(batch, self.device)
+        self.preview_images = extend_preview(self.preview_images, real, PREVIEW_SIZE)
         discriminator = self.pair.nets.get("discriminator")
         stats: dict[str, torch.Tensor] = {}
         with self.autocast:

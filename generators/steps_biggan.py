@@ -22,7 +22,7 @@ import torch
 
 from .distributed import no_sync, unwrap
 from .registry import GanPair
-from .steps import AdversarialStep, split_batch
+from .steps import AdversarialStep, device_images, split_batch
 
 
 def orthogonal_penalty(weights: Sequence[torch.Tensor]) -> torch.Tensor:
@@ -65,10 +65,8 @@ class BigGANStep(AdversarialStep):
     def __call__(self, batch: Any) -> dict[str, float]:
         generator, discriminator = self.pair.generator, self.pair.discriminator
         real, (labels,) = split_batch(batch)
-        real = real.to(self.device, non_blocking=True)
+        real = device_images(real, self.device)
         labels = labels.to(self.device, non_blocking=True)
-        if self.channels_last:
-            real = real.contiguous(memory_format=torch.channels_last)
         autocast = torch.autocast(self.device.type, dtype=torch.float16, enabled=self.amp)
         parts = min(self.d_steps, len(real))
 

@@ -26,7 +26,8 @@ from .distributed import no_sync
 from .losses import get_loss
 from .registry import GanPair
 from .sampling import eval_mode
-from .steps import StepBase, load_optimizer_state, optimizer_state, optimizer_step
+from .steps import (StepBase, device_images, extend_preview, load_optimizer_state,
+                    optimizer_state, optimizer_step)
 
 PREVIEW_SIZE = 16  # real A images kept for the sample grid (translated to B)
 
@@ -136,14 +137,8 @@ class CycleGANStep(StepBase):
 
     def __call__(self, batch: tuple[torch.Tensor, torch.Tensor]) -> dict[str, float]:
         pair = self.pair
-        real_a, real_b = (images.to(self.device, non_blocking=True) for images in batch)
-        if self.channels_last:
-            real_a, real_b = (images.contiguous(memory_format=torch.channels_last)
-                              for images in (real_a, real_b))
-        if len(self.preview_images) < PREVIEW_SIZE:
-            self.preview_images = torch.cat([self.preview_images,
-                                             real_a[:PREVIEW_SIZE - len(self.preview_images)]
-                                             .detach().float().cpu()])
+        real_a, real_b = (device_images(images, self.device) for images in batch)
+        self.preview_images = extend_preview(self.preview_images, real_a, PREVIEW_SIZE)
         lr = self._set_lr()
 
         discriminators = (pair.D_A, pair.D_B)

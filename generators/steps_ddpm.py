@@ -20,8 +20,8 @@ from .diffusion import noise_prediction_loss
 from .distributed import unwrap
 from .registry import GanPair
 from .sampling import eval_mode, seed_latents
-from .steps import (ExponentialMovingAverage, StepBase, load_training_state, optimizer_step,
-                    training_state)
+from .steps import (ExponentialMovingAverage, StepBase, device_images, load_training_state,
+                    optimizer_step, training_state)
 
 PREVIEW_SEEDS = range(64)  # the seeds of the trainer's sample grid (trainer.GRID_SEEDS)
 
@@ -79,9 +79,7 @@ class DiffusionStep(StepBase):
 
     def __call__(self, batch: torch.Tensor) -> dict[str, float]:
         generator = self.pair.generator
-        x0 = batch.to(self.device, non_blocking=True)
-        if self.channels_last:
-            x0 = x0.contiguous(memory_format=torch.channels_last)
+        x0 = device_images(batch, self.device)
         schedule = unwrap(generator).schedule.alphas_cumprod
         with self.autocast:
             loss = noise_prediction_loss(generator, schedule, x0)

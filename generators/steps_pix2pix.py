@@ -27,7 +27,8 @@ from .distributed import no_sync
 from .losses import get_loss
 from .registry import GanPair
 from .sampling import eval_mode
-from .steps import StepBase, load_optimizer_state, optimizer_state, optimizer_step
+from .steps import (StepBase, device_images, extend_preview, load_optimizer_state,
+                    optimizer_state, optimizer_step)
 
 PREVIEW_SIZE = 16  # training inputs kept for the sample grid
 
@@ -88,14 +89,8 @@ class Pix2PixStep(StepBase):
 
     def __call__(self, batch: tuple[torch.Tensor, torch.Tensor]) -> dict[str, float]:
         generator, discriminator = self.pair.generator, self.pair.discriminator
-        inputs, targets = (images.to(self.device, non_blocking=True) for images in batch)
-        if self.channels_last:
-            inputs, targets = (images.contiguous(memory_format=torch.channels_last)
-                               for images in (inputs, targets))
-        if len(self.preview_inputs) < PREVIEW_SIZE:
-            self.preview_inputs = torch.cat([self.preview_inputs,
-                                             inputs[:PREVIEW_SIZE - len(self.preview_inputs)]
-                                             .detach().float().cpu()])
+        inputs, targets = (device_images(images, self.device) for images in batch)
+        self.preview_inputs = extend_preview(self.preview_inputs, inputs, PREVIEW_SIZE)
 
         with self.autocast:
             fake = generator(inputs)

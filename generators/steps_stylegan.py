@@ -32,7 +32,7 @@ from .augment import diff_augment
 from .distributed import no_sync, unwrap
 from .losses import get_loss, r1_penalty
 from .registry import GanPair
-from .steps import ExponentialMovingAverage, optimizer_step
+from .steps import ExponentialMovingAverage, device_images, optimizer_step
 
 PL_DECAY = 0.01  # update rate of the path-length target a
 
@@ -58,7 +58,6 @@ class StyleGANStep:
         config = pair.config
         self.pair = pair
         self.device = device
-        self.channels_last = device.type == "cuda"
         use_bf16 = amp and (device.type != "cuda" or torch.cuda.is_bf16_supported())
         self.autocast = (torch.autocast(device.type, dtype=torch.bfloat16) if use_bf16
                          else contextlib.nullcontext())
@@ -119,9 +118,7 @@ class StyleGANStep:
 
     def __call__(self, batch: torch.Tensor) -> dict[str, float]:
         generator, discriminator = self.pair.generator, self.pair.discriminator
-        real = batch.to(self.device, non_blocking=True)
-        if self.channels_last:
-            real = real.contiguous(memory_format=torch.channels_last)
+        real = device_images(batch, self.device)
         n = real.shape[0]
         extra: dict[str, torch.Tensor] = {}
 
