@@ -88,10 +88,12 @@ def recover_files(folder: str | os.PathLike) -> None:
     """Finish or discard a :func:`replace_files` that a crash interrupted in ``folder``.
 
     With the ``COMMIT`` marker every new file was complete, so the move into place is redone;
-    without it the old set was never touched and the staging folder is removed. Raises OSError
-    when the folder cannot be changed (read-only).
+    without it the old set was never touched and the staging folder is removed. Temp files that
+    a killed :func:`atomic_write_bytes` left go too. Raises OSError when the folder cannot be
+    changed (read-only).
     """
     folder = Path(folder)
+    remove_orphaned_temp_files(folder)
     stage = folder / STAGING_DIR
     if not stage.is_dir():
         return
@@ -101,6 +103,29 @@ def recover_files(folder: str | os.PathLike) -> None:
     else:
         shutil.rmtree(stage)
         fsync_dir(folder)
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's live process
+        return True
+    return True
+
+
+def remove_orphaned_temp_files(folder: str | os.PathLike) -> list[Path]:
+    """Delete the temp files of :func:`atomic_write_bytes` in ``folder`` whose writer is gone
+    (a process killed mid-write leaves its ``.<name>.<pid>.<hex>.tmp``); return them. Files of
+    live processes, this one included, are left alone."""
+    removed = []
+    for path in Path(folder).glob(".*.tmp"):
+        pid = path.name.rsplit(".", 3)[-3] if path.name.count(".") >= 4 else ""
+        if pid.isdigit() and int(pid) != os.getpid() and not _process_alive(int(pid)):
+            path.unlink(missing_ok=True)
+            removed.append(path)
+    return removed
 
 
 def _move_staged(folder: Path, last: str) -> None:

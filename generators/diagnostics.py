@@ -23,9 +23,15 @@ import torch.nn.functional as F
 POOLED_SIZE = 16
 
 
+def pool_for_probe(images: torch.Tensor) -> torch.Tensor:
+    """(N, C, H, W) images -> (N, C, 16, 16) float32 on the CPU: all the probe keeps of them
+    (pooling pooled images again changes nothing, so large reference sets can come in chunks)."""
+    return F.adaptive_avg_pool2d(images.detach().float().cpu(), POOLED_SIZE)
+
+
 def projection_features(images: torch.Tensor, dim: int = 128, seed: int = 0) -> torch.Tensor:
     """(N, C, H, W) images -> (N, dim) float32 features in a fixed random projection."""
-    pooled = F.adaptive_avg_pool2d(images.detach().float().cpu(), POOLED_SIZE).flatten(1)
+    pooled = pool_for_probe(images).flatten(1)
     projection = torch.randn(pooled.shape[1], dim,
                              generator=torch.Generator().manual_seed(seed)) / math.sqrt(dim)
     return pooled @ projection

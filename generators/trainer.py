@@ -84,7 +84,7 @@ from .checkpoint import (has_checkpoint, load_checkpoint, load_train_state, read
                          recover_checkpoint, save_checkpoint)
 from .data import BatchStream, ImageFolderDataset, RandomCropDataset, labelled_dataset
 from .data_aligned import AlignedDataset, PairTask
-from .diagnostics import CollapseProbe, HealthWatch
+from .diagnostics import CollapseProbe, HealthWatch, pool_for_probe
 from .distributed import (DistributedContext, broadcast_flag, gather_to_all, init_distributed,
                           mean_over_ranks, shutdown_distributed, unwrap, wrap)
 from .images import image_grid, save_png, tensor_to_uint8
@@ -100,7 +100,10 @@ STATS_FILE = "stats.jsonl"
 SAMPLES_FILE = "samples.png"
 CURVES_FILE = "curves.png"
 GRID_SEEDS = range(64)
-PROBE_SIZE = 64
+# The real images the 64 samples are compared with. 64 real patches of the bundled corpus
+# matched against 64 others have only 34-48% distinct nearest neighbours (hubness), under the
+# 50% collapse bar; against 512 they have 75-89%, so a faithful generator clears the bar.
+PROBE_SIZE = 512
 log = logging.getLogger(__name__)
 NAN_PATIENCE = 20  # consecutive steps with a non-finite loss before training gives up
 LOSS_KEYS = ("loss_d", "loss_g", "loss")  # "loss": families without a discriminator
@@ -381,10 +384,13 @@ class _Trainer:
             return {}
         if self.probe is None:
             order = torch.randperm(len(self.real_probe), generator=torch.Generator().manual_seed(0))
-            real = self.real_probe.batch(order[:PROBE_SIZE])
-            if isinstance(real, tuple):  # (images, labels), or (inputs, targets) when aligned
-                real = real[1] if self.pair.dataset == "aligned" else real[0]
-            self.probe = CollapseProbe(real)
+            pooled = []  # decoded 64 at a time and pooled as the probe would (bounded memory)
+            for chunk in order[:PROBE_SIZE].split(64):
+                real = self.real_probe.batch(chunk)
+                if isinstance(real, tuple):  # (images, labels), or (inputs, targets) if aligned
+                    real = real[1] if self.pair.dataset == "aligned" else real[0]
+                pooled.append(pool_for_probe(real))
+            self.probe = CollapseProbe(torch.cat(pooled))
         return self.probe.measure(fakes)
 
     def _checkpoint(self, step: int) -> None:

@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from generators.diagnostics import (RUNAWAY_STEPS, CollapseProbe, HealthWatch,
+from generators.diagnostics import (COLLAPSE_BARS, RUNAWAY_STEPS, CollapseProbe, HealthWatch,
                                    mean_pairwise_distance, projection_features)
 from generators.losses import get_loss, gradient_penalty, r1_penalty
 from generators.registry import create_generator, get_family
@@ -148,6 +148,24 @@ def test_collapse_diagnostic_separates_collapse_from_diversity():
     assert healthy["nn_distinct"] == 32 and healthy["nn_distinct_fraction"] == 1.0
     partial = probe.measure(torch.cat([real[:4]] * 8))  # four modes of 32
     assert partial["nn_distinct"] == 4 and partial["diversity_ratio"] < 1.0
+
+
+def test_held_out_real_patches_clear_the_collapse_bars_against_the_trainers_reference(tmp_path):
+    """The bars are reachable: 64 real patches of the bundled corpus, measured as the trainer
+    measures samples (against PROBE_SIZE other patches), count as healthy."""
+    from forensics.bundled import write_bundled_corpus
+    from forensics.corpus import discover_corpus
+    from generators.data import ImageFolderDataset
+    from generators.trainer import PROBE_SIZE
+
+    corpus = discover_corpus(write_bundled_corpus(tmp_path / "real", size=32, count=900, seed=0))
+    paths = [it.path for it in corpus.select(split="train")]
+    assert len(paths) >= PROBE_SIZE + 64
+    images = ImageFolderDataset(paths, 32).batch(torch.randperm(
+        len(paths), generator=torch.Generator().manual_seed(0))[:PROBE_SIZE + 64])
+    figures = CollapseProbe(images[64:]).measure(images[:64])
+    assert figures["diversity_ratio"] > 0.85 and figures["nn_distinct_fraction"] > 0.6
+    assert all(figures[key] >= bar for key, bar in COLLAPSE_BARS.items())
 
 
 def test_projection_features_are_fixed_and_keep_distances():

@@ -200,6 +200,18 @@ def test_torn_checkpoint_is_detected(blobs, tmp_path):
         load_train_state(run)
 
 
+def test_temp_files_of_a_killed_writer_go_at_the_next_save(tmp_path):
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True).stdout.strip()
+    (tmp_path / "run").mkdir()
+    orphan = tmp_path / "run" / f".samples.png.{dead}.0123abcd.tmp"  # kill -9 mid-write
+    live = tmp_path / "run" / f".curves.png.{os.getpid()}.0123abcd.tmp"  # a write under way
+    orphan.write_bytes(b"half a png")
+    live.write_bytes(b"half a png")
+    _save_ckpt(tmp_path / "run", 0, 1)
+    assert not orphan.exists() and live.exists()
+
+
 def _save_ckpt(run, seed: int, step: int) -> None:
     torch.manual_seed(seed)
     pair = create_generator("dcgan", resolution=16, ngf=4, ndf=4)
