@@ -244,10 +244,29 @@ def spectrum_chart_rows(comparison: Mapping[str, Any]) -> list[dict[str, Any]]:
         for label in ("real", "fake"):
             series[f"training {label} (mean ± std)"] = (reference[f"{label}_mean"],
                                                          reference[f"{label}_std"])
+    return band_rows(comparison["radius"], series)
+
+
+def band_rows(radius: Sequence[float], series: Mapping[str, tuple[Sequence[float],
+                                                                  Sequence[float]]]
+              ) -> list[dict[str, Any]]:
+    """Long-form chart rows (radius, series, mean, low, high) of curves with a +-std band."""
     return [{"radius": float(r), "series": name, "mean": float(m), "low": float(m - s),
              "high": float(m + s)}
             for name, (mean, std) in series.items()
-            for r, m, s in zip(comparison["radius"], mean, std)]
+            for r, m, s in zip(radius, mean, std)]
+
+
+def generator_spectrum_rows(spectra: Mapping[str, np.ndarray]) -> list[dict[str, Any]]:
+    """Chart rows of each group's mean azimuthal spectrum +-1 std, named "<group> (n=N)", from
+    ``forensics.spectra.spectra_by_generator``."""
+    from forensics.features.spectrum import spectrum_radius
+
+    if not spectra:
+        return []
+    radius = spectrum_radius(next(iter(spectra.values())).shape[1])
+    return band_rows(radius, {f"{name} (n={len(rows)})": (rows.mean(axis=0), rows.std(axis=0))
+                              for name, rows in spectra.items()})
 
 
 def has_cnn(detector: Detector) -> bool:

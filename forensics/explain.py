@@ -35,7 +35,7 @@ from forensics.features import (
     highpass_residual,
     log_power_spectrum,
 )
-from forensics.features.spectrum import MAX_RADIUS
+from forensics.features.spectrum import spectrum_radius
 from forensics.perturb import _luma_table, jpeg
 
 __all__ = [
@@ -105,7 +105,7 @@ def azimuthal_vs_reference(image: np.ndarray,
     n_bins = 64 if reference is None else len(reference["real_mean"])
     window = bool(getattr(source, "window", True))
     curve = azimuthal_spectrum(image, n_bins=n_bins, window=window).astype(np.float64)
-    return {"radius": (np.arange(n_bins) + 0.5) * MAX_RADIUS / n_bins, "image": curve,
+    return {"radius": spectrum_radius(n_bins), "image": curve,
             "reference": reference}
 
 

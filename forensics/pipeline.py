@@ -1,7 +1,9 @@
-"""The end-to-end demo: bundled photos -> four GANs -> fake corpora -> detectors -> evaluation.
+"""The end-to-end demo: bundled photos -> four GANs and a diffusion model -> fake corpora ->
+detectors -> evaluation.
 
 Detectors train on the reals and two "seen" generators (DCGAN, StyleGAN) and are evaluated on
-all four, so the table shows how they carry over to the unseen cGAN and CycleGAN; a
+all five, so the table shows how they carry over to the unseen cGAN, CycleGAN and DDPM
+(diffusion traces against GAN ones); a
 leave-one-generator-out table and a small robustness grid follow. Beside that ensemble of the
 zoo's own fakes, the general recipe (``forensics.general_recipe``) is trained at demo size, and
 both, with the shipped general detector, are scored on data each did not train on: the zoo's
@@ -28,22 +30,23 @@ from forensics.corpus import REAL, Corpus, discover_corpus
 from forensics.detectors import load_detector
 from forensics.evaluation import (ProtocolData, evaluate_corpora, evaluation_table,
                                   leave_one_out, leave_one_out_table)
-from forensics.features import azimuthal_spectra
 from forensics.metrics import format_table
 from forensics.plots import plot_mean_spectra
 from forensics.report import write_report
 from forensics.robustness import run_robustness
-from forensics.training import decode_items, train_detector
+from forensics.spectra import spectra_by_generator
+from forensics.training import train_detector
 
 log = logging.getLogger(__name__)
 
-GENERATORS = ("dcgan", "cgan", "stylegan", "cyclegan")
-SEEN = ("dcgan", "stylegan")  # detectors train on these; cgan and cyclegan stay unseen
+GENERATORS = ("dcgan", "cgan", "stylegan", "cyclegan", "ddpm")
+SEEN = ("dcgan", "stylegan")  # detectors train on these; cgan, cyclegan and ddpm stay unseen
 
 
 @dataclass(frozen=True)
 class DemoConfig:
-    """Sizes of the demo: patch size, corpus sizes, steps and overrides per generator."""
+    """Sizes of the demo: patch size, corpus sizes, steps and overrides per generator
+    (``fakes``: a generator's number of fakes where it differs from ``n_fake``)."""
 
     size: int
     n_real: int
@@ -53,6 +56,7 @@ class DemoConfig:
     cnn: dict[str, Any]
     robustness_limit: int | None
     general_scale: float
+    fakes: dict[str, int] = field(default_factory=dict)
     loo: dict[str, Any] = field(default_factory=lambda: {"features": "fft"})
 
 
@@ -108,7 +112,7 @@ def _train_generators(cfg: DemoConfig, real: Corpus, out: Path, seed: int, devic
         if fake.exists():
             shutil.rmtree(fake)  # a demo rerun starts its fake corpora afresh
         source = colour if name == "cyclegan" else None
-        sample_images(run, cfg.n_fake, fake, seed=seed + 1_000_000, device=device,
+        sample_images(run, cfg.fakes.get(name, cfg.n_fake), fake, seed=seed + 1_000_000, device=device,
                       progress=progress, source=source)
         fake_dirs[name] = fake
     return fake_dirs
@@ -142,16 +146,11 @@ def _plots(corpora: list[Corpus], out: Path, progress: bool) -> None:
         for png in ("curves.png", "samples.png"):
             if (out / "runs" / name / png).is_file():
                 shutil.copyfile(out / "runs" / name / png, plots / f"{name}_{png}")
-    items = [it for c in corpora for it in c.select(split="test")]
-    good, images, _ = decode_items(items, desc="spectra", progress=progress)
-    spectra = azimuthal_spectra(images)
-    groups = {"real (test)": spectra[[it.label == REAL for it in good]]}
-    for name in GENERATORS:
-        rows = spectra[[it.generator == name for it in good]]
-        if len(rows):
-            groups[f"{name} (test)"] = rows
-    plot_mean_spectra(groups, plots / "mean_spectrum.png",
-                      title="Held-out real vs generated patches: azimuthal log power spectrum")
+    groups = spectra_by_generator(corpora, split="test", progress=progress)
+    plot_mean_spectra({f"{name} (test)": rows for name, rows in groups.items()},
+                      plots / "mean_spectrum.png",
+                      title="Held-out real, GAN and diffusion patches: azimuthal log power "
+                            "spectrum")
 
 
 def _general_at_demo_size(cfg: DemoConfig, out: Path, seed: int, progress: bool) -> Path:

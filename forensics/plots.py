@@ -14,7 +14,7 @@ import matplotlib.pyplot as plt  # noqa: E402 - the backend must be chosen first
 import numpy as np  # noqa: E402
 
 from crashsafe import atomic_write_bytes  # noqa: E402
-from forensics.features.spectrum import MAX_RADIUS  # noqa: E402
+from forensics.features.spectrum import spectrum_radius  # noqa: E402
 
 
 def _save_figure(fig: plt.Figure, out_png: str | os.PathLike) -> Path:
@@ -35,7 +35,7 @@ def plot_mean_spectra(spectra: Mapping[str, np.ndarray], out_png: str | os.PathL
     fig, ax = plt.subplots(figsize=(7, 4.2), dpi=110)
     for name, rows in spectra.items():
         rows = np.asarray(rows, dtype=np.float64)
-        radius = (np.arange(rows.shape[1]) + 0.5) * MAX_RADIUS / rows.shape[1]
+        radius = spectrum_radius(rows.shape[1])
         mean, std = rows.mean(axis=0), rows.std(axis=0)
         line, = ax.plot(radius, mean, label=f"{name} (n={len(rows)})")
         ax.fill_between(radius, mean - std, mean + std, color=line.get_color(), alpha=0.2)

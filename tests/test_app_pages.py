@@ -182,6 +182,18 @@ def test_corpora_page_shows_counts_samples_and_runs(app):
     assert len(app.image) == 2  # samples.png and curves.png
 
 
+def test_corpora_page_charts_the_mean_spectrum_of_each_generator(app):
+    app.switch_page("pages/corpora.py").run()
+    app.radio(key="browse_kind").set_value("Spectra by generator").run()
+    assert not app.exception
+    assert app.multiselect(key="spectra_corpora").value == ["fake_nn", "real32"]
+    assert len(app.get("vega_lite_chart")) == 1
+    table = app.dataframe[0].value
+    assert list(table["generator"]) == ["real", "nn_upsample"] and table["images"].min() > 8
+    app.multiselect(key="spectra_corpora").set_value(["real32"]).run()
+    assert list(app.dataframe[0].value["generator"]) == ["real"]
+
+
 def test_corpora_page_leaves_a_checkpoint_save_in_progress_alone(app_root, monkeypatch,
                                                                   tmp_path):
     """A training beside the app stages its next checkpoint in .pending/: viewing the run

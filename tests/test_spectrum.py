@@ -101,3 +101,26 @@ def test_rejects_non_rgb_uint8(bad):
 def test_rejects_bad_n_bins():
     with pytest.raises(ValueError, match="n_bins"):
         azimuthal_spectrum(np.zeros((8, 8, 3), np.uint8), n_bins=0)
+
+
+def test_spectra_by_generator_groups_draws_and_skips_broken_files(tmp_path):
+    from forensics.corpus import discover_corpus
+    from forensics.images import save_png
+    from forensics.spectra import spectra_by_generator
+
+    rng, root = np.random.default_rng(0), tmp_path / "c"
+    for i in range(12):
+        save_png(rng.integers(0, 256, (32, 32, 3), dtype=np.uint8), root / "real" / f"{i}.png")
+        small = rng.integers(0, 256, (16, 16, 3), dtype=np.uint8)
+        save_png(small.repeat(2, 0).repeat(2, 1), root / "fake" / "nn" / f"{i}.png")
+    (root / "fake" / "nn" / "broken.png").write_bytes(b"not a png")
+    corpus = discover_corpus(root)
+    spectra = spectra_by_generator([corpus], n_bins=16)
+    assert list(spectra) == ["real", "nn"] and spectra["real"].shape == (12, 16)
+    assert len(spectra["nn"]) == 12  # the broken file is left out
+    # nearest-neighbour doubling moves energy away from the top band: the groups differ there
+    assert spectra["nn"][:, -4:].mean() < spectra["real"][:, -4:].mean()
+    drawn = spectra_by_generator([corpus], n_bins=16, per_group=5, seed=1)
+    assert {len(v) for v in drawn.values()} == {5}
+    assert np.array_equal(drawn["real"], spectra_by_generator([corpus], n_bins=16, per_group=5,
+                                                              seed=1)["real"])

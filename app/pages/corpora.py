@@ -88,6 +88,56 @@ def show_corpus(folder: Path) -> None:
                 column.image(pixels, caption=caption, width="stretch")
 
 
+@st.cache_data(show_spinner="Computing spectra…", max_entries=8)
+def group_spectra(folders: tuple[str, ...], stamps: tuple[float, ...],
+                  per_group: int) -> dict[str, np.ndarray]:
+    """Azimuthal spectra of up to ``per_group`` images per generator of the corpora."""
+    from forensics.spectra import spectra_by_generator
+
+    return spectra_by_generator([corpus(f, t) for f, t in zip(folders, stamps)],
+                                per_group=per_group)
+
+
+def show_spectra(root: Path) -> None:
+    """Mean azimuthal spectrum per generator (real, GANs, diffusion) over chosen corpora."""
+    import altair as alt
+
+    choices = C.find_folders(root, C.is_corpus)
+    if not choices:
+        st.info(f"No corpora found under `{root}`.")
+        return
+    ui.how_to_read(
+        "Each curve is a generator's mean log power spectrum over its images (± 1 std), "
+        "left coarse structure, right the finest detail (1.0 = Nyquist on an axis). GAN "
+        "upsampling **lifts the right end** and leaves bumps at fractions of the sampling "
+        "rate; compare each generator, GAN or diffusion, with the real band.")
+    left, right = st.columns([3, 1])
+    picked = left.multiselect("Corpora", choices, default=choices[:8], key="spectra_corpora")
+    per_group = right.number_input("Images per generator", 8, 2000, 64, step=8,
+                                   key="spectra_n")
+    if not picked:
+        return
+    folders = [C.resolve_under(root, c) for c in picked]
+    try:
+        spectra = group_spectra(tuple(map(str, folders)),
+                                tuple(C.folder_stamp(f) for f in folders), int(per_group))
+    except CorpusError as exc:
+        st.error(str(exc))
+        return
+    rows = pd.DataFrame(C.generator_spectrum_rows(spectra))
+    if rows.empty:
+        st.warning("None of the images in these corpora could be decoded.")
+        return
+    base = alt.Chart(rows).encode(x=alt.X("radius:Q", title="frequency / Nyquist"),
+                                  color=alt.Color("series:N", title="generator"))
+    chart = (base.mark_area(opacity=0.12).encode(y="low:Q", y2="high:Q")
+             + base.mark_line().encode(y=alt.Y("mean:Q", title="mean log power")))
+    st.altair_chart(chart.properties(height=360), width="stretch")
+    st.dataframe(pd.DataFrame({"generator": list(spectra),
+                               "images": [len(v) for v in spectra.values()]}),
+                 hide_index=True)
+
+
 def show_run(folder: Path) -> None:
     """Config, curves, sample grid and statistics of one generator training run."""
     from generators.checkpoint import CheckpointError, read_checkpoint_config
@@ -155,9 +205,11 @@ def show_evaluation(folder: Path) -> None:
 cfg = ui.config()
 st.title("Corpora, training runs and evaluations")
 st.caption(f"Only folders under `{cfg.root}` can be opened.")
-kind = st.radio("Browse", ["Corpora", "Training runs", "Evaluations"], horizontal=True,
-                key="browse_kind")
-if kind == "Training runs":
+kind = st.radio("Browse", ["Corpora", "Spectra by generator", "Training runs", "Evaluations"],
+                horizontal=True, key="browse_kind")
+if kind == "Spectra by generator":
+    show_spectra(cfg.root)
+elif kind == "Training runs":
     chosen = ui.pick_folder("training runs", cfg.root, C.is_training_run, key="run")
     if chosen is not None:
         show_run(chosen)

@@ -24,6 +24,12 @@ import scipy.sparse
 
 MAX_RADIUS = float(np.sqrt(2.0))  # the corner (Nyquist, Nyquist) of a spectrum normalised per axis
 
+
+def spectrum_radius(n_bins: int) -> np.ndarray:
+    """Bin centres of an ``n_bins`` azimuthal spectrum in frequency / Nyquist (1.41: corner)."""
+    return (np.arange(n_bins) + 0.5) * MAX_RADIUS / n_bins
+
+
 __all__ = [
     "CHANNELS",
     "check_rgb_image",
@@ -36,6 +42,7 @@ __all__ = [
     "azimuthal_spectrum",
     "azimuthal_spectra",
     "planes_azimuthal_spectra",
+    "spectrum_radius",
 ]
 
 # Which planes a feature is computed on: the luma, or each of R, G and B.
