@@ -24,6 +24,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+from tqdm.auto import tqdm
+
 from crashsafe import atomic_write_text
 from forensics.bundled import write_bundled_corpus
 from forensics.corpus import REAL, Corpus, discover_corpus
@@ -40,6 +43,7 @@ from forensics.training import train_detector
 log = logging.getLogger(__name__)
 
 GENERATORS = ("dcgan", "cgan", "stylegan", "cyclegan", "ddpm")
+QUALITY_BACKBONE = "tf_efficientnet_lite0"  # the offline ImageNet features of the FD
 SEEN = ("dcgan", "stylegan")  # detectors train on these; cgan, cyclegan and ddpm stay unseen
 
 
@@ -57,80 +61,123 @@ class DemoConfig:
     robustness_limit: int | None
     general_scale: float
     fakes: dict[str, int] = field(default_factory=dict)
+    quality_images: int = 256  # fakes (and reals) per generator for FD, KID and IS
     loo: dict[str, Any] = field(default_factory=lambda: {"features": "fft"})
 
 
+# A small DDPM for the demo: one block a level, 10 DDIM steps to sample (its preview too).
+DEMO_DDPM = {"channels": 32, "channel_mults": [1, 2, 2], "num_res_blocks": 1,
+             "attention_resolution": 8, "batch_size": 16, "lr": 5e-4, "sampling_steps": 10,
+             "preview_steps": 10}
 QUICK = DemoConfig(
     size=32, n_real=600, n_fake=300,
-    steps={"dcgan": 140, "cgan": 90, "stylegan": 20, "cyclegan": 25},
+    steps={"dcgan": 140, "cgan": 90, "stylegan": 20, "cyclegan": 25, "ddpm": 40},
     gan={"dcgan": {"ngf": 32, "ndf": 32, "batch_size": 64},
          "cgan": {"ngf": 32, "ndf": 32, "batch_size": 64},
-         "stylegan": {}, "cyclegan": {"total_steps": 25}},
+         "stylegan": {}, "cyclegan": {"total_steps": 25}, "ddpm": DEMO_DDPM},
     cnn={"epochs": 2, "steps_per_epoch": 15, "patience": 2},
-    robustness_limit=15, general_scale=0.04)
+    robustness_limit=15, general_scale=0.04, quality_images=128)
 FULL = DemoConfig(
     size=64, n_real=2000, n_fake=800,
-    steps={"dcgan": 300, "cgan": 220, "stylegan": 105, "cyclegan": 105},
+    steps={"dcgan": 300, "cgan": 220, "stylegan": 105, "cyclegan": 105, "ddpm": 200},
     gan={"dcgan": {"ngf": 32, "ndf": 32}, "cgan": {"ngf": 32, "ndf": 32},
-         "stylegan": {"batch_size": 16}, "cyclegan": {"total_steps": 105}},
+         "stylegan": {"batch_size": 16}, "cyclegan": {"total_steps": 105},
+         "ddpm": {**DEMO_DDPM, "channel_mults": [1, 2, 2, 2]}},
     cnn={"epochs": 5, "steps_per_epoch": 30},
-    robustness_limit=90, general_scale=0.12)
+    robustness_limit=90, general_scale=0.12, fakes={"ddpm": 400})
 
 
 def _write_json(path: Path, data: Any) -> None:
     atomic_write_text(path, json.dumps(data, indent=2) + "\n")
 
 
+@dataclass(frozen=True)
+class GeneratorData:
+    """What one demo generator trains on and samples from: ``data`` (paths, or (path, class)
+    pairs), domain B for CycleGAN, and the (path, split) sources it translates (or None)."""
+
+    data: list[Any]
+    data_b: list[Path] | None = None
+    source: list[tuple[Path, str]] | None = None
+
+
+def generator_data(name: str, real: Corpus) -> GeneratorData:
+    """The demo's data for generator ``name`` from a bundled real corpus: its train patches;
+    cGAN's classes are the tone of the source photo; CycleGAN maps colour to grey patches and
+    translates colour patches of every split, each into its source's split, so no translation
+    of a test photo lands in the detectors' training data."""
+    train = real.select(split="train", label=REAL)
+    if name == "cgan":
+        return GeneratorData([(it.path, it.meta["tone"]) for it in train])
+    if name == "cyclegan":
+        return GeneratorData([it.path for it in train if it.meta["tone"] == "colour"],
+                             [it.path for it in train if it.meta["tone"] == "grey"],
+                             [(it.path, it.split) for it in real.select(label=REAL)
+                              if it.meta["tone"] == "colour"])
+    return GeneratorData([it.path for it in train])
+
+
 def _train_generators(cfg: DemoConfig, real: Corpus, out: Path, seed: int, device: str,
                       progress: bool) -> dict[str, Path]:
-    """Train each generator on real train patches and sample it into ``out/fake_<name>``.
-
-    CycleGAN translates colour patches of every split, each into its source's split, so no
-    translation of a test photo lands in the detectors' training data.
-    """
+    """Train each generator on real train patches and sample it into ``out/fake_<name>``."""
     from generators.sampling import sample_images
     from generators.trainer import train_gan
 
-    train = real.select(split="train", label=REAL)
-    colour = [(it.path, it.split) for it in real.select(label=REAL)
-              if it.meta["tone"] == "colour"]
     fake_dirs = {}
     for name in GENERATORS:
-        run, fake = out / "runs" / name, out / f"fake_{name}"
-        overrides = {"resolution": cfg.size, **cfg.gan[name]}
-        data_b = None
-        if name == "cgan":  # classes: the tone of the source photo
-            data: list[Any] = [(it.path, it.meta["tone"]) for it in train]
-        elif name == "cyclegan":  # colour photos <-> grey photos
-            data = [it.path for it in train if it.meta["tone"] == "colour"]
-            data_b = [it.path for it in train if it.meta["tone"] == "grey"]
-        else:
-            data = [it.path for it in train]
+        run, fake, inputs = out / "runs" / name, out / f"fake_{name}", generator_data(name, real)
         log.info("training %s for %d steps", name, cfg.steps[name])
-        train_gan(name, data, run, data_b=data_b, steps=cfg.steps[name], seed=seed,
-                  device=device, config_overrides=overrides, progress=progress)
+        train_gan(name, inputs.data, run, data_b=inputs.data_b, steps=cfg.steps[name],
+                  seed=seed, device=device, progress=progress,
+                  config_overrides={"resolution": cfg.size, **cfg.gan[name]})
         if fake.exists():
             shutil.rmtree(fake)  # a demo rerun starts its fake corpora afresh
-        source = colour if name == "cyclegan" else None
-        sample_images(run, cfg.fakes.get(name, cfg.n_fake), fake, seed=seed + 1_000_000, device=device,
-                      progress=progress, source=source)
+        sample_images(run, cfg.fakes.get(name, cfg.n_fake), fake, seed=seed + 1_000_000,
+                      device=device, progress=progress, source=inputs.source)
         fake_dirs[name] = fake
     return fake_dirs
 
 
-def _generator_health(runs: Path) -> list[dict[str, Any]]:
+def _sample_quality(real: Corpus, fake_dirs: dict[str, Path], n: int, seed: int,
+                    progress: bool) -> dict[str, dict[str, float]]:
+    """FD, KID, precision/recall and IS (EfficientNet-Lite0 features) of up to ``n`` fakes
+    of each generator against up to ``n`` real training patches."""
+    from forensics.backbones import create_backbone
+    from generators.quality import FeatureSpace, sample_quality
+
+    space = FeatureSpace.from_timm(create_backbone(QUALITY_BACKBONE), QUALITY_BACKBONE)
+    rng = np.random.default_rng(seed)
+
+    def draw(paths: list[Path]) -> list[Path]:
+        return [paths[i] for i in sorted(rng.choice(len(paths), min(n, len(paths)),
+                                                    replace=False))]
+
+    reals = space.embed(draw([it.path for it in real.select(split="train", label=REAL)]))
+    figures = {}
+    for name, folder in tqdm(fake_dirs.items(), desc="sample quality", disable=not progress):
+        fakes = space.embed(draw([it.path for it in discover_corpus(folder).items]))
+        figures[name] = sample_quality(reals, fakes, QUALITY_BACKBONE)
+    return figures
+
+
+def _generator_health(runs: Path, quality: dict[str, dict[str, float]]
+                      ) -> list[dict[str, Any]]:
     """Each zoo run's last diagnostics and whether it ended collapsed (its config.json's
-    ``extra.health``, written by the trainer's health watch)."""
+    ``extra.health``, written by the trainer's health watch), with its sample quality."""
     from generators.checkpoint import read_checkpoint_config
 
     rows = []
     for name in GENERATORS:
         health = read_checkpoint_config(runs / name)["extra"].get("health") or {}
         last = health.get("last_diagnostics") or {}
+        figures = quality.get(name, {})
         rows.append({"generator": name,
                      "diversity_ratio": round(last["diversity_ratio"], 3) if last else "-",
                      "distinct_neighbours": round(last["nn_distinct_fraction"], 3)
                      if last else "-",
+                     "FD": round(figures[f"FD_{QUALITY_BACKBONE}"], 1) if figures else "-",
+                     "recall": round(figures[f"recall_{QUALITY_BACKBONE}"], 3)
+                     if figures else "-",
                      "status": ("collapsed" if health.get("collapsed") else "healthy")
                      if last else "no diagnostics",
                      "warnings": "; ".join(w["symptom"] for w in health.get("warnings", []))
@@ -201,6 +248,8 @@ def run_demo(out: str | os.PathLike = "runs/demo", *, quick: bool = False, seed:
                                                 seed=seed))
     log.info("2/7 training and sampling %s", ", ".join(GENERATORS))
     fake_dirs = _train_generators(cfg, real, out, seed, device, progress)
+    quality = _sample_quality(real, fake_dirs, cfg.quality_images, seed, progress)
+    _write_json(out / "sample_quality.json", quality)
     corpora = [real] + [discover_corpus(d) for d in fake_dirs.values()]
 
     log.info("3/7 training the ensemble (spectral + cnn) on reals + %s", ", ".join(SEEN))
@@ -244,7 +293,7 @@ def run_demo(out: str | os.PathLike = "runs/demo", *, quick: bool = False, seed:
     report = write_report(out / "robustness")
     _plots(corpora, out, progress)
     return {"evaluations": evaluations, "comparison": comparison, "leave_one_out": loo,
-            "robustness": str(report.html), "generators": _generator_health(out / "runs")}
+            "robustness": str(report.html), "generators": _generator_health(out / "runs", quality)}
 
 
 def demo_summary(result: dict[str, Any], out: str | os.PathLike) -> str:
@@ -270,7 +319,9 @@ def demo_summary(result: dict[str, Any], out: str | os.PathLike) -> str:
               format_table(comparison, list(comparison[0])), ""]
     generators = result["generators"]
     lines += ["Generators at the end of training (diversity ratio and the share of distinct "
-              "real neighbours of 64 samples; collapsed under 0.7 or 0.5; warnings: what the "
+              "real neighbours of 64 samples, collapsed under 0.7 or 0.5; FD and recall of "
+              "their fakes against real training patches in EfficientNet-Lite0 features, "
+              "lower FD is closer, all figures in sample_quality.json; warnings: what the "
               "trainer flagged, see each run's config.json):",
               format_table(generators, list(generators[0])), ""]
     lines += ["Leave one generator out (spectral detector; held-out generator's test split):",

@@ -27,6 +27,7 @@ torchvision's Inception-v3 (:func:`inception_feature_model`).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
@@ -201,6 +202,47 @@ def embed_images(paths: Sequence[str | Path], model: nn.Module, *, size: int,
             batches.append([part.flatten(1).double().cpu().numpy() for part in parts])
     arrays = tuple(np.concatenate(column) for column in zip(*batches))
     return arrays if isinstance(output, tuple) else arrays[0]
+
+
+@dataclass(frozen=True)
+class FeatureSpace:
+    """An ImageNet classifier as a feature space for the figures: ``model`` (a
+    :class:`PooledAndProbabilities`), the ``name`` that keys every figure, its input ``size``
+    and input normalisation."""
+
+    model: PooledAndProbabilities
+    name: str
+    size: int
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+
+    @classmethod
+    def from_timm(cls, backbone: nn.Module, name: str) -> "FeatureSpace":
+        """A timm classifier with ImageNet weights: its pooled features and its head (the
+        backbone's classifier is taken off it); size and normalisation from its config."""
+        head = backbone.get_classifier()
+        backbone.reset_classifier(0)  # the body now ends at the pooled features
+        cfg = backbone.pretrained_cfg
+        return cls(PooledAndProbabilities(backbone, head), name,
+                   int(cfg.get("input_size", (3, 224, 224))[-1]),
+                   tuple(cfg.get("mean", (0.5,) * 3)), tuple(cfg.get("std", (0.5,) * 3)))
+
+    def embed(self, paths: Sequence[str | Path], *, device: str | torch.device = "cpu",
+              batch_size: int = 32) -> tuple[np.ndarray, np.ndarray]:
+        """(pooled features, class probabilities) of the images at ``paths``."""
+        return embed_images(paths, self.model, size=self.size, mean=self.mean, std=self.std,
+                            device=device, batch_size=batch_size)
+
+
+def sample_quality(real: tuple[np.ndarray, np.ndarray], fake: tuple[np.ndarray, np.ndarray],
+                   name: str, *, is_splits: int = 10, kid_subset_size: int = 1000,
+                   k: int = 3) -> dict:
+    """FD, KID, precision/recall and the Inception Score of embedded reals and fakes (each
+    ``FeatureSpace.embed``'s pair); the IS uses up to ``is_splits`` parts of 2+ fakes."""
+    splits = max(1, min(is_splits, len(fake[1]) // 2))
+    score, spread = inception_score(fake[1], splits)
+    return {**quality_report(real[0], fake[0], name, kid_subset_size=kid_subset_size, k=k),
+            f"IS_{name}": score, f"IS_{name}_std": spread, "is_splits": splits}
 
 
 INCEPTION_SIZE = 299

@@ -47,9 +47,15 @@ def pytest_terminal_summary(terminalreporter):
         terminalreporter.write_line(f"kill -9 sent to {KILLS['sent']} forensics processes")
 
 
-def run_cli(*args: str, check: bool = True, timeout: float = 600) -> subprocess.CompletedProcess:
-    """Run the installed ``forensics`` console script and return its completed process."""
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+# For CLI processes that run side by side on the 2 cores, each on one thread.
+ONE_THREAD = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+
+
+def run_cli(*args: str, check: bool = True, timeout: float = 600,
+            env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    """Run the installed ``forensics`` console script (``env``: variables to add) and return
+    its completed process."""
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
     proc = subprocess.run([FORENSICS, *map(str, args)], capture_output=True, text=True,
                           timeout=timeout, env=env)
     if check and proc.returncode != 0:
@@ -83,11 +89,22 @@ def quick_demo(tmp_path_factory):
     return out, proc.stdout
 
 
-def kill_when(args, ready, *, timeout=120.0, poll=0.005) -> None:
+def start_cli(args, env: dict[str, str] | None = None, log: Path | None = None
+              ) -> subprocess.Popen:
+    """`forensics *args` started in the background; its stderr goes to ``log`` (or nowhere)."""
+    stderr = subprocess.DEVNULL if log is None else open(log, "w")
+    try:
+        return subprocess.Popen([FORENSICS, *map(str, args)], stdout=subprocess.DEVNULL,
+                                stderr=stderr, env={**os.environ, **(env or {})})
+    finally:
+        if log is not None:
+            stderr.close()
+
+
+def kill_when(args, ready, *, timeout=120.0, poll=0.005, env=None) -> None:
     """Start `forensics *args`, wait until ``ready()`` holds (checked every ``poll`` seconds),
     then SIGKILL it."""
-    proc = subprocess.Popen([FORENSICS, *map(str, args)], stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
+    proc = start_cli(args, env)
     try:
         deadline = time.monotonic() + timeout
         while not ready() and proc.poll() is None:

@@ -16,7 +16,7 @@ def test_quick_demo_beats_chance_and_writes_everything(quick_demo):
     result = json.loads((out / "evaluation.json").read_text())
     assert result["split"] == "test"
     rows = {row["generator"]: row for row in result["per_generator"]}
-    assert set(rows) == {"dcgan", "cgan", "stylegan", "cyclegan"}
+    assert set(rows) == {"dcgan", "cgan", "stylegan", "cyclegan", "ddpm"}
     for seen in ("dcgan", "stylegan"):  # the ensemble trained on these two
         assert rows[seen]["n_real"] >= 30 and rows[seen]["n_fake"] >= 30
         assert rows[seen]["ap"] > 0.9, rows[seen]
@@ -25,15 +25,22 @@ def test_quick_demo_beats_chance_and_writes_everything(quick_demo):
     assert set(result["members"]) == {"spectral", "cnn"}
     assert "Held-out AP" in log and "Leave one generator out" in log  # the tables are printed
     loo = json.loads((out / "leave_one_out.json").read_text())
-    assert len(loo["per_generator"]) == 4
+    assert len(loo["per_generator"]) == 5  # the diffusion model's row included
     for name in ("dcgan_curves.png", "stylegan_samples.png", "cyclegan_samples.png",
                  "mean_spectrum.png"):
         assert (out / "plots" / name).stat().st_size > 5000
     for kind, folder in (("ensemble", "detector"), ("spectral", "detector/members/spectral"),
                          ("cnn", "detector/members/cnn")):
         assert json.loads((out / folder / "detector.json").read_text())["kind"] == kind
-    for name in ("dcgan", "cgan", "stylegan", "cyclegan"):
+    for name in ("dcgan", "cgan", "stylegan", "cyclegan", "ddpm"):
         assert (out / "runs" / name / "weights.safetensors").is_file()
+    quality = json.loads((out / "sample_quality.json").read_text())
+    assert set(quality) == {"dcgan", "cgan", "stylegan", "cyclegan", "ddpm"}
+    assert all(q["FD_tf_efficientnet_lite0"] > 0 and q["IS_tf_efficientnet_lite0"] >= 1
+               for q in quality.values())
+    assert "ddpm" in log.split("Generators at the end of training")[1]
+    ddpm = [json.loads(l) for l in (out / "fake_ddpm" / "manifest.jsonl").read_text().splitlines()]
+    assert ddpm and all(r["generator"] == "ddpm" and r["sampler"] == "ddim" for r in ddpm)
     manifest = [json.loads(l) for l in (out / "fake_dcgan" / "manifest.jsonl").read_text().splitlines()]
     assert len(manifest) == 300 and len({r["seed"] for r in manifest}) == 300
     assert all(len(r["checkpoint_sha256"]) == 64 for r in manifest)
@@ -141,3 +148,24 @@ def test_zoo_gans_train_and_sample_at_128_px(tmp_path, family, small):
     run_cli("zoo", "sample", tmp_path / "run", "--n", "3", "--out", tmp_path / "fake", "-q")
     sizes = {Image.open(p).size for p in (tmp_path / "fake").glob("*.png")}
     assert sizes == {(128, 128)}
+
+
+def test_the_app_charts_the_demo_diffusion_spectrum_beside_the_gans(quick_demo, monkeypatch):
+    """After the demo, the app's 'Spectra by generator' view has a ddpm curve next to the GANs'."""
+    from streamlit.testing.v1 import AppTest
+
+    from app_support import APP_DIR, TIMEOUT
+    import components as C
+
+    out, _ = quick_demo
+    monkeypatch.setenv(C.ENV_ROOT, str(out))
+    monkeypatch.setenv(C.ENV_DETECTOR, str(out / "detector"))
+    at = AppTest.from_file(str(APP_DIR / "Home.py"), default_timeout=TIMEOUT).run()
+    at.switch_page("pages/corpora.py").run()
+    at.radio(key="browse_kind").set_value("Spectra by generator").run()
+    picked = [c for c in at.multiselect(key="spectra_corpora").options
+              if c == "real" or c.startswith("fake_")]
+    at.multiselect(key="spectra_corpora").set_value(picked).run()
+    assert not at.exception
+    groups = list(at.dataframe[0].value["generator"])
+    assert groups[0] == "real" and {"dcgan", "stylegan", "ddpm"} <= set(groups)

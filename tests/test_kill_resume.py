@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from safetensors.numpy import load_file
 
-from conftest import kill_or_finish, kill_when, run_cli
+from conftest import ONE_THREAD, kill_or_finish, kill_when, run_cli, start_cli
 from generators_support import FAMILY_RUNS
 from forensics.bundled import write_bundled_corpus
 from forensics.detectors import load_detector
@@ -88,11 +88,13 @@ def test_every_family_killed_then_resumed_equals_uninterrupted(trained, tmp_path
     args = ["zoo", "train", family, "--data", root / "corpus", "--steps", FAMILY_STEPS,
             "--checkpoint-every", "2", "--device", "cpu", "--diagnostics-every", "0", "-q",
             *FAMILY_RUNS[family]]
-    run_cli(*args, "--out", tmp_path / "whole", timeout=300)
+    # The uninterrupted run goes on beside the killed one, each on one of the two cores.
+    whole = start_cli([*args, "--out", tmp_path / "whole"], ONE_THREAD, tmp_path / "whole.log")
     run = tmp_path / "run"
-    kill_when([*args, "--out", run], lambda: checkpoint_step(run) >= 2)
+    kill_when([*args, "--out", run], lambda: checkpoint_step(run) >= 2, env=ONE_THREAD)
     assert 2 <= checkpoint_step(run) < FAMILY_STEPS
-    run_cli(*args, "--out", run, "--resume", timeout=300)
+    run_cli(*args, "--out", run, "--resume", timeout=300, env=ONE_THREAD)
+    assert whole.wait(timeout=300) == 0, (tmp_path / "whole.log").read_text()
     assert_same_run(run, tmp_path / "whole", FAMILY_STEPS)
 
 

@@ -164,46 +164,36 @@ def cmd_zoo_metrics(args: argparse.Namespace) -> int:
             raise CliError(f"--{side} {getattr(args, side)} holds {len(found)} images; the "
                            f"metrics need more than k={args.k}: give a folder with more images "
                            "or a smaller --k")
-    from forensics.backbones import (SCRATCH_BACKBONES, BackboneError, create_backbone,
-                                     normalisation)
-    from generators.quality import (INCEPTION_SIZE, PooledAndProbabilities, embed_images,
-                                    inception_feature_model, inception_score, quality_report)
+    from forensics.backbones import SCRATCH_BACKBONES, BackboneError, create_backbone
+    from generators.quality import (INCEPTION_SIZE, FeatureSpace, inception_feature_model,
+                                    sample_quality)
     from generators.runtime import resolve_device
 
     device = resolve_device(args.device)
 
-    # Inception Score splits: the paper's 10, fewer for small sets (2 images a part at least).
-    splits = max(1, min(args.is_splits, len(paths["fake"]) // 2))
-
-    def figures(model: PooledAndProbabilities, name: str, size: int, mean: Sequence[float],
-                std: Sequence[float]) -> dict:
-        (real, _), (fake, probabilities) = (
-            embed_images(paths[side], model, size=size, mean=mean, std=std, device=device,
-                         batch_size=args.batch_size) for side in ("real", "fake"))
-        score, spread = inception_score(probabilities, splits)
-        return {**quality_report(real, fake, name, kid_subset_size=args.kid_subset_size,
-                                 k=args.k),
-                f"IS_{name}": score, f"IS_{name}_std": spread, "is_splits": splits}
+    def figures(space: FeatureSpace) -> dict:
+        real, fake = (space.embed(paths[side], device=device, batch_size=args.batch_size)
+                      for side in ("real", "fake"))
+        return sample_quality(real, fake, space.name, is_splits=args.is_splits,
+                              kid_subset_size=args.kid_subset_size, k=args.k)
 
     if args.backbone in SCRATCH_BACKBONES:
         raise CliError(f"--backbone {args.backbone} has no ImageNet weights; the metrics need "
                        "an ImageNet model such as tf_efficientnet_lite0")
     try:
-        backbone = create_backbone(args.backbone)
+        space = FeatureSpace.from_timm(create_backbone(args.backbone), args.backbone)
     except BackboneError as exc:
         raise CliError(str(exc)) from None
-    head = backbone.get_classifier()
-    backbone.reset_classifier(0)  # the body now ends at the pooled features
-    size = int(backbone.pretrained_cfg.get("input_size", (3, 224, 224))[-1])
+    size = space.size
     report = {"real": str(args.real), "fake": str(args.fake), "backbone": args.backbone,
-              "input_size": size, **figures(PooledAndProbabilities(backbone, head),
-                                            args.backbone, size, *normalisation(backbone))}
+              "input_size": size, **figures(space)}
     if args.inception_weights:
         try:
             inception = inception_feature_model(args.inception_weights)
         except (OSError, ValueError) as exc:
             raise CliError(f"--inception-weights: {exc}") from None
-        report.update(figures(inception, "inception_v3", INCEPTION_SIZE, (0.5,) * 3, (0.5,) * 3))
+        report.update(figures(FeatureSpace(inception, "inception_v3", INCEPTION_SIZE,
+                                           (0.5,) * 3, (0.5,) * 3)))
     else:
         report["FD_inception_v3"] = report["IS_inception_v3"] = None
         report["note"] = ("Inception FID and IS unavailable: no local Inception-v3 weights "

@@ -127,7 +127,7 @@ class DCGANDiscriminator(nn.Module):
         features = self.features(images)
         logits = self.head(features).flatten()
         if self.embed is not None:
-            pooled = features.sum(dim=(2, 3))
+            pooled = features.mean(dim=(2, 3))
             logits = logits + (self.embed(require_labels(labels)) * pooled).sum(dim=1)
         return logits
 
