@@ -26,10 +26,10 @@ def class_root(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def trained(class_root, tmp_path_factory):
-    """100 steps on red and blue images, through the command line."""
+    """200 steps on red and blue images, through the command line."""
     run = tmp_path_factory.mktemp("cgan") / "run"
     assert cli(["zoo", "train", "cgan", "--data", str(class_root), "--out", str(run),
-                "--steps", "100", "--resolution", "16", "--batch-size", "16", "--set", "ngf=16",
+                "--steps", "200", "--resolution", "16", "--batch-size", "16", "--set", "ngf=16",
                 "--set", "ndf=16", "--set", "nz=16", "--device", "cpu", "-q"]) == 0
     return run
 
