@@ -29,7 +29,7 @@ from .sampling import eval_mode
 from .steps import (StepBase, device_images, extend_preview, load_optimizer_state,
                     optimizer_state, optimizer_step)
 
-PREVIEW_SIZE = 16  # real A images kept for the sample grid (translated to B)
+PREVIEW_SIZE = 64  # real A images kept for the grid and the diagnostics (translated to B)
 
 
 def linear_decay_factor(step: int, total_steps: int, decay_start: float) -> float:

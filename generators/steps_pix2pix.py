@@ -30,7 +30,7 @@ from .sampling import eval_mode
 from .steps import (StepBase, device_images, extend_preview, load_optimizer_state,
                     optimizer_state, optimizer_step)
 
-PREVIEW_SIZE = 16  # training inputs kept for the sample grid
+PREVIEW_SIZE = 64  # training inputs kept for the grid and the diagnostics (64 as elsewhere)
 
 
 def trained_direction(config: dict) -> str:
