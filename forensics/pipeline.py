@@ -324,7 +324,14 @@ def demo_summary(result: dict[str, Any], out: str | os.PathLike) -> str:
               "features, lower FD is closer, all figures in sample_quality.json; warnings: "
               "what the trainer flagged on the way, every GAN starts with near-identical "
               "samples, see each run's config.json):",
-              format_table(generators, list(generators[0])), ""]
+              format_table(generators, list(generators[0]))]
+    collapsed = [row["generator"] for row in generators if row["status"] == "collapsed"]
+    if collapsed:
+        lines.append(f"Collapsed at this demo's budget: {', '.join(collapsed)}. Their fakes "
+                     "still go to the detectors but repeat a few patterns; `python "
+                     "benchmarks/bench_zoo_quality.py` shows what longer runs reach (README, "
+                     "generator zoo).")
+    lines.append("")
     lines += ["Leave one generator out (spectral detector; held-out generator's test split):",
               leave_one_out_table(result["leave_one_out"]), "",
               f"real corpus     {out / 'real'}",

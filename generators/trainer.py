@@ -307,9 +307,11 @@ class _Trainer:
                 row = {"step": step, **dict(zip(stats, mean_over_ranks(list(stats.values()),
                                                                         self.device)))}
                 row["seconds"] = round(time.perf_counter() - tick, 6)
+                out_of_time = max_minutes is not None and broadcast_flag(
+                    time.monotonic() - started > 60 * max_minutes, self.device)
                 if main and diagnostics_every > 0 and (step % diagnostics_every == 0
-                                                       or step == self.steps):
-                    row.update(self._diagnose())
+                                                       or step == self.steps or out_of_time):
+                    row.update(self._diagnose())  # the last row of a run always has them
                 self.stats.append(row)
                 if main:
                     append_jsonl(self.run_dir / STATS_FILE, [row], fsync=False)
@@ -321,8 +323,6 @@ class _Trainer:
                                 refresh=False)
                 if main and sample_every > 0 and step % sample_every == 0:
                     self._save_grid(f"samples_{step:06d}.png")
-                out_of_time = max_minutes is not None and broadcast_flag(
-                    time.monotonic() - started > 60 * max_minutes, self.device)
                 if (checkpoint_every > 0 and step % checkpoint_every == 0) \
                         or step == self.steps or out_of_time:
                     self._checkpoint(step)

@@ -38,7 +38,12 @@ def test_quick_demo_beats_chance_and_writes_everything(quick_demo):
     assert set(quality) == {"dcgan", "cgan", "stylegan", "cyclegan", "ddpm"}
     assert all(q["FD_tf_efficientnet_lite0"] > 0 and q["IS_tf_efficientnet_lite0"] >= 1
                for q in quality.values())
-    assert "ddpm" in log.split("Generators at the end of training")[1]
+    table = log.split("Generators at the end of training")[1].split("Leave one generator out")[0]
+    assert "ddpm" in table
+    rows = [line.split() for line in table.splitlines()[3:]]  # after the text and the header
+    collapsed = [row[0] for row in rows if row and row[0] in quality and "collapsed" in row]
+    if collapsed:  # the demo says which generators did not get there at its budget
+        assert f"Collapsed at this demo's budget: {', '.join(collapsed)}." in table
     ddpm = [json.loads(l) for l in (out / "fake_ddpm" / "manifest.jsonl").read_text().splitlines()]
     assert ddpm and all(r["generator"] == "ddpm" and r["sampler"] == "ddim" for r in ddpm)
     manifest = [json.loads(l) for l in (out / "fake_dcgan" / "manifest.jsonl").read_text().splitlines()]
