@@ -271,14 +271,14 @@ def run_demo(out: str | os.PathLike = "runs/demo", *, quick: bool = False, seed:
     _write_json(out / "evaluation.json", {**evaluations["ensemble"],
                                           "members": {k: v for k, v in evaluations.items()
                                                       if k != "ensemble"}})
-    datasets = {"zoo GANs": (corpora, "test"),
+    datasets = {"zoo fakes": (corpora, "test"),
                 "simulated": ([discover_corpus(out / "general_work" / "pairs")], "test")}
     if wild is not None:
         datasets["wild"] = ([discover_corpus(wild)], "all")
     comparison = compare_detectors(
         {"ensemble": bundle, "general (demo size)": general,
          "general (shipped)": general_detector_path()},
-        datasets, known={("ensemble", "zoo GANs"): evaluations["ensemble"]}, progress=progress)
+        datasets, known={("ensemble", "zoo fakes"): evaluations["ensemble"]}, progress=progress)
     _write_json(out / "comparison.json", {"wild": None if wild is None else str(wild),
                                           "rows": comparison})
 
@@ -311,8 +311,9 @@ def demo_summary(result: dict[str, Any], out: str | os.PathLike) -> str:
             lines += [f"Member {name}:", evaluation_table(res), ""]
     comparison = result["comparison"]
     lines += ["Zoo-fakes ensemble vs general detectors, on data each did not train on (mean AP "
-              "over generators, pooled ROC-AUC): 'zoo GANs' is the test split above (the "
-              "ensemble saw DCGAN and StyleGAN); 'simulated' is the general recipe's held-out "
+              "over generators, pooled ROC-AUC): 'zoo fakes' is the test split above (four GANs "
+              "and a DDPM; the ensemble saw DCGAN and StyleGAN); 'simulated' is the general "
+              "recipe's held-out "
               "upsampling pairs (the general detectors saw these simulators, on other photos)"
               + ("; 'wild' is the folder given with --wild (seen by none)"
                  if any("wild AP" in row for row in comparison) else "") + ":",

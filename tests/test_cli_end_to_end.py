@@ -61,10 +61,12 @@ def test_quick_demo_sets_the_general_recipe_beside_the_zoo_ensemble(quick_demo):
     rows = {row["detector"]: row for row in comparison["rows"]}
     assert set(rows) == {"ensemble", "general (demo size)", "general (shipped)"}
     for row in rows.values():
-        assert set(row) == {"detector", "zoo GANs AP", "zoo GANs AUC", "simulated AP",
+        assert set(row) == {"detector", "zoo fakes AP", "zoo fakes AUC", "simulated AP",
                             "simulated AUC", "wild AP", "wild AUC"}
         assert all(0.0 <= v <= 1.0 for k, v in row.items() if k != "detector")
-    assert rows["ensemble"]["zoo GANs AP"] > 0.7  # its own generators' test split
+    # Each detector is strongest where it trained: the ensemble on the zoo's fakes (it saw
+    # two of the five generators), the general ones on the simulated pairs.
+    assert rows["ensemble"]["zoo fakes AP"] > rows["general (demo size)"]["zoo fakes AP"]
     assert rows["general (shipped)"]["simulated AP"] > 0.9  # held-out photos, known simulators
     general = json.loads((out / "general" / "detector.json").read_text())
     assert general["kind"] == "cnn"
