@@ -19,6 +19,7 @@ would leak the test photo into training).
 from __future__ import annotations
 
 import inspect
+import logging
 import os
 import re
 from contextlib import contextmanager
@@ -38,6 +39,9 @@ from .data import load_rgb, load_square_rgb
 from .images import save_png, tensor_to_uint8
 from .registry import GanPair, get_family
 from .runtime import resolve_device
+
+log = logging.getLogger(__name__)
+UNFINISHED_SUFFIX = "-unfinished"  # the generator name of a run sampled before it could finish
 
 MANIFEST_FILE = "manifest.jsonl"
 DIRECTIONS = ("AtoB", "BtoA")
@@ -117,9 +121,11 @@ def sample_images(run_dir: str | Path, n: int | None, out_dir: str | Path, *, se
     source's) + ``direction`` where they apply, and the fields of a sample model's
     ``provenance`` (ddpm: ``sampler``, ``sampling_steps``, ``eta``). Images whose row and PNG
     already exist are skipped, so rerunning after an interruption resumes without duplicating
-    rows. Raises ValueError if ``out_dir`` already holds one of these images from another
-    checkpoint, for options the family lacks, or for a run its step's ``unfinished`` hook says
-    cannot sample its final images yet (a progressive GAN not fully grown).
+    rows. A run that its step's ``unfinished`` hook says cannot draw its final images yet (a
+    progressive GAN not fully grown) is sampled as it is, with a warning, under generator
+    ``<name>-unfinished`` and the hook's reason in each row's ``unfinished``. Raises
+    ValueError if ``out_dir`` already holds one of these images from another checkpoint, or
+    for options the family lacks.
     """
     if (n is not None and n < 0) or batch_size < 1:
         raise ValueError(f"need n >= 0 and batch_size >= 1, got n={n}, batch_size={batch_size}; "
@@ -140,16 +146,19 @@ def sample_images(run_dir: str | Path, n: int | None, out_dir: str | Path, *, se
         if n is None:
             raise ValueError(f"generator {pair.name!r} draws from latents: give the number of "
                              "images to draw (--n)")
-        unfinished = getattr(family.resolve_step_class(), "unfinished", None)
-        reason = unfinished(pair.config, document["step"]) if unfinished is not None else None
-        if reason is not None:
-            raise ValueError(f"{run_dir}: {reason}")
         jobs, produce = _latent_jobs(pair, document, n, seed, class_name, truncation,
                                      torch_device)
     common = {"label": "fake", "generator": family.generator_label(pair.config),
               "checkpoint": str(run_dir),
               "checkpoint_sha256": checkpoint_sha256(run_dir),
               "resolution": document["config"]["resolution"]}
+    unfinished = getattr(family.resolve_step_class(), "unfinished", None)
+    reason = unfinished(pair.config, document["step"]) if unfinished is not None else None
+    if reason is not None:  # its own generator name, so evaluation never mixes it with the
+        common["generator"] += UNFINISHED_SUFFIX  # finished model's fakes
+        common["unfinished"] = reason
+        log.warning("%s: %s; sampled as it is, under generator %r", run_dir, reason,
+                    common["generator"])
     return _write_samples(Path(out_dir), jobs, produce, common, batch_size, progress)
 
 

@@ -59,7 +59,8 @@ Step contract (a family's ``register_generator(..., step_class=...)``; default
   (families that remake real images, e.g. the upsampler autoencoders).
 - optional ``@staticmethod unfinished(config, steps_done) -> str | None``: why a latent
   family's run cannot sample its final images yet (e.g. a progressive GAN not fully grown),
-  None when it can; ``sample_images`` refuses with that reason.
+  None when it can; ``sample_images`` warns with that reason and names the samples
+  ``<name>-unfinished``.
 """
 
 from __future__ import annotations

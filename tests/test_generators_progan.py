@@ -59,7 +59,7 @@ def test_schedule_fades_each_new_resolution_in_then_stays_at_the_last():
     assert abrupt.stage(3).alpha == 1.0 and abrupt.grown_at == 3
 
 
-def test_sampling_waits_for_a_fully_grown_generator():
+def test_a_generator_is_unfinished_until_fully_grown():
     config = create_generator("progan", **GROWING).config
     assert "8x8 px of 16x16" in ProGANStep.unfinished(config, 5)
     message = ProGANStep.unfinished(config, 6)  # update 5 faded 16x16 in at alpha 0.5
@@ -229,7 +229,7 @@ def settings(config: dict) -> list[str]:
 
 
 def test_cli_resumes_exactly_across_a_growth_step_and_samples_once_grown(tmp_path, blobs,
-                                                                          capsys):
+                                                                          caplog):
     def train(run, steps, *extra):
         return forensics_main(["zoo", "train", "progan", "--data", str(blobs), "--out",
                                str(run), "--steps", str(steps), "--device", "cpu", "--seed", "3",
@@ -246,19 +246,22 @@ def test_cli_resumes_exactly_across_a_growth_step_and_samples_once_grown(tmp_pat
         (4, 1), (4, 1), (8, 0.5), (8, 1), (8, 1), (16, 0.5)]
     assert (split / "samples.png").exists() and (split / "curves.png").exists()
 
+    early = tmp_path / "early"  # the 16x16 layers are still fading in: its own generator
+    assert forensics_main(["zoo", "sample", str(split), "--n", "3", "--out", str(early),
+                           "-q"]) == 0
+    rows = [json.loads(line) for line in (early / "manifest.jsonl").read_text().splitlines()]
+    assert {row["generator"] for row in rows} == {"progan-unfinished"}
+    assert all("fading in at alpha 0.50" in row["unfinished"] for row in rows)
+    assert "progan-unfinished" in caplog.text and "--steps 7" in caplog.text
+
     fakes = tmp_path / "fakes"
     sample = ["zoo", "sample", str(split), "--n", "5", "--out", str(fakes), "-q"]
-    capsys.readouterr()
-    assert forensics_main(sample) == 2  # the 16x16 layers are still fading in
-    assert "fading in at alpha 0.50" in capsys.readouterr().err
-    assert not fakes.exists()
-
     assert train(split, 7, "--resume") == 0
     assert forensics_main(sample) == 0
     rows = [json.loads(line) for line in (fakes / "manifest.jsonl").read_text().splitlines()]
     assert [row["seed"] for row in rows] == list(range(5))
     assert {(row["generator"], row["resolution"], row["label"]) for row in rows} == {
-        ("progan", 16, "fake")}
+        ("progan", 16, "fake")} and not any("unfinished" in row for row in rows)
     assert {row["checkpoint_sha256"] for row in rows} == {checkpoint_sha256(split)}
     image = np.asarray(Image.open(fakes / rows[0]["path"]))
     assert image.shape == (16, 16, 3)
