@@ -25,11 +25,11 @@ from pathlib import Path
 
 import numpy as np
 
-from forensics.backbones import create_backbone
 from forensics.bundled import write_bundled_corpus
 from forensics.corpus import discover_corpus
 from forensics.metrics import format_table
-from forensics.pipeline import FULL, GENERATORS, QUALITY_BACKBONE, generator_data
+from forensics.pipeline import (FULL, GENERATORS, QUALITY_BACKBONE, draw_paths,
+                                generator_data, quality_space)
 from generators.diagnostics import COLLAPSE_BARS
 from generators.quality import FeatureSpace, sample_quality
 from generators.sampling import sample_images
@@ -105,11 +105,9 @@ def main() -> int:
     if not (real_root / "manifest.jsonl").is_file():
         write_bundled_corpus(real_root, size=cfg.size, count=cfg.n_real, seed=args.seed)
     real = discover_corpus(real_root)
-    space = FeatureSpace.from_timm(create_backbone(QUALITY_BACKBONE), QUALITY_BACKBONE)
+    space = quality_space()
     train_paths = [it.path for it in real.select(split="train")]
-    picks = np.random.default_rng(args.seed).choice(
-        len(train_paths), min(args.n_eval, len(train_paths)), replace=False)
-    reals = space.embed([train_paths[i] for i in sorted(picks)])
+    reals = space.embed(draw_paths(train_paths, args.n_eval, np.random.default_rng(args.seed)))
     print(f"{cfg.size} px, {len(train_paths)} real train patches; {args.minutes:g} min a "
           f"family in {args.points} slices; {args.n_eval} fakes a measurement", flush=True)
 

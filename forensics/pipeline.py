@@ -138,24 +138,32 @@ def _train_generators(cfg: DemoConfig, real: Corpus, out: Path, seed: int, devic
     return fake_dirs
 
 
+def quality_space() -> Any:
+    """The feature space of the demo's FD, KID, precision/recall and IS: the offline
+    EfficientNet-Lite0 (a ``generators.quality.FeatureSpace``)."""
+    from forensics.backbones import create_backbone
+    from generators.quality import FeatureSpace
+
+    return FeatureSpace.from_timm(create_backbone(QUALITY_BACKBONE), QUALITY_BACKBONE)
+
+
+def draw_paths(paths: list[Path], n: int, rng: np.random.Generator) -> list[Path]:
+    """Up to ``n`` of ``paths`` without replacement, in their order."""
+    return [paths[i] for i in sorted(rng.choice(len(paths), min(n, len(paths)), replace=False))]
+
+
 def _sample_quality(real: Corpus, fake_dirs: dict[str, Path], n: int, seed: int,
                     progress: bool) -> dict[str, dict[str, float]]:
-    """FD, KID, precision/recall and IS (EfficientNet-Lite0 features) of up to ``n`` fakes
-    of each generator against up to ``n`` real training patches."""
-    from forensics.backbones import create_backbone
-    from generators.quality import FeatureSpace, sample_quality
+    """FD, KID, precision/recall and IS (:func:`quality_space`) of up to ``n`` fakes of each
+    generator against up to ``n`` real training patches."""
+    from generators.quality import sample_quality
 
-    space = FeatureSpace.from_timm(create_backbone(QUALITY_BACKBONE), QUALITY_BACKBONE)
-    rng = np.random.default_rng(seed)
-
-    def draw(paths: list[Path]) -> list[Path]:
-        return [paths[i] for i in sorted(rng.choice(len(paths), min(n, len(paths)),
-                                                    replace=False))]
-
-    reals = space.embed(draw([it.path for it in real.select(split="train", label=REAL)]))
+    space, rng = quality_space(), np.random.default_rng(seed)
+    reals = space.embed(draw_paths([it.path for it in real.select(split="train", label=REAL)],
+                                   n, rng))
     figures = {}
     for name, folder in tqdm(fake_dirs.items(), desc="sample quality", disable=not progress):
-        fakes = space.embed(draw([it.path for it in discover_corpus(folder).items]))
+        fakes = space.embed(draw_paths([it.path for it in discover_corpus(folder).items], n, rng))
         figures[name] = sample_quality(reals, fakes, QUALITY_BACKBONE)
     return figures
 
