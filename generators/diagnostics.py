@@ -72,8 +72,8 @@ RUNAWAY_REAL, RUNAWAY_FAKE, RUNAWAY_STEPS = 0.9, 0.1, 50
 # Config keys that counter each symptom, in the order to try them (offered where a family
 # has them).
 REMEDIES = {
-    "collapse": ("diffaugment=color,translation,cutout", "r1_gamma=1", "ema_beta=0.999",
-                 "lr=1e-4"),
+    "collapse": ("input_skip=true", "diffaugment=color,translation,cutout", "r1_gamma=1",
+                 "ema_beta=0.999", "lr=1e-4"),
     "runaway_d": ("diffaugment=color,translation,cutout", "r1_gamma=1", "lr_d=5e-5",
                   "loss=hinge"),
 }

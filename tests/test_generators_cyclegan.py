@@ -83,6 +83,21 @@ def test_invalid_config_values_are_rejected():
         create_generator("cyclegan", decay_start=2.0)
     with pytest.raises(ValueError, match="n_blocks"):
         create_generator("cyclegan", n_blocks=0)
+    with pytest.raises(ValueError, match="input_skip.*true or false"):
+        create_generator("cyclegan", input_skip="yes")
+
+
+def test_the_input_skip_restores_what_instance_norm_hides():
+    """The reference generator gives the same output for an input and a brighter, higher-contrast
+    copy of it (its first InstanceNorm removes both); with ``input_skip`` it starts as
+    tanh(input + the reference branch) and tells them apart."""
+    images = torch.rand(2, 3, 32, 32) * 0.5 - 0.5
+    brighter = images * 1.5 + 0.3
+    reference, skipped = tiny_pair().G_AB.eval(), tiny_pair(input_skip=True).G_AB.eval()
+    with torch.no_grad():
+        assert torch.allclose(reference(images), reference(brighter), atol=1e-3)
+        assert (skipped(images) - skipped(brighter)).abs().mean() > 0.1
+        assert torch.allclose(skipped(images), torch.tanh(skipped.net(images) + images))
 
 
 # --- image pool and schedule -----------------------------------------------------------------

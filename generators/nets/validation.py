@@ -16,6 +16,13 @@ def positive_int(family: str, config: dict, key: str) -> int:
     return value
 
 
+def boolean(family: str, config: dict, key: str) -> bool:
+    value = config[key]
+    if not isinstance(value, bool):
+        _fail(family, key, "true or false", value)
+    return value
+
+
 def number_in(family: str, config: dict, key: str, low: float, high: float | None = None,
               *, low_open: bool = False) -> float:
     """A number in [low, high] ((low, high] with ``low_open``; no upper bound for None)."""
