@@ -14,6 +14,7 @@ so values from different steps compare. Two figures:
 
 from __future__ import annotations
 
+import json
 import math
 from typing import Any
 
@@ -70,7 +71,7 @@ class CollapseProbe:
 COLLAPSE_BARS = {"diversity_ratio": 0.7, "nn_distinct_fraction": 0.5}
 RUNAWAY_REAL, RUNAWAY_FAKE, RUNAWAY_STEPS = 0.9, 0.1, 50
 # Config keys that counter each symptom, in the order to try them (offered where a family
-# has them).
+# has them and they are not already in effect).
 REMEDIES = {
     "collapse": ("input_skip=true", "diffaugment=color,translation,cutout", "r1_gamma=1",
                  "ema_beta=0.999", "lr=1e-4"),
@@ -125,8 +126,19 @@ class HealthWatch:
         last = self.last_diagnostics
         return last is not None and any(last[key] < bar for key, bar in COLLAPSE_BARS.items())
 
+    def _offers(self, remedy: str) -> bool:
+        """Whether the family has the remedy's key and it is not already set that way."""
+        key, value = remedy.split("=", 1)
+        if key not in self.config:
+            return False
+        try:
+            wanted = json.loads(value)
+        except ValueError:
+            wanted = value
+        return self.config[key] != wanted
+
     def advice(self, symptom: str) -> str:
-        keys = [r for r in REMEDIES[symptom] if r.split("=")[0] in self.config]
+        keys = [r for r in REMEDIES[symptom] if self._offers(r)]
         return ("try " + " or ".join(f"--set {r}" for r in keys) if keys
                 else "try a lower lr or more data")
 

@@ -199,6 +199,9 @@ def test_a_generator_that_ignores_z_is_flagged_once_with_options_the_family_has(
     other = HealthWatch(get_family("cyclegan").default_config)
     assert other.observe({"step": 5, **collapsed})[0].endswith(
         "try --set input_skip=true or --set lr=1e-4")
+    # A remedy already in effect is not offered again.
+    skipping = HealthWatch({**get_family("cyclegan").default_config, "input_skip": True})
+    assert skipping.observe({"step": 5, **collapsed})[0].endswith("try --set lr=1e-4")
 
 
 def test_a_discriminator_that_wins_for_a_stretch_is_flagged_and_replay_agrees():
