@@ -1,6 +1,4 @@
 """``python -m forensics`` runs the command line."""
-import sys
+from forensics.cli import run
 
-from forensics.cli import main
-
-sys.exit(main())
+run()

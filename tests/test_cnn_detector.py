@@ -11,7 +11,8 @@ from sklearn.metrics import average_precision_score
 
 from forensics.backbones import BackboneError
 from forensics.detectors import BundleError, create_detector, list_detectors, load_detector
-from forensics.detectors.cnn import CNNDetector, npr_residual, tile_boxes
+from forensics.detectors.cnn import CNNDetector, npr_residual
+from forensics.tiles import tile_boxes
 from forensics.features import npr_residual as npr_residual_numpy
 from forensics.images import load_image
 from bundle_support import rehash_bundle

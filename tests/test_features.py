@@ -1,5 +1,7 @@
 """DCT, residual and NPR features and the feature registry: shapes, batching, known signals."""
 
+import tracemalloc
+
 import numpy as np
 import pytest
 import scipy.fft
@@ -16,6 +18,8 @@ from forensics.features import (
     residual_spectra,
     tile_log_dct,
 )
+from forensics.features.spectrum import (TILED_ABOVE, feature_tiles, image_planes,
+                                         planes_azimuthal_spectra)
 from test_spectral_detector import real_image
 
 SHAPES = [(32, 32), (37, 53), (32, 32), (64, 40)]
@@ -128,3 +132,31 @@ def test_registry_combines_families(images):
 def test_registry_rejects_bad_names_and_params(name, params, message):
     with pytest.raises(ValueError, match=message):
         create_features(name, **params)
+
+
+def _peak_bytes(function) -> int:
+    tracemalloc.start()
+    try:
+        function()
+        return tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+
+def test_large_images_are_described_by_their_tiles_in_bounded_memory():
+    """Over TILED_ABOVE pixels, each spectral family gives the mean of its features on
+    FEATURE_TILE px tiles: within 0.15 of the whole image's curve (past its lowest
+    bin) while holding a tile's worth of memory, not the image's."""
+    large = real_image(np.random.default_rng(1), 2080, 2100)
+    assert large.shape[0] * large.shape[1] > TILED_ABOVE
+    tiles = [np.ascontiguousarray(large[box]) for box in feature_tiles(*large.shape[:2])]
+    assert len(tiles) == 9 and tiles[-1].shape == (1024, 1024, 3)
+    for extract in (azimuthal_spectra, residual_spectra, npr_spectra, dct_spectra):
+        np.testing.assert_allclose(extract([large])[0], extract(tiles).mean(axis=0),
+                                   rtol=1e-5, atol=1e-5)
+    whole = planes_azimuthal_spectra(image_planes(large[None]), 64, True)[0]
+    assert np.abs(azimuthal_spectra([large])[0] - whole)[1:].max() < 0.15
+    whole_peak = _peak_bytes(lambda: planes_azimuthal_spectra(image_planes(large[None]), 64,
+                                                              True))
+    tiled_peak = _peak_bytes(lambda: azimuthal_spectra([large]))
+    assert tiled_peak < whole_peak / 3, (tiled_peak, whole_peak)

@@ -55,8 +55,9 @@ from forensics.detectors.train_state import (TrainStateError, fingerprint_data,
 from forensics.fold_batchnorm import fold_batch_norms
 from forensics.perturb import AugmentDraw, apply_augment, draw_augment
 from forensics.runtime import keeps_freed_memory
+from forensics.tiles import Box, tile_boxes
 
-__all__ = ["CNNDetector", "npr_residual", "pool_logits", "tile_boxes"]
+__all__ = ["CNNDetector", "npr_residual", "pool_logits"]
 
 WEIGHTS_FILE = "weights.safetensors"
 CURVES_FILE = "training_curves.png"
@@ -83,9 +84,6 @@ _PROBE_SEED = 20240601
 # for a network that is not the one saved.
 _PROBE_TOLERANCE = 5e-2
 
-Box = tuple[slice, slice]
-
-
 def npr_residual(x: torch.Tensor) -> torch.Tensor:
     """Neighbouring-pixel residual x - NNup(NNdown(x)) of (..., H, W) tensors, any H and W.
 
@@ -96,24 +94,6 @@ def npr_residual(x: torch.Tensor) -> torch.Tensor:
     down = x[..., ::2, ::2]
     up = down.repeat_interleave(2, dim=-2).repeat_interleave(2, dim=-1)
     return x - up[..., :height, :width]
-
-
-def tile_boxes(height: int, width: int, tile: int) -> list[Box]:
-    """Tiles of at most ``tile`` px per side covering an image, in row-major order.
-
-    An image that fits is one box. Otherwise tiles sit on a grid of step ``tile``, the last
-    row and column moved back to end at the border, so every tile has the same shape and no
-    pixel is left out (the last ones overlap their neighbours).
-    """
-
-    def starts(side: int) -> list[int]:
-        if side <= tile:
-            return [0]
-        return sorted(set(range(0, side - tile, tile)) | {side - tile})
-
-    tile_h, tile_w = min(height, tile), min(width, tile)
-    return [(slice(top, top + tile_h), slice(left, left + tile_w))
-            for top in starts(height) for left in starts(width)]
 
 
 def pool_logits(logits: np.ndarray, pool: str = "mean", k: int = 1) -> float:

@@ -57,11 +57,13 @@ def tile_log_dct(planes: np.ndarray, tile: int = 32) -> np.ndarray:
 def dct_spectra(
     images: Sequence[np.ndarray], tile: int = 32, channels: str = "grey"
 ) -> np.ndarray:
-    """Tile-averaged log DCT spectra of RGB uint8 images: float32 (N, C * tile * tile)."""
+    """Tile-averaged log DCT spectra of RGB uint8 images: float32 (N, C * tile * tile) (images
+    over ``TILED_ABOVE`` pixels are read in ``FEATURE_TILE`` px pieces, averaged alike)."""
     tile = check_positive_int(tile, "tile")
     size = CHANNELS[check_channels(channels)] * tile * tile
     return map_by_shape(
         images,
         lambda stack: tile_log_dct(image_planes(stack, channels), tile).reshape(len(stack), size),
         size,
+        tiled=True,
     )

@@ -64,7 +64,8 @@ def npr_residual(planes: np.ndarray) -> np.ndarray:
 def _residual_spectra(
     images: Sequence[np.ndarray], residual, n_bins: int, window: bool, channels: str
 ) -> np.ndarray:
-    """Azimuthal log power spectra (N, C * n_bins) float32 of ``residual`` of each image."""
+    """Azimuthal log power spectra (N, C * n_bins) float32 of ``residual`` of each image (of
+    its tiles, averaged, for images over ``TILED_ABOVE`` pixels)."""
     n_bins = check_positive_int(n_bins, "n_bins")
     return map_by_shape(
         images,
@@ -72,6 +73,7 @@ def _residual_spectra(
             residual(image_planes(stack, channels)), n_bins, window
         ),
         CHANNELS[check_channels(channels)] * n_bins,
+        tiled=True,
     )
 
 

@@ -22,6 +22,8 @@ import numpy as np
 import scipy.fft
 import scipy.sparse
 
+from forensics.tiles import Box, tile_boxes
+
 MAX_RADIUS = float(np.sqrt(2.0))  # the corner (Nyquist, Nyquist) of a spectrum normalised per axis
 
 
@@ -57,6 +59,14 @@ _EPS = 1e-10
 # time: 1.4 ms each; in stacks of 32: 2.3 ms) and memory stays bounded for large batches.
 _CHUNK = 32
 _STACK_PIXELS = 1 << 18
+# Images of more than TILED_ABOVE pixels are described by the mean of their features on tiles of
+# FEATURE_TILE px (``map_by_shape(tiled=True)``), taken at offsets that are multiples of
+# TILE_ALIGN (the JPEG, NPR and DCT grids stay in phase): a 64 MP image's spectrum held 3.2 GB
+# at once, its tiles hold a few MB each. Smaller images, all that detectors train on here, are
+# described whole as before.
+FEATURE_TILE = 1024
+TILED_ABOVE = 4 * FEATURE_TILE**2
+TILE_ALIGN = 32
 
 
 def check_rgb_image(image: np.ndarray, label: str = "image") -> None:
@@ -119,12 +129,15 @@ def map_by_shape(
     extract: Callable[[np.ndarray], np.ndarray],
     n_features: int,
     chunk: int = _CHUNK,
+    tiled: bool = False,
 ) -> np.ndarray:
     """Apply a batched ``extract`` to images of any sizes; float32 (N, n_features) in input order.
 
     Images that share a shape are stacked, ``chunk`` at a time (fewer for large images, see
     ``_STACK_PIXELS``), into a uint8 (n, H, W, 3) array and passed to ``extract``, which
     returns (n, n_features); so every transform runs once per stack, never on resized pixels.
+    With ``tiled``, an image over ``TILED_ABOVE`` pixels gets the mean of ``extract`` over its
+    tiles (:func:`tile_mean`), for features that are averages over the image anyway.
     """
     by_shape: dict[tuple[int, int], list[int]] = {}
     for index, image in enumerate(images):
@@ -132,6 +145,10 @@ def map_by_shape(
         by_shape.setdefault(image.shape[:2], []).append(index)
     out = np.empty((len(images), n_features), dtype=np.float32)
     for (height, width), indices in by_shape.items():
+        if tiled and height * width > TILED_ABOVE:
+            for index in indices:
+                out[index] = tile_mean(images[index], extract)
+            continue
         step = max(1, min(chunk, _STACK_PIXELS // (height * width)))
         for start in range(0, len(indices), step):
             part = indices[start : start + step]
@@ -139,6 +156,30 @@ def map_by_shape(
             stack = images[part[0]][None] if len(part) == 1 else np.stack([images[i] for i in part])
             out[part] = extract(stack)
     return out
+
+
+def feature_tiles(height: int, width: int) -> list[Box]:
+    """The ``FEATURE_TILE`` px tiles a large image's features are averaged over: covering it
+    (the last row and column overlap their neighbours) at offsets that are multiples of
+    ``TILE_ALIGN``; up to ``TILE_ALIGN - 1`` px at the bottom and right edges are left out."""
+    return tile_boxes(height - height % TILE_ALIGN, width - width % TILE_ALIGN, FEATURE_TILE)
+
+
+def tile_mean(image: np.ndarray, extract: Callable[[np.ndarray], np.ndarray]) -> np.ndarray:
+    """The mean over :func:`feature_tiles` of ``extract`` (uint8 (1, h, w, 3) -> (1, D)) on each
+    tile of one RGB image: float32 (D,).
+
+    For the spectral features this is a Welch-style estimate (windowed tiles, averaged), taken
+    in the log domain: each tile's curve is the log power averaged over rings, as the whole
+    image's is, so the estimate keeps the level a detector trained on whole images expects
+    (averaging the power first would lift every bin by about 0.58, the log-periodogram's bias).
+    """
+    boxes = feature_tiles(*image.shape[:2])
+    total = None
+    for box in boxes:
+        row = extract(np.ascontiguousarray(image[box])[None])[0].astype(np.float64)
+        total = row if total is None else total + row
+    return (total / len(boxes)).astype(np.float32)
 
 
 def _periodic_hann(n: int) -> np.ndarray:
@@ -270,9 +311,9 @@ def azimuthal_spectrum(image: np.ndarray, n_bins: int = 64, window: bool = True)
     axis, lies in [k, k + 1) * sqrt(2) / n_bins; bin 0 holds the lowest frequencies, bins past
     n_bins / sqrt(2) the corners, where upsampling artifacts show. Any image size gives the
     same length; bins that no frequency falls in (tiny images) are interpolated, never NaN.
+    Images over ``TILED_ABOVE`` pixels get the mean curve of their tiles (:func:`tile_mean`).
     """
-    n_bins = check_positive_int(n_bins, "n_bins")
-    return _azimuthal_average(to_grey(image)[None], n_bins, window)[0]
+    return azimuthal_spectra([image], n_bins, window)[0]
 
 
 def azimuthal_spectra(
@@ -282,11 +323,13 @@ def azimuthal_spectra(
 
     With the default grey channel the result equals calling ``azimuthal_spectrum`` on each
     image, in the input order; ``channels="rgb"`` concatenates the R, G and B curves. Images
-    that share a shape are transformed together in one batched FFT.
+    that share a shape are transformed together in one batched FFT; images over
+    ``TILED_ABOVE`` pixels by tiles (:func:`tile_mean`).
     """
     n_bins = check_positive_int(n_bins, "n_bins")
     return map_by_shape(
         images,
         lambda stack: planes_azimuthal_spectra(image_planes(stack, channels), n_bins, window),
         CHANNELS[check_channels(channels)] * n_bins,
+        tiled=True,
     )
