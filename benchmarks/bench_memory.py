@@ -6,7 +6,8 @@ everything a user's scan holds: the interpreter, torch, the detector and the ima
 features or tiles. The image is the largest inside the default ``--max-pixels`` (7999 x 7999,
 about 64 MP), cut from an enlarged bundled photo and written as PNG and as JPEG (quality 90).
 The detectors are fit quickly on bundled patches (as ``bench_scan.py`` does; content does not
-matter for memory), plus the shipped general detector, and an ensemble of two spectral members.
+matter for memory), plus the shipped general detector, an ensemble of two spectral members
+and one of a spectral and a CNN member (as the demo trains).
 The baseline row is the decode alone (``forensics.images.load_image`` in a fresh process).
 
 Linux keeps a process's peak RSS across ``exec`` from the process it was forked from, so the
@@ -82,6 +83,11 @@ def prepare(root: Path, side: int, only: list[str]) -> dict[str, Any]:
     train, val = _training_set(sample[:150]), _training_set(sample[150:])
     detectors["ensemble (spectral fft + npr)"] = create_detector("ensemble").fit(
         *train, val_images=val[0], val_labels=val[1])
+    quick_cnn = {"name": "cnn", "kind": "cnn",
+                 "params": {"epochs": 1, "steps_per_epoch": 2, "progress": False}}
+    detectors["ensemble+cnn (spectral fft + Lite0, the demo's)"] = create_detector(
+        "ensemble", members=["spectral:fft", quick_cnn]).fit(
+        *train, val_images=val[0], val_labels=val[1])
     bundles = {name: str(detector.save(root / "bundles" / name.split()[0]))
                for name, detector in detectors.items()
                if not only or name.split()[0] in only}
@@ -94,7 +100,7 @@ def main() -> None:
     ap.add_argument("--side", type=int, default=7999, help="image side in pixels")
     ap.add_argument("--only", nargs="+", default=[],
                     help="detector kinds to measure (spectral, cnn, oneclass, general, "
-                         "ensemble); default all")
+                         "ensemble, ensemble+cnn); default all")
     ap.add_argument("--formats", nargs="+", default=("png", "jpeg"), choices=("png", "jpeg"))
     ap.add_argument("--prepare", metavar="DIR", help=argparse.SUPPRESS)  # the child's job
     args = ap.parse_args()
