@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import cv2
 import numpy as np
 import pandas as pd
 from PIL import ExifTags, Image
@@ -28,6 +29,7 @@ from forensics.cli import APP_ENV_DETECTOR as ENV_DETECTOR
 from forensics.cli import APP_ENV_MAX_BYTES as ENV_MAX_BYTES
 from forensics.cli import APP_ENV_MAX_PIXELS as ENV_MAX_PIXELS
 from forensics.cli import APP_ENV_ROOT as ENV_ROOT
+from forensics.cli import APP_ENV_SCORING_SLOTS as ENV_SCORING_SLOTS
 from forensics.corpus import MANIFEST_NAME
 from forensics.detectors.general import GENERAL_DIR
 from forensics.images import (DEFAULT_LIMITS, IMAGE_EXTENSIONS, ImageError, ImageLimits,
@@ -53,6 +55,7 @@ class AppConfig:
     detector: Path
     root: Path
     limits: ImageLimits = DEFAULT_LIMITS
+    scoring_slots: int = 1  # uploads scored at once, server-wide (app/scoring_queue.py)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] = os.environ) -> AppConfig:
@@ -63,7 +66,8 @@ class AppConfig:
             max_bytes=int(env.get(ENV_MAX_BYTES, DEFAULT_LIMITS.max_bytes)),
         )
         return cls(detector=Path(env.get(ENV_DETECTOR) or GENERAL_DIR),
-                   root=Path(env.get(ENV_ROOT, DEFAULT_ROOT)), limits=limits)
+                   root=Path(env.get(ENV_ROOT, DEFAULT_ROOT)), limits=limits,
+                   scoring_slots=max(1, int(env.get(ENV_SCORING_SLOTS, 1))))
 
 
 def resolve_under(root: str | os.PathLike, relative: str | os.PathLike) -> Path:
@@ -141,6 +145,31 @@ class ImageResult:
     height: int = 0
     error: str = ""
     advice: str = ""  # what to do about ``error``
+
+
+# Evidence sent to the browser: pictures at most DISPLAY_SIDE px a side (panels show them 420 px
+# wide), and pixel-level maps (noise residual, error levels) of larger images on their central
+# NATIVE_CROP px at native resolution, so a 40 MP upload's panels hold megabytes, not gigabytes.
+DISPLAY_SIDE = 1024
+NATIVE_CROP = 1024
+
+
+def display_copy(image: np.ndarray, side: int = DISPLAY_SIDE) -> np.ndarray:
+    """``image`` (H, W[, C]) shrunk by area averaging until neither side passes ``side``; the
+    array itself when it fits. For display only: scores and maps use the native pixels."""
+    height, width = image.shape[:2]
+    scale = side / max(height, width)
+    if scale >= 1:
+        return image
+    size = (max(1, round(width * scale)), max(1, round(height * scale)))
+    return cv2.resize(image, size, interpolation=cv2.INTER_AREA)
+
+
+def native_crop(image: np.ndarray, side: int = NATIVE_CROP) -> np.ndarray:
+    """The central ``side`` x ``side`` px of ``image`` (all of it when smaller), unresampled."""
+    height, width = image.shape[:2]
+    top, left = max(0, (height - side) // 2), max(0, (width - side) // 2)
+    return image[top:top + side, left:left + side]
 
 
 def sha256_hex(data: bytes) -> str:

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import streamlit as st
 
 import components
+from scoring_queue import ScoringQueue
 
 if TYPE_CHECKING:  # the detectors import sklearn and torch: loaded under detector()'s spinner
     from forensics.detectors import Detector
@@ -69,3 +71,25 @@ def pick_folder(label: str, root: Path, accept: Callable[[Path], bool],
     relative = st.selectbox(label.capitalize(), choices, key=key,
                             format_func=lambda c: c if c != "." else "(root)")
     return components.resolve_under(root, relative)
+
+
+@st.cache_resource(show_spinner=False)
+def _scoring_queue(slots: int) -> ScoringQueue:
+    """The one queue every session of this server shares."""
+    return ScoringQueue(slots)
+
+
+@contextmanager
+def scoring_turn(slots: int) -> Iterator[None]:
+    """Hold one of the server's ``slots`` scoring turns for the block; while waiting, tell the
+    user their place in the queue (a message, not a crash, when many upload at once)."""
+    notice = st.empty()
+
+    def report(position: int) -> None:
+        notice.info(f"Busy: other uploads are being scored. You are number {position} in the "
+                    "queue; your results follow as soon as it is your turn.",
+                    icon=":material/hourglass_top:")
+
+    with _scoring_queue(slots).turn(report):
+        notice.empty()
+        yield

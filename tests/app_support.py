@@ -17,6 +17,8 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -175,22 +177,29 @@ def wait_healthy(url: str, server: subprocess.Popen, timeout: float = 90) -> Non
     raise AssertionError(f"the app did not become healthy within {timeout} s")
 
 
-@pytest.fixture(scope="module")
-def served_app(tmp_path_factory):
-    """URL of `forensics app --detector B --port P --root R` running in the background."""
-    root, bundle = shared_app_root(tmp_path_factory.getbasetemp())
+@contextmanager
+def serving(*args: str) -> Iterator[tuple[str, subprocess.Popen]]:
+    """`forensics app ARGS --port P` in the background: its URL once healthy, and the server
+    process (`forensics app` becomes the Streamlit server, so its pid is the server's)."""
     port = free_port()
     forensics = Path(sys.executable).with_name("forensics")
-    server = subprocess.Popen(
-        [str(forensics), "app", "--detector", str(bundle), "--port", str(port), "--root",
-         str(root)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    server = subprocess.Popen([str(forensics), "app", *args, "--port", str(port)],
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     url = f"http://127.0.0.1:{port}"
     try:
         wait_healthy(url, server)
-        yield url
+        yield url, server
     finally:
         server.terminate()
         try:
             server.wait(timeout=10)
         except subprocess.TimeoutExpired:
             server.kill()
+
+
+@pytest.fixture(scope="module")
+def served_app(tmp_path_factory):
+    """URL of `forensics app --detector B --port P --root R` running in the background."""
+    root, bundle = shared_app_root(tmp_path_factory.getbasetemp())
+    with serving("--detector", str(bundle), "--root", str(root)) as (url, _):
+        yield url

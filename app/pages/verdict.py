@@ -7,6 +7,7 @@ The verdict words come from ``forensics.verdict``, the policy `forensics scan` a
 
 from __future__ import annotations
 
+import contextlib
 from typing import TYPE_CHECKING
 
 import altair as alt
@@ -17,6 +18,7 @@ import streamlit as st
 import components as C
 import ui
 from forensics import verdict as V
+from forensics.features.spectrum import FEATURE_TILE, TILED_ABOVE
 from forensics.images import ImageLimits
 
 if TYPE_CHECKING:
@@ -41,16 +43,16 @@ def score(sha256: str, key: str, name: str, _detector: Detector, _data: bytes,
     return C.score_upload(_detector, name, _data, _limits)
 
 
-@st.cache_data(show_spinner=False, max_entries=64)
+@st.cache_data(show_spinner=False, max_entries=4)  # 40 MP: 120 MB each
 def decoded(sha256: str, _data: bytes, _limits: ImageLimits) -> np.ndarray:
-    """The decoded pixels of an upload, cached by content hash."""
+    """The decoded pixels of an upload, cached by content hash (the few being inspected)."""
     return C.decode_upload(sha256, _data, _limits)
 
 
 @st.cache_data(show_spinner=False, max_entries=64)
 def spectrum_2d(sha256: str, _image: np.ndarray) -> np.ndarray:
-    """``explain.spectrum_2d``, cached by content hash."""
-    return explain.spectrum_2d(_image)
+    """``explain.spectrum_2d`` for display, cached by content hash."""
+    return C.display_copy(explain.spectrum_2d(_image))
 
 
 @st.cache_data(show_spinner=False, max_entries=64)
@@ -61,20 +63,22 @@ def azimuthal(sha256: str, key: str, _image: np.ndarray, _detector: Detector) ->
 
 @st.cache_data(show_spinner=False, max_entries=64)
 def noise_residual(sha256: str, _image: np.ndarray) -> np.ndarray:
-    """``explain.noise_residual``, cached by content hash."""
-    return explain.noise_residual(_image)
+    """``explain.noise_residual`` of the central crop (``C.native_crop``), cached by hash."""
+    return explain.noise_residual(C.native_crop(_image))
 
 
 @st.cache_data(show_spinner=False, max_entries=256)
 def error_levels(sha256: str, quality: int, _image: np.ndarray) -> np.ndarray:
-    """``explain.error_level_analysis`` at one JPEG quality, cached by hash and quality."""
-    return explain.error_level_analysis(_image, quality)
+    """``explain.error_level_analysis`` of the central crop at one JPEG quality, cached by
+    hash and quality."""
+    return explain.error_level_analysis(C.native_crop(_image), quality)
 
 
 @st.cache_data(show_spinner=False, max_entries=64)
 def gradcam(sha256: str, key: str, _detector: Detector, _image: np.ndarray) -> np.ndarray:
-    """``explain.gradcam`` of the detector's CNN, cached by content hash and detector version."""
-    return explain.gradcam(_detector, _image)
+    """``explain.gradcam`` of the detector's CNN over the whole image, for display, cached by
+    content hash and detector version."""
+    return C.display_copy(explain.gradcam(_detector, _image))
 
 
 def badge(call: str) -> str:
@@ -109,7 +113,9 @@ def render_spectra(tab_2d, tab_az, image: np.ndarray, sha: str, detector: Detect
             "The log power spectrum of the grey image, low frequencies in the centre. Camera "
             "photos fade smoothly outwards. GAN upsampling leaves **bright dots or grids** at "
             "regular positions (half and quarter of the sampling rate) and lifted corners.")
-        st.image(spectrum_2d(sha, image), caption="log |FFT|², centred", width=420)
+        tiled = image.shape[0] * image.shape[1] > TILED_ABOVE
+        st.image(spectrum_2d(sha, image), width=420, caption="log |FFT|², centred" + (
+            f", the mean over {FEATURE_TILE} px tiles (as the spectral features)" if tiled else ""))
     with tab_az:
         ui.how_to_read(
             "The spectrum averaged over rings: left is coarse structure, right is the finest "
@@ -131,6 +137,16 @@ def render_spectra(tab_2d, tab_az, image: np.ndarray, sha: str, detector: Detect
             st.caption("This detector keeps no reference spectra, so only the image is shown.")
 
 
+def crop_caption(image: np.ndarray) -> str | None:
+    """Says when a pixel-level map shows only the central crop of a larger image."""
+    height, width = image.shape[:2]
+    if max(height, width) <= C.NATIVE_CROP:
+        return None
+    crop = C.native_crop(image)
+    return (f"the central {crop.shape[1]}×{crop.shape[0]} px at native resolution (of "
+            f"{width}×{height}): maps of every pixel of a large image would not fit the page")
+
+
 def render_residuals(tab_noise, tab_ela, tab_cam, image: np.ndarray, sha: str,
                      detector: Detector, key: str) -> None:
     """Noise residual, error levels and Grad-CAM panels."""
@@ -139,14 +155,14 @@ def render_residuals(tab_noise, tab_ela, tab_cam, image: np.ndarray, sha: str,
             "What is left once each pixel is predicted from its neighbours: sensor noise and "
             "generator texture. Camera noise is fine and even; generated images often show "
             "**repeating patterns, checkerboards or smooth patches** without noise.")
-        st.image(noise_residual(sha, image), width=420)
+        st.image(noise_residual(sha, image), width=420, caption=crop_caption(image))
     with tab_ela:
         ui.how_to_read(
             "The difference after re-saving as JPEG at the chosen quality (amplified). Regions "
             "edited or pasted after the last save **stand out brighter**; a uniform map says "
             "nothing either way. Never-compressed PNGs (as generators write) look busy all over.")
         quality = st.columns([1, 2])[0].slider("JPEG quality", 50, 100, 90, key="ela_quality")
-        st.image(error_levels(sha, quality, image), width=420)
+        st.image(error_levels(sha, quality, image), width=420, caption=crop_caption(image))
     with tab_cam:
         ui.how_to_read(
             "Where the CNN looked for its verdict: warm areas pushed the score towards the "
@@ -161,8 +177,8 @@ def render_residuals(tab_noise, tab_ela, tab_cam, image: np.ndarray, sha: str,
             return
         opacity = st.columns([1, 2])[0].slider("Overlay opacity", 0.0, 1.0, 0.5,
                                                key="cam_opacity")
-        st.image(explain.overlay(image, gradcam(sha, key, detector, image), opacity),
-                 width=420)
+        st.image(explain.overlay(C.display_copy(image), gradcam(sha, key, detector, image),
+                                 opacity), width=420)
 
 
 def render_metadata(name: str, data: bytes) -> None:
@@ -193,7 +209,7 @@ def render_evidence(result: C.ImageResult, data: bytes, detector: Detector, key:
     call = V.verdict(result, threshold, band)
     left, right = st.columns([1, 2])
     image = decoded(result.sha256, data, limits)
-    left.image(image, caption=f"{result.name} ({result.width}×{result.height})",
+    left.image(C.display_copy(image), caption=f"{result.name} ({result.width}×{result.height})",
                width="stretch")
     with right:
         _, icon, _, text = BADGES[call]
@@ -221,6 +237,49 @@ def render_evidence(result: C.ImageResult, data: bytes, detector: Detector, key:
     render_residuals(*tabs[2:5], image, result.sha256, detector, key)
     with tabs[5]:
         render_metadata(result.name, data)
+
+
+def render_results(files: dict[str, tuple[str, bytes]], detector: Detector, key: str,
+                   threshold: float, band: float, limits: ImageLimits) -> None:
+    """Score the uploads, then the cards, the batch table and the chosen image's evidence."""
+    results = {}
+    progress = st.progress(0.0, text="Scoring…")
+    for n, (ident, (name, data)) in enumerate(files.items(), 1):
+        results[ident] = score(C.sha256_hex(data), key, name, detector, data, limits)
+        progress.progress(n / len(files), text=f"Scored {n} of {len(files)}")
+    progress.empty()
+
+    for result in results.values():
+        if result.error:
+            st.error(C.refusal_message(result), icon=":material/broken_image:")
+    render_cards(results, files, threshold, band, limits)
+
+    rows = [C.result_row(r, threshold, band) for r in results.values()]
+    st.subheader("Batch results")
+    table = pd.DataFrame(rows, columns=C.TABLE_COLUMNS)
+    if table["members_agree"].isna().all():
+        table = table.drop(columns="members_agree")  # a single detector: nothing to agree on
+    st.dataframe(table, hide_index=True,
+                 width="stretch",
+                 column_config={"p_fake": st.column_config.ProgressColumn(
+                     "P(fake)", min_value=0.0, max_value=1.0, format="%.3f"),
+                     "members_agree": st.column_config.CheckboxColumn("members agree")})
+    left, right = st.columns(2)
+    left.download_button("Download CSV", C.rows_to_csv(rows), "verdicts.csv", "text/csv",
+                         icon=":material/download:", on_click="ignore")
+    right.download_button("Download JSON", C.rows_to_json(rows, threshold, band,
+                                                          str(cfg.detector)),
+                          "verdicts.json", "application/json", icon=":material/download:",
+                          on_click="ignore")
+
+    scored = {ident: r for ident, r in results.items() if r.p_fake is not None}
+    if scored:
+        st.divider()
+        st.subheader("Evidence")
+        chosen = st.selectbox("Image", list(scored), format_func=lambda i: scored[i].name,
+                              key="inspect")
+        render_evidence(scored[chosen], files[chosen][1], detector, key, threshold, band,
+                        limits)
 
 
 cfg = ui.config()
@@ -251,42 +310,15 @@ if not uploads:
     st.stop()
 
 files = {f"{i}:{u.name}": (u.name, u.getvalue()) for i, u in enumerate(uploads)}
-results = {}
-progress = st.progress(0.0, text="Scoring…")
-for n, (ident, (name, data)) in enumerate(files.items(), 1):
-    results[ident] = score(C.sha256_hex(data), key, name, detector, data, cfg.limits)
-    progress.progress(n / len(files), text=f"Scored {n} of {len(files)}")
-progress.empty()
+from forensics import explain  # noqa: E402 - torch, for the evidence: once the page is drawn
 
-for result in results.values():
-    if result.error:
-        st.error(C.refusal_message(result), icon=":material/broken_image:")
-render_cards(results, files, threshold, band, cfg.limits)
-
-rows = [C.result_row(r, threshold, band) for r in results.values()]
-st.subheader("Batch results")
-table = pd.DataFrame(rows, columns=C.TABLE_COLUMNS)
-if table["members_agree"].isna().all():
-    table = table.drop(columns="members_agree")  # a single detector: nothing to agree on
-st.dataframe(table, hide_index=True,
-             width="stretch",
-             column_config={"p_fake": st.column_config.ProgressColumn(
-                 "P(fake)", min_value=0.0, max_value=1.0, format="%.3f"),
-                 "members_agree": st.column_config.CheckboxColumn("members agree")})
-left, right = st.columns(2)
-left.download_button("Download CSV", C.rows_to_csv(rows), "verdicts.csv", "text/csv",
-                     icon=":material/download:", on_click="ignore")
-right.download_button("Download JSON", C.rows_to_json(rows, threshold, band, str(cfg.detector)),
-                      "verdicts.json", "application/json", icon=":material/download:",
-                      on_click="ignore")
-
-from forensics import explain  # noqa: E402 - torch, for the evidence: once the rest is drawn
-
-scored = {ident: r for ident, r in results.items() if r.p_fake is not None}
-if scored:
-    st.divider()
-    st.subheader("Evidence")
-    chosen = st.selectbox("Image", list(scored), format_func=lambda i: scored[i].name,
-                          key="inspect")
-    render_evidence(scored[chosen], files[chosen][1], detector, key, threshold, band,
-                    cfg.limits)
+# New work (an upload this session has not seen scored, or evidence of an image not yet shown)
+# waits for a server-wide scoring turn; what is already done is drawn from the caches at once.
+chosen_ident = st.session_state.get("inspect", next(iter(files)))
+work = {(C.sha256_hex(data), key) for _, data in files.values()}
+if chosen_ident in files:
+    work.add((C.sha256_hex(files[chosen_ident][1]), key, "evidence"))
+done = st.session_state.setdefault("done_work", set())
+with ui.scoring_turn(cfg.scoring_slots) if work - done else contextlib.nullcontext():
+    render_results(files, detector, key, threshold, band, cfg.limits)
+done |= work

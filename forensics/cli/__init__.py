@@ -13,11 +13,11 @@ from forensics import __version__
 from forensics.cli import (app_commands, corpus_commands, detector_commands, scoring_commands,
                            zoo_commands)
 from forensics.cli.app_commands import (APP_DEFAULT_ROOT, APP_ENV_DETECTOR, APP_ENV_MAX_BYTES,
-                                        APP_ENV_MAX_PIXELS, APP_ENV_ROOT)
+                                        APP_ENV_MAX_PIXELS, APP_ENV_ROOT, APP_ENV_SCORING_SLOTS)
 from forensics.cli.common import CliError, add_limit_options, positive_int
 
 __all__ = ["APP_DEFAULT_ROOT", "APP_ENV_DETECTOR", "APP_ENV_MAX_BYTES",
-           "APP_ENV_MAX_PIXELS", "APP_ENV_ROOT", "CliError", "add_limit_options", "build_parser",
+           "APP_ENV_MAX_PIXELS", "APP_ENV_ROOT", "APP_ENV_SCORING_SLOTS", "CliError", "add_limit_options", "build_parser",
            "main", "run"]
 
 

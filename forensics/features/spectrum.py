@@ -227,8 +227,14 @@ def log_power_spectrum(image: np.ndarray, window: bool = True) -> np.ndarray:
 
     The grey image is mean-subtracted and, by default, Hann-windowed so that the image border
     does not add a cross of spurious high frequencies. The zero frequency sits at
-    (H // 2, W // 2) as with ``scipy.fft.fftshift``.
+    (H // 2, W // 2) as with ``scipy.fft.fftshift``. An image over ``TILED_ABOVE`` pixels
+    gets the mean of its tiles' spectra (:func:`tile_mean`), ``FEATURE_TILE`` px a side.
     """
+    check_rgb_image(image)
+    if image.shape[0] * image.shape[1] > TILED_ABOVE:
+        side = FEATURE_TILE
+        mean = tile_mean(image, lambda tile: _log_power(_luma(tile), window).reshape(1, -1))
+        return mean.reshape(side, side)
     return _log_power(to_grey(image), window)
 
 
