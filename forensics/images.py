@@ -154,6 +154,21 @@ def load_image(
     return _decode(data, limits, label)
 
 
+def header_pixels(path: str | os.PathLike) -> int:
+    """Width x height from a regular file's header, read by the same six decoders (no pixel
+    decoded); 0 when it is not one or cannot be read (a pipe named like an image would block
+    the read): :func:`load_image` then says why. Lets callers budget memory before decoding."""
+    try:
+        if not stat.S_ISREG(os.stat(path).st_mode):
+            return 0
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # a bomb's warning is load_image's to raise
+            with Image.open(path, formats=_PIL_FORMATS) as image:
+                return image.width * image.height
+    except Exception:  # noqa: BLE001 - any failure is load_image's to report
+        return 0
+
+
 def encode_png(image: np.ndarray) -> bytes:
     """Encode a ``uint8`` array of shape (H, W), (H, W, 3) or (H, W, 4) as lossless PNG bytes."""
     array = np.asarray(image)

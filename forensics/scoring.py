@@ -13,7 +13,8 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from forensics.detectors.base import Detector
-from forensics.images import DEFAULT_LIMITS, ImageError, ImageLimits, load_image
+from forensics.images import (DEFAULT_LIMITS, ImageError, ImageLimits, header_pixels,
+                              load_image)
 from forensics.ranks import Ranks, interleave
 from forensics.verdict import score_images
 
@@ -42,19 +43,44 @@ def _decode(path: Path, limits: ImageLimits) -> np.ndarray | ImageError:
         return exc
 
 
-def decode_batches(paths: Sequence[Path], *, batch_size: int = 64, workers: int = 2,
-                   limits: ImageLimits = DEFAULT_LIMITS
-                   ) -> Iterator[list[tuple[Path, np.ndarray | ImageError]]]:
-    """Decode files in order, ``batch_size`` at a time, on a thread pool (Pillow releases the
-    GIL); the next batch decodes while the caller works on this one."""
-    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-        def submit(start: int) -> list[tuple[Path, Future]]:
-            return [(p, pool.submit(_decode, p, limits)) for p in paths[start:start + batch_size]]
+# Decoded pixels a scan holds at once (the batch being scored, the decodes ahead of it): 32 MP,
+# 96 MB of RGB. Small images still come 64 to a batch; a larger image is decoded alone, so a
+# folder of 64 MP photos holds one at a time, not the 128 that count-only batches held.
+DECODE_PIXEL_BUDGET = 32_000_000
 
-        ahead = submit(0)
-        for start in range(0, len(paths), batch_size):
-            current, ahead = ahead, submit(start + batch_size)
-            yield [(path, future.result()) for path, future in current]
+
+def decode_batches(paths: Sequence[Path], *, batch_size: int = 64, workers: int = 2,
+                   limits: ImageLimits = DEFAULT_LIMITS,
+                   pixel_budget: int = DECODE_PIXEL_BUDGET
+                   ) -> Iterator[list[tuple[Path, np.ndarray | ImageError]]]:
+    """Decode files in order on a thread pool (Pillow releases the GIL) and yield them in
+    batches of up to ``batch_size``; the next files decode while the caller works on a batch.
+
+    The pixels held at once, the batch out with the caller included, stay within
+    ``pixel_budget`` (read from each file's header before it is decoded); an image larger
+    than that is decoded when nothing else is held, and comes alone.
+    """
+    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+        ahead: deque[tuple[Path, Future, int]] = deque()
+        batch: list[tuple[Path, np.ndarray | ImageError]] = []
+        held = in_batch = index = 0  # pixels: held in all, in the batch
+        size = None  # of paths[index], once read
+        while index < len(paths) or ahead or batch:
+            while index < len(paths) and len(ahead) < batch_size:
+                size = header_pixels(paths[index]) if size is None else size
+                if held and held + size > pixel_budget:
+                    break
+                ahead.append((paths[index], pool.submit(_decode, paths[index], limits), size))
+                held, index, size = held + size, index + 1, None
+            # A batch takes up to half the budget, so the other half decodes while it is scored.
+            if ahead and (not batch or (len(batch) < batch_size
+                                        and in_batch + ahead[0][2] <= pixel_budget // 2)):
+                path, future, pixels = ahead.popleft()
+                batch.append((path, future.result()))
+                in_batch += pixels
+                continue
+            yield batch
+            held, in_batch, batch = held - in_batch, 0, []
 
 
 def score_files(paths: Sequence[str | os.PathLike], detector: Detector, *, batch_size: int = 64,
@@ -97,7 +123,8 @@ def _score_on_workers(paths: list[Path], detector: Detector, workers: int, limit
                       stability: bool, bar: tqdm) -> list[ScoreRow]:
     """Rows of ``paths`` in order, each of ``workers`` threads decoding a group of files and
     scoring it at once (feature detectors: their FFTs and decoders release the GIL). At most
-    two groups per worker are in flight, so memory stays bounded on any folder."""
+    two groups per worker, and ``DECODE_PIXEL_BUDGET`` pixels (one image, if larger), are in
+    flight, so memory stays bounded on any folder."""
     rows: list[ScoreRow] = []
 
     def collect(future: Future) -> None:
@@ -106,15 +133,36 @@ def _score_on_workers(paths: list[Path], detector: Detector, workers: int, limit
         bar.update(len(done))
 
     with ThreadPoolExecutor(max_workers=workers) as pool:
-        pending: deque[Future] = deque()
-        for start in range(0, len(paths), _GROUP):
-            pending.append(pool.submit(_decode_and_score, paths[start:start + _GROUP], detector,
-                                       limits, stability))
-            if len(pending) >= 2 * workers:
-                collect(pending.popleft())
+        pending: deque[tuple[Future, int]] = deque()
+        held = 0
+        for group, pixels in _groups(paths, DECODE_PIXEL_BUDGET // (2 * workers)):
+            while pending and (len(pending) >= 2 * workers
+                               or held + pixels > DECODE_PIXEL_BUDGET):
+                future, done = pending.popleft()
+                collect(future)
+                held -= done
+            pending.append((pool.submit(_decode_and_score, group, detector, limits, stability),
+                            pixels))
+            held += pixels
         while pending:
-            collect(pending.popleft())
+            collect(pending.popleft()[0])
     return rows
+
+
+def _groups(paths: list[Path], max_pixels: int) -> Iterator[tuple[list[Path], int]]:
+    """Consecutive files in groups of up to ``_GROUP`` and ``max_pixels`` (from the headers; a
+    larger image is a group of its own), each with its pixel count."""
+    group: list[Path] = []
+    pixels = 0
+    for path in paths:
+        size = header_pixels(path)
+        if group and (len(group) == _GROUP or pixels + size > max_pixels):
+            yield group, pixels
+            group, pixels = [], 0
+        group.append(path)
+        pixels += size
+    if group:
+        yield group, pixels
 
 
 def _decode_and_score(paths: list[Path], detector: Detector, limits: ImageLimits,

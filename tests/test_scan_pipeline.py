@@ -3,6 +3,7 @@ decoding and scoring small groups on worker threads, CNN batches bounded by acti
 channels_last scoring copy, the process-wide thread and allocator settings, lazy imports."""
 
 import json
+import os
 import subprocess
 import sys
 
@@ -16,9 +17,9 @@ from forensics.cli import build_parser
 from forensics.detectors import create_detector
 from forensics.detectors.cnn import _peak_activation_per_pixel
 from forensics.fold_batchnorm import fold_batch_norms
-from forensics.images import save_png
+from forensics.images import header_pixels, save_png
 from forensics.runtime import keep_freed_memory, keeps_freed_memory, set_threads
-from forensics.scoring import score_files
+from forensics.scoring import decode_batches, score_files
 
 RNG = np.random.default_rng(7)
 
@@ -80,6 +81,40 @@ def test_cnn_scan_matches_predict_proba_whatever_the_batching(cnn, folder):
     # channels_last scoring copy.
     one_by_one = [float(cnn.proba_from_logits(cnn.logits([i], cnn.network_))[0]) for i in decoded]
     assert [r.p_fake for r in rows] == pytest.approx(one_by_one, abs=1e-4)
+
+
+def test_decoded_pixels_held_at_once_stay_within_the_budget(tmp_path, monkeypatch):
+    """Batches come in file order; small images share batches, an image over the budget comes
+    alone, and what is decoded at once (batch out with the caller + decodes ahead) stays within
+    the budget (read from the headers), so a folder of huge photos holds one at a time."""
+    import forensics.scoring as scoring
+
+    sides = [8] * 30 + [40, 8, 90, 30, 30] + [8] * 3  # budget 2000 px: 40 and 90 px exceed half
+    paths = []
+    for k, side in enumerate(sides):
+        save_png(np.full((side, side, 3), k, np.uint8), tmp_path / f"{k:03d}.png")
+        paths.append(tmp_path / f"{k:03d}.png")
+    os.mkfifo(tmp_path / "pipe.png")  # a pipe named like an image: reported, never blocks
+    paths.insert(10, tmp_path / "pipe.png")
+    started = []  # pixels of every decode begun
+    real_decode = scoring._decode
+
+    def tracked(path, limits):
+        started.append(header_pixels(path))
+        return real_decode(path, limits)
+
+    monkeypatch.setattr(scoring, "_decode", tracked)
+    batches, released = [], 0
+    for batch in decode_batches(paths, batch_size=16, workers=2, pixel_budget=2000):
+        in_batch = sum(img.shape[0] * img.shape[1] for _, img in batch if hasattr(img, "shape"))
+        held = sum(started) - released  # this batch and the decodes begun ahead of it
+        assert held <= 2000 or (len(batch) == 1 and held == in_batch), (held, batch)
+        batches.append([p.name for p, _ in batch])
+        released += in_batch
+    assert [name for b in batches for name in b] == [p.name for p in paths]
+    assert ["032.png"] in batches  # 90 x 90 = 8100 px: alone
+    (only,) = list(decode_batches([tmp_path / "pipe.png"]))
+    assert "not a regular file" in str(only[0][1])
 
 
 def test_cpu_batches_are_bounded_by_the_largest_activation(cnn):
