@@ -152,6 +152,7 @@ class ImageResult:
 # NATIVE_CROP px at native resolution, so a 40 MP upload's panels hold megabytes, not gigabytes.
 DISPLAY_SIDE = 1024
 NATIVE_CROP = 1024
+THUMBNAIL_SIDE = 256  # the cards' thumbnails (a 40 MP upload had been sent whole, as PNG)
 
 
 def display_copy(image: np.ndarray, side: int = DISPLAY_SIDE) -> np.ndarray:

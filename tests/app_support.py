@@ -17,8 +17,8 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -203,3 +203,20 @@ def served_app(tmp_path_factory):
     root, bundle = shared_app_root(tmp_path_factory.getbasetemp())
     with serving("--detector", str(bundle), "--root", str(root)) as (url, _):
         yield url
+
+
+@asynccontextmanager
+async def loaded_page(browser, url: str, timeout_ms: int) -> AsyncIterator:
+    """A fresh browser context (so its own Streamlit session) on the app, once its first run
+    has finished; closed afterwards."""
+    from playwright.async_api import expect
+
+    context = await browser.new_context(viewport={"width": 1400, "height": 1600})
+    try:
+        page = await context.new_page()
+        await page.goto(url)
+        await expect(page.get_by_test_id("stApp")).to_have_attribute(
+            "data-test-script-state", "notRunning", timeout=timeout_ms)
+        yield page
+    finally:
+        await context.close()

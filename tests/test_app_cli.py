@@ -34,6 +34,9 @@ def test_app_uses_the_shipped_general_detector_by_default(tmp_path, monkeypatch,
     assert flags["--server.maxUploadSize"] == "100"
     assert env[cli.APP_ENV_DETECTOR] == str(general_detector_path())
     assert env[cli.APP_ENV_ROOT] == str(tmp_path / "runs")
+    assert env[cli.APP_ENV_SCORING_SLOTS] == "1"
+    assert cli.main(["app", "--scoring-slots", "3", "-q"]) == 0
+    assert exec_calls[1][2][cli.APP_ENV_SCORING_SLOTS] == "3"
 
 
 def test_app_refuses_a_folder_that_is_not_a_bundle(tmp_path, capsys, exec_calls):

@@ -40,6 +40,8 @@ def test_config_comes_from_the_environment(tmp_path):
                                                     ImageLimits(max_pixels=10, max_bytes=20))
     default = C.AppConfig.from_env({})
     assert (default.detector, default.root.as_posix()) == (GENERAL_DIR, "runs")
+    assert default.scoring_slots == 1
+    assert C.AppConfig.from_env({C.ENV_SCORING_SLOTS: "3"}).scoring_slots == 3
 
 
 def test_resolve_under_refuses_path_traversal(tmp_path):
@@ -147,3 +149,18 @@ def test_sample_paths_is_deterministic():
     paths = [str(i) for i in range(100)]
     assert C.sample_paths(paths, 5, seed=1) == C.sample_paths(paths, 5, seed=1)
     assert C.sample_paths(paths[:3], 5) == paths[:3]
+
+
+def test_large_uploads_are_shown_shrunk_or_cropped_never_whole():
+    """What the app sends to the browser is bounded: pictures shrink to DISPLAY_SIDE (aspect
+    kept), pixel-level maps take the central NATIVE_CROP px unresampled; small images pass."""
+    wide = np.random.default_rng(0).integers(0, 256, (1500, 3000, 3), dtype=np.uint8)
+    shown = C.display_copy(wide)
+    assert shown.shape == (512, C.DISPLAY_SIDE, 3)
+    assert C.display_copy(wide, C.THUMBNAIL_SIDE).shape == (128, 256, 3)
+    small = wide[:100, :200]
+    assert C.display_copy(small) is small
+    crop = C.native_crop(wide)
+    assert crop.shape == (C.NATIVE_CROP, C.NATIVE_CROP, 3)
+    np.testing.assert_array_equal(crop, wide[238:238 + 1024, 988:988 + 1024])
+    assert C.native_crop(small).shape == small.shape

@@ -15,7 +15,7 @@ import time
 import numpy as np
 import pytest
 
-from app_support import APP_DIR  # noqa: F401 - puts app/ on sys.path for `components`
+from app_support import APP_DIR, loaded_page  # noqa: F401 - APP_DIR: app/ on sys.path
 from components import sha256_hex
 from forensics.images import encode_png
 from test_app_browser import CHROMIUM, CHROMIUM_ARGS, VERDICTS, served_app  # noqa: F401
@@ -40,13 +40,8 @@ async def one_user(browser, url: str, image, others: list[str],
     """A fresh context: load the app, upload ``image`` with everyone else, check its page."""
     from playwright.async_api import expect
 
-    context = await browser.new_context(viewport={"width": 1400, "height": 1600})
-    try:
-        page = await context.new_page()
-        await page.goto(url)
+    async with loaded_page(browser, url, TIMEOUT_MS) as page:
         app = page.get_by_test_id("stApp")
-        await expect(app).to_have_attribute("data-test-script-state", "notRunning",
-                                            timeout=TIMEOUT_MS)
         dropzone = page.get_by_test_id("stFileUploaderDropzoneInput")
         await ready.wait()  # every session is loaded: upload all at once
         started = time.monotonic()
@@ -73,8 +68,6 @@ async def one_user(browser, url: str, image, others: list[str],
             await expect(page.get_by_text(other)).to_have_count(0)
         return {"name": image.name, "verdict": await verdict.inner_text(),
                 "started": started, "finished": finished}
-    finally:
-        await context.close()
 
 
 async def all_users(url: str, images: list) -> list[dict]:

@@ -21,8 +21,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from app_support import (CHROMIUM, CHROMIUM_ARGS, VERDICTS, require_chromium,  # noqa: F401
-                         serving)
+from app_support import (CHROMIUM, CHROMIUM_ARGS, VERDICTS, loaded_page,  # noqa: F401
+                         require_chromium, serving)
 
 SESSIONS = 6
 MEGAPIXELS = float(os.environ.get("FORENSICS_LOAD_MP", "1"))
@@ -53,13 +53,8 @@ async def one_user(browser, url: str, image, ready: asyncio.Barrier) -> dict:
     """Load the app, upload with everyone else, wait for the verdict; note any queue notice."""
     from playwright.async_api import expect
 
-    context = await browser.new_context(viewport={"width": 1400, "height": 1600})
-    try:
-        page = await context.new_page()
-        await page.goto(url)
+    async with loaded_page(browser, url, TIMEOUT_MS) as page:
         app = page.get_by_test_id("stApp")
-        await expect(app).to_have_attribute("data-test-script-state", "notRunning",
-                                            timeout=TIMEOUT_MS)
         await ready.wait()
         started = time.monotonic()
         await page.get_by_test_id("stFileUploaderDropzoneInput").set_input_files(str(image))
@@ -74,8 +69,6 @@ async def one_user(browser, url: str, image, ready: asyncio.Barrier) -> dict:
         await expect(page.get_by_test_id("stException")).to_have_count(0)
         return {"name": image.name, "verdict": await verdict.inner_text(),
                 "told_place": told_place, "seconds": time.monotonic() - started}
-    finally:
-        await context.close()
 
 
 async def all_users(url: str, images: list) -> list[dict]:

@@ -43,9 +43,11 @@ def score(sha256: str, key: str, name: str, _detector: Detector, _data: bytes,
     return C.score_upload(_detector, name, _data, _limits)
 
 
-@st.cache_data(show_spinner=False, max_entries=4)  # 40 MP: 120 MB each
+@st.cache_resource(show_spinner=False, max_entries=4)  # 40 MP: 120 MB each
 def decoded(sha256: str, _data: bytes, _limits: ImageLimits) -> np.ndarray:
-    """The decoded pixels of an upload, cached by content hash (the few being inspected)."""
+    """The decoded pixels of an upload (the few being inspected), cached by content hash as
+    one array every session shares and none modifies: ``cache_data`` kept a pickled copy and
+    handed every rerun another."""
     return C.decode_upload(sha256, _data, _limits)
 
 
@@ -99,7 +101,8 @@ def render_cards(results: list[C.ImageResult], files: dict[str, tuple[str, bytes
         for column, (ident, result) in zip(st.columns(4), scored[start:start + 4]):
             with column.container(border=True):
                 thumb, text = st.columns([1, 2])
-                thumb.image(decoded(result.sha256, files[ident][1], limits), width="stretch")
+                thumb.image(C.display_copy(decoded(result.sha256, files[ident][1], limits),
+                                           C.THUMBNAIL_SIDE), width="stretch")
                 text.markdown(f"**{result.name}**  \n{badge(V.verdict(result, threshold, band))}")
                 text.metric("P(fake)", f"{result.p_fake:.2f}",
                             help="Calibrated probability that the image is generated")
