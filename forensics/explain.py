@@ -188,9 +188,11 @@ def gradcam(detector: Detector, image: np.ndarray, target: str = "verdict", *,
                            align_corners=False)
         heat[box] += up[0, 0].float().cpu()
         counts[box] += 1
-    heat = heat.div_(counts.clamp(min=1)).numpy()  # npr: an odd last row or column is unscored
-    peak = heat.max()
-    return (heat / peak if peak > 0 else heat).astype(np.float32)
+    heat.div_(counts.clamp_(min=1))  # in place (npr: an odd last row or column is unscored)
+    peak = float(heat.max())
+    if peak > 0:
+        heat.div_(peak)
+    return heat.numpy()
 
 
 def cam_stage(backbone: torch.nn.Module, side: int, min_cells: int = CAM_MIN_CELLS) -> int:

@@ -28,7 +28,7 @@ import math
 import numbers
 import operator
 import sys
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from types import MappingProxyType
@@ -148,6 +148,18 @@ def _to_uint8(values: np.ndarray) -> np.ndarray:
     return np.clip(np.rint(values), 0, 255).astype(np.uint8)
 
 
+# Pixels a float perturbation works on at once: blur and noise go a strip of rows at a time, so
+# a 64 MP image never has a float copy (768 MB in float32) beside it; results are identical.
+_STRIP_PIXELS = 1 << 22
+
+
+def _row_strips(height: int, width: int) -> Iterator[tuple[int, int]]:
+    """(top, bottom) rows of consecutive strips of about ``_STRIP_PIXELS`` pixels."""
+    rows = max(1, _STRIP_PIXELS // max(1, width))
+    for top in range(0, height, rows):
+        yield top, min(top + rows, height)
+
+
 def _scaled(side: int, factor: float) -> int:
     """``round(side * factor)``, at least 1."""
     return max(1, round(side * factor))
@@ -251,8 +263,14 @@ def gaussian_blur(image: np.ndarray, sigma: float, *, check: bool = True) -> np.
     sigma = _blur_sigma(sigma)
     if sigma == 0:
         return image.copy()
-    blurred = gaussian_filter(image.astype(np.float32), sigma=(sigma, sigma, 0))
-    return _changed(image, _to_uint8(blurred), f"Gaussian blur sigma={sigma:g}", check)
+    height = image.shape[0]
+    halo = int(4.0 * sigma + 0.5)  # scipy's kernel radius at its default truncate=4
+    out = np.empty_like(image)
+    for top, bottom in _row_strips(*image.shape[:2]):
+        low, high = max(0, top - halo), min(height, bottom + halo)
+        part = gaussian_filter(image[low:high].astype(np.float32), sigma=(sigma, sigma, 0))
+        out[top:bottom] = _to_uint8(part[top - low:bottom - low])
+    return _changed(image, out, f"Gaussian blur sigma={sigma:g}", check)
 
 
 def resize(image: np.ndarray, scale: float, interpolation: str = "bilinear", back: bool = False,
@@ -283,8 +301,12 @@ def gaussian_noise(image: np.ndarray, sigma: float, seed: Seed = 0, *,
     sigma = _noise_sigma(sigma)
     if sigma == 0:
         return image.copy()
-    noise = np.random.default_rng(seed).standard_normal(image.shape, dtype=np.float32) * sigma
-    return _changed(image, _to_uint8(image + noise), f"Gaussian noise sigma={sigma:g}", check)
+    rng = np.random.default_rng(seed)
+    out = np.empty_like(image)
+    for top, bottom in _row_strips(*image.shape[:2]):  # the same draws as one call would make
+        noise = rng.standard_normal((bottom - top, *image.shape[1:]), dtype=np.float32)
+        out[top:bottom] = _to_uint8(image[top:bottom] + noise * np.float32(sigma))
+    return _changed(image, out, f"Gaussian noise sigma={sigma:g}", check)
 
 
 def crop(image: np.ndarray, fraction: float, mode: str = "center", seed: Seed = 0,
@@ -326,7 +348,9 @@ def contrast(image: np.ndarray, factor: float, *, check: bool = True) -> np.ndar
     factor = _contrast_factor(factor)
     if factor == 1:
         return image.copy()
-    mean = float(np.mean(image @ np.array([0.299, 0.587, 0.114])))
+    luma = np.array([0.299, 0.587, 0.114])
+    mean = sum(float((image[top:bottom] @ luma).sum())
+               for top, bottom in _row_strips(*image.shape[:2])) / (image.size // 3)
     lut = _to_uint8(mean + factor * (np.arange(256) - mean))
     return _changed(image, lut[image], f"contrast x{factor:g}", check)
 

@@ -1,7 +1,8 @@
 """Robustness runs: every image under every perturbation of a grid, scored by every detector.
 
-The work is cut into *units*: a chunk of ``batch_size`` consecutive images times one perturbation
-family (see :mod:`forensics.grid`). Chunks depend only on the image list, so a resumed run, a
+The work is cut into *units*: a chunk of up to ``batch_size`` consecutive images (and up to
+16 MP, read from the headers; a larger image is a chunk of its own) times one perturbation
+family (see :mod:`forensics.grid`). Chunks depend only on the image files, so a resumed run, a
 run with another number of workers and a ``torchrun`` run with any number of ranks score the same
 batches and get bit-identical scores (a detector's scores can change in the last bits with the
 batch around them). A chunk is decoded once for all its families, each unit
@@ -50,7 +51,7 @@ from forensics.images import DEFAULT_LIMITS, ImageError, ImageLimits
 from forensics.perturb import Perturbation
 from forensics.ranks import Ranks
 from forensics.scoring import _predict as predict_batch
-from forensics.scoring import decode_batches
+from forensics.scoring import decode_groups, plan_batches
 
 __all__ = [
     "FIELDS",
@@ -372,15 +373,18 @@ def _run_shard(out: Path, plan: _Plan, world: Ranks, workers: int, progress: boo
     batch_size = plan.manifest["batch_size"]
     groups = families(plan.perturbations)
     done = {_key(row) for row in _shard_rows(out)}
-    chunks = [plan.images[i:i + batch_size] for i in range(0, len(plan.images), batch_size)]
-    pending = []  # (chunk, families with work left)
-    for chunk in world.share(chunks):
+    # Chunks of up to batch_size images and a bounded number of pixels (a 64 MP image is a
+    # chunk of its own), so a unit of work holds bounded memory whatever the image sizes.
+    chunks = [([plan.images[i] for i in indices], pixels) for indices, pixels in
+              plan_batches([Path(im.path) for im in plan.images], batch_size)]
+    pending = []  # (chunk, its pixels, families with work left)
+    for chunk, pixels in world.share(chunks):
         todo = [family for family, perts in groups.items()
                 if any((im.path, name, p.id) not in done
                        for im in chunk for name in plan.names for p in perts)]
         if todo:
-            pending.append((chunk, todo))
-    total = sum(len(chunk) * len(groups[f]) for chunk, todo in pending for f in todo)
+            pending.append((chunk, pixels, todo))
+    total = sum(len(chunk) * len(groups[f]) for chunk, _, todo in pending for f in todo)
     log.info("%d images x %d perturbations x %d detectors: %d image-perturbations to do%s",
              len(plan.images), len(plan.perturbations), len(plan.names), total,
              f" on rank {world.rank} of {world.size}" if world.size > 1 else "")
@@ -412,12 +416,10 @@ def _run_shard(out: Path, plan: _Plan, world: Ranks, workers: int, progress: boo
         writer.append(rows)
         bar.update(len(chunk) * len(perts))
 
-    # Pending chunks are full except perhaps the very last one, so decode_batches cuts exactly
-    # these chunks out of their concatenated paths.
-    paths = [Path(im.path) for chunk, _ in pending for im in chunk]
     try:
-        decoded = decode_batches(paths, batch_size=batch_size, workers=workers, limits=limits)
-        for (chunk, todo), batch in zip(pending, decoded, strict=True):
+        decoded = decode_groups([([Path(im.path) for im in chunk], pixels)
+                                 for chunk, pixels, _ in pending], workers=workers, limits=limits)
+        for (chunk, _, todo), batch in zip(pending, decoded, strict=True):
             images = [image for _, image in batch]
             relpaths = [im.relpath for im in chunk]
             for family in todo:

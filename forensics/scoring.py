@@ -49,38 +49,57 @@ def _decode(path: Path, limits: ImageLimits) -> np.ndarray | ImageError:
 DECODE_PIXEL_BUDGET = 32_000_000
 
 
+def plan_batches(paths: Sequence[Path], batch_size: int = 64,
+                 pixel_budget: int = DECODE_PIXEL_BUDGET) -> list[tuple[list[int], int]]:
+    """Consecutive indices of ``paths`` in batches of up to ``batch_size`` files and half of
+    ``pixel_budget`` pixels (read from the headers; a larger image is a batch of its own),
+    each with its pixel count: half, so that the next batch decodes while one is scored."""
+    batches: list[tuple[list[int], int]] = []
+    batch: list[int] = []
+    pixels = 0
+    for index, path in enumerate(paths):
+        size = header_pixels(path)
+        if batch and (len(batch) == batch_size or pixels + size > pixel_budget // 2):
+            batches.append((batch, pixels))
+            batch, pixels = [], 0
+        batch.append(index)
+        pixels += size
+    if batch:
+        batches.append((batch, pixels))
+    return batches
+
+
+def decode_groups(groups: Sequence[tuple[Sequence[Path], int]], *, workers: int = 2,
+                  limits: ImageLimits = DEFAULT_LIMITS,
+                  pixel_budget: int = DECODE_PIXEL_BUDGET
+                  ) -> Iterator[list[tuple[Path, np.ndarray | ImageError]]]:
+    """Decode groups of files (paths, their pixel count) in order on a thread pool (Pillow
+    releases the GIL); the next groups decode while the caller works on one, as long as the
+    pixels held, the group out with the caller included, stay within ``pixel_budget``. A
+    group larger than that is decoded when nothing else is held."""
+    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+        ahead: deque[tuple[list[tuple[Path, Future]], int]] = deque()
+        held = next_group = 0
+        while next_group < len(groups) or ahead:
+            while next_group < len(groups) and (
+                    not held or held + groups[next_group][1] <= pixel_budget):
+                paths, pixels = groups[next_group]
+                ahead.append(([(p, pool.submit(_decode, p, limits)) for p in paths], pixels))
+                held, next_group = held + pixels, next_group + 1
+            futures, pixels = ahead.popleft()
+            yield [(path, future.result()) for path, future in futures]
+            held -= pixels  # the caller is done with it
+
+
 def decode_batches(paths: Sequence[Path], *, batch_size: int = 64, workers: int = 2,
                    limits: ImageLimits = DEFAULT_LIMITS,
                    pixel_budget: int = DECODE_PIXEL_BUDGET
                    ) -> Iterator[list[tuple[Path, np.ndarray | ImageError]]]:
-    """Decode files in order on a thread pool (Pillow releases the GIL) and yield them in
-    batches of up to ``batch_size``; the next files decode while the caller works on a batch.
-
-    The pixels held at once, the batch out with the caller included, stay within
-    ``pixel_budget`` (read from each file's header before it is decoded); an image larger
-    than that is decoded when nothing else is held, and comes alone.
-    """
-    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-        ahead: deque[tuple[Path, Future, int]] = deque()
-        batch: list[tuple[Path, np.ndarray | ImageError]] = []
-        held = in_batch = index = 0  # pixels: held in all, in the batch
-        size = None  # of paths[index], once read
-        while index < len(paths) or ahead or batch:
-            while index < len(paths) and len(ahead) < batch_size:
-                size = header_pixels(paths[index]) if size is None else size
-                if held and held + size > pixel_budget:
-                    break
-                ahead.append((paths[index], pool.submit(_decode, paths[index], limits), size))
-                held, index, size = held + size, index + 1, None
-            # A batch takes up to half the budget, so the other half decodes while it is scored.
-            if ahead and (not batch or (len(batch) < batch_size
-                                        and in_batch + ahead[0][2] <= pixel_budget // 2)):
-                path, future, pixels = ahead.popleft()
-                batch.append((path, future.result()))
-                in_batch += pixels
-                continue
-            yield batch
-            held, in_batch, batch = held - in_batch, 0, []
+    """Decode files in order in the batches of :func:`plan_batches`, the next decoding while
+    the caller works on one, within ``pixel_budget`` (:func:`decode_groups`)."""
+    groups = [([paths[i] for i in indices], pixels)
+              for indices, pixels in plan_batches(paths, batch_size, pixel_budget)]
+    yield from decode_groups(groups, workers=workers, limits=limits, pixel_budget=pixel_budget)
 
 
 def score_files(paths: Sequence[str | os.PathLike], detector: Detector, *, batch_size: int = 64,

@@ -308,3 +308,17 @@ def test_random_augment_probabilities():
         out = random_augment(ASTRONAUT, seed, p_blur=1, p_jpeg=1)
         assert out.shape == ASTRONAUT.shape and not np.array_equal(out, ASTRONAUT)
     np.testing.assert_array_equal(ASTRONAUT, before)
+
+
+@pytest.mark.parametrize("apply", [
+    lambda im: perturb.gaussian_blur(im, 2.7),
+    lambda im: perturb.gaussian_noise(im, 5.0, seed=3),
+    lambda im: perturb.contrast(im, 1.5),
+])
+def test_float_perturbations_go_strip_by_strip_with_the_same_result(monkeypatch, apply):
+    """Blur, noise and contrast work on strips of rows (bounded memory for 64 MP images): many
+    uneven strips give exactly the pixels of one whole-image pass."""
+    image = np.random.default_rng(0).integers(0, 256, (61, 37, 3), dtype=np.uint8)
+    whole = apply(image)
+    monkeypatch.setattr(perturb, "_STRIP_PIXELS", 97)  # strips of 2 rows, blur halos past them
+    np.testing.assert_array_equal(apply(image), whole)

@@ -43,12 +43,18 @@ def score(sha256: str, key: str, name: str, _detector: Detector, _data: bytes,
     return C.score_upload(_detector, name, _data, _limits)
 
 
-@st.cache_resource(show_spinner=False, max_entries=4)  # 40 MP: 120 MB each
+@st.cache_resource(show_spinner=False, max_entries=1)  # 40 MP: 120 MB
 def decoded(sha256: str, _data: bytes, _limits: ImageLimits) -> np.ndarray:
-    """The decoded pixels of an upload (the few being inspected), cached by content hash as
-    one array every session shares and none modifies: ``cache_data`` kept a pickled copy and
-    handed every rerun another."""
+    """The decoded pixels of the upload whose evidence is being computed, cached by content
+    hash as one array that no one modifies (``cache_data`` kept a pickled copy and handed
+    every rerun another); the evidence and pictures keep only small copies of their own."""
     return C.decode_upload(sha256, _data, _limits)
+
+
+@st.cache_data(show_spinner=False, max_entries=256)
+def picture(sha256: str, side: int, _data: bytes, _limits: ImageLimits) -> np.ndarray:
+    """An upload shrunk to at most ``side`` px for display (``C.display_copy``)."""
+    return np.ascontiguousarray(C.display_copy(decoded(sha256, _data, _limits), side))
 
 
 @st.cache_data(show_spinner=False, max_entries=64)
@@ -101,8 +107,8 @@ def render_cards(results: list[C.ImageResult], files: dict[str, tuple[str, bytes
         for column, (ident, result) in zip(st.columns(4), scored[start:start + 4]):
             with column.container(border=True):
                 thumb, text = st.columns([1, 2])
-                thumb.image(C.display_copy(decoded(result.sha256, files[ident][1], limits),
-                                           C.THUMBNAIL_SIDE), width="stretch")
+                thumb.image(picture(result.sha256, C.THUMBNAIL_SIDE, files[ident][1], limits),
+                            width="stretch")
                 text.markdown(f"**{result.name}**  \n{badge(V.verdict(result, threshold, band))}")
                 text.metric("P(fake)", f"{result.p_fake:.2f}",
                             help="Calibrated probability that the image is generated")
@@ -150,9 +156,10 @@ def crop_caption(image: np.ndarray) -> str | None:
             f"{width}×{height}): maps of every pixel of a large image would not fit the page")
 
 
-def render_residuals(tab_noise, tab_ela, tab_cam, image: np.ndarray, sha: str,
-                     detector: Detector, key: str) -> None:
-    """Noise residual, error levels and Grad-CAM panels."""
+def render_residuals(tab_noise, tab_ela, tab_cam, image: np.ndarray, shown: np.ndarray,
+                     sha: str, detector: Detector, key: str) -> None:
+    """Noise residual, error levels and Grad-CAM panels (the heat map over ``shown``, the
+    image as displayed)."""
     with tab_noise:
         ui.how_to_read(
             "What is left once each pixel is predicted from its neighbours: sensor noise and "
@@ -180,8 +187,8 @@ def render_residuals(tab_noise, tab_ela, tab_cam, image: np.ndarray, sha: str,
             return
         opacity = st.columns([1, 2])[0].slider("Overlay opacity", 0.0, 1.0, 0.5,
                                                key="cam_opacity")
-        st.image(explain.overlay(C.display_copy(image), gradcam(sha, key, detector, image),
-                                 opacity), width=420)
+        st.image(explain.overlay(shown, gradcam(sha, key, detector, image), opacity),
+                 width=420)
 
 
 def render_metadata(name: str, data: bytes) -> None:
@@ -212,8 +219,8 @@ def render_evidence(result: C.ImageResult, data: bytes, detector: Detector, key:
     call = V.verdict(result, threshold, band)
     left, right = st.columns([1, 2])
     image = decoded(result.sha256, data, limits)
-    left.image(C.display_copy(image), caption=f"{result.name} ({result.width}×{result.height})",
-               width="stretch")
+    shown = picture(result.sha256, C.DISPLAY_SIDE, data, limits)
+    left.image(shown, caption=f"{result.name} ({result.width}×{result.height})", width="stretch")
     with right:
         _, icon, _, text = BADGES[call]
         CALLOUTS[call](f"**{text}**  \n{V.verdict_sentence(result, threshold, band)}",
@@ -237,7 +244,7 @@ def render_evidence(result: C.ImageResult, data: bytes, detector: Detector, key:
                          hide_index=True, width="stretch")
     tabs = st.tabs(TABS)
     render_spectra(*tabs[:2], image, result.sha256, detector, key)
-    render_residuals(*tabs[2:5], image, result.sha256, detector, key)
+    render_residuals(*tabs[2:5], image, shown, result.sha256, detector, key)
     with tabs[5]:
         render_metadata(result.name, data)
 
