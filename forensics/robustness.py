@@ -51,7 +51,7 @@ from forensics.images import DEFAULT_LIMITS, ImageError, ImageLimits
 from forensics.perturb import Perturbation
 from forensics.ranks import Ranks
 from forensics.scoring import _predict as predict_batch
-from forensics.scoring import decode_groups, plan_batches
+from forensics.scoring import DECODE_PIXEL_BUDGET, decode_groups, plan_batches
 
 __all__ = [
     "FIELDS",
@@ -419,14 +419,17 @@ def _run_shard(out: Path, plan: _Plan, world: Ranks, workers: int, progress: boo
     try:
         decoded = decode_groups([([Path(im.path) for im in chunk], pixels)
                                  for chunk, pixels, _ in pending], workers=workers, limits=limits)
-        for (chunk, _, todo), batch in zip(pending, decoded, strict=True):
+        for (chunk, pixels, todo), batch in zip(pending, decoded, strict=True):
             images = [image for _, image in batch]
             relpaths = [im.relpath for im in chunk]
+            # Bound memory, keep the workers busy; a chunk past half the pixel budget (a large
+            # image) runs one unit at a time, done before the next chunk is even decoded.
+            limit = 2 * workers if pixels <= DECODE_PIXEL_BUDGET // 2 else 0
             for family in todo:
                 future = executor.submit(score_unit, images, relpaths, groups[family],
                                          plan.detectors)
                 in_flight.append((chunk, family, future))
-                while len(in_flight) > 2 * workers:  # bound memory, keep the workers busy
+                while len(in_flight) > limit:
                     finish()
         while in_flight:
             finish()
