@@ -4,10 +4,11 @@ sampled twice a second; a flat profile (end close to start) means nothing accumu
 
 Prints one JSON row per run: images, wall seconds, RSS once started (median over 20-30% of
 the run, past the imports and the first batches), near the end (median over 85-95%, before
-the report is written), the peak, and the growth between the two per 1,000 images; writes the samples (``soak_rss.csv``), the rows (``soak_summary.json``) and a plot of RSS against the
-share of the run (``soak_rss.png``) under ``--out``. The images are 64 px patches of the bundled photos
-(real) and their nearest-neighbour 2x upsampled halves (fake); the detector is the shipped
-general one unless ``--detector`` names another bundle.
+the report is written), the peak, and the growth between the two per 1,000 images; writes
+the samples (``soak_rss.csv``), the rows (``soak_summary.json``) and a plot of RSS against
+the share of the run (``soak_rss.png``) under ``--out``. The images are 64 px patches of the
+bundled photos (real) and their nearest-neighbour 2x upsampled halves (fake); the detector is
+the shipped general one unless ``--detector`` names another bundle.
 
     python benchmarks/bench_soak.py [--scan-images 20000] [--robustness-images 2000]
                                     [--detector BUNDLE] [--out benchmarks/soak]

@@ -16,9 +16,9 @@ from forensics.cli.app_commands import (APP_DEFAULT_ROOT, APP_ENV_DETECTOR, APP_
                                         APP_ENV_MAX_PIXELS, APP_ENV_ROOT, APP_ENV_SCORING_SLOTS)
 from forensics.cli.common import CliError, add_limit_options, positive_int
 
-__all__ = ["APP_DEFAULT_ROOT", "APP_ENV_DETECTOR", "APP_ENV_MAX_BYTES",
-           "APP_ENV_MAX_PIXELS", "APP_ENV_ROOT", "APP_ENV_SCORING_SLOTS", "CliError", "add_limit_options", "build_parser",
-           "main", "run"]
+__all__ = ["APP_DEFAULT_ROOT", "APP_ENV_DETECTOR", "APP_ENV_MAX_BYTES", "APP_ENV_MAX_PIXELS",
+           "APP_ENV_ROOT", "APP_ENV_SCORING_SLOTS", "CliError", "add_limit_options",
+           "build_parser", "main", "run"]
 
 
 def build_parser() -> argparse.ArgumentParser:
