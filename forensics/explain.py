@@ -18,6 +18,7 @@ tools offer (Forensically, Sherloq, FotoForensics) plus the two that fit our det
 from __future__ import annotations
 
 import io
+import math
 import os
 from typing import Any
 
@@ -37,6 +38,7 @@ from forensics.features import (
 )
 from forensics.features.spectrum import spectrum_radius
 from forensics.perturb import _luma_table, jpeg
+from forensics.tiles import row_strips
 
 __all__ = [
     "spectrum_2d",
@@ -110,17 +112,46 @@ def azimuthal_vs_reference(image: np.ndarray,
             "reference": reference}
 
 
+def _residual_magnitude(image: np.ndarray, top: int, bottom: int) -> np.ndarray:
+    """|SRM residual| of rows ``top:bottom`` of an RGB image, float32 (3, rows, W): computed
+    with the row above and below as context, so strips give the whole image's values."""
+    low, high = max(0, top - 1), min(image.shape[0], bottom + 1)
+    planes = image[low:high].transpose(2, 0, 1).astype(np.float32)
+    return np.abs(highpass_residual(planes))[:, top - low:bottom - low]
+
+
+def _percentile_of_quarters(counts: np.ndarray, q: float) -> float:
+    """numpy's (linear) ``q``-th percentile of values k / 4 given each k's count."""
+    position = (int(counts.sum()) - 1) * q / 100
+    cumulative = np.cumsum(counts)
+    below, above = (int(np.searchsorted(cumulative, k, side="right"))
+                    for k in (math.floor(position), math.ceil(position)))
+    return (below + (above - below) * (position - math.floor(position))) / 4
+
+
 def noise_residual(image: np.ndarray) -> np.ndarray:
     """Magnitude of the SRM high-pass residual per channel, uint8 (H, W, 3) for display.
 
     The residual (``forensics.features.highpass_residual``) predicts each pixel from its
     neighbours; its magnitude is stretched so the 99.5th percentile is white. Camera noise
-    looks fine and even, generator texture often periodic or patchy.
+    looks fine and even, generator texture often periodic or patchy. Computed a strip of rows
+    at a time, twice (the percentile from a count of every value first: the residual of 8-bit
+    pixels takes only multiples of 1/4), so a 64 MP image never has a float copy.
     """
     check_rgb_image(image)
-    residual = np.abs(highpass_residual(image.transpose(2, 0, 1).astype(np.float32)))
-    scaled = _stretch(residual, 0.0, 99.5).transpose(1, 2, 0)
-    return np.rint(scaled * 255).astype(np.uint8)
+    strips = list(row_strips(*image.shape[:2]))
+    counts = np.zeros(4 * 1020 + 1, dtype=np.int64)  # |residual| <= 255 * 16 / 4
+    for top, bottom in strips:
+        quarters = np.rint(_residual_magnitude(image, top, bottom) * 4).astype(np.int64)
+        counts += np.bincount(quarters.ravel(), minlength=counts.size)
+    low, high = (_percentile_of_quarters(counts, q) for q in (0.0, 99.5))
+    out = np.empty_like(image)
+    for top, bottom in strips:
+        magnitude = _residual_magnitude(image, top, bottom)
+        scaled = (np.zeros_like(magnitude) if high <= low
+                  else np.clip((magnitude - low) / (high - low), 0, 1))
+        out[top:bottom] = np.rint(scaled.transpose(1, 2, 0) * 255).astype(np.uint8)
+    return out
 
 
 def error_level_analysis(image: np.ndarray, quality: int = 90,
@@ -129,12 +160,16 @@ def error_level_analysis(image: np.ndarray, quality: int = 90,
 
     Pixels already saved at this quality change little on re-saving; edited or never
     compressed ones change more. Re-saving goes through ``forensics.perturb.jpeg`` (Pillow),
-    which checks that the quality was applied.
+    which checks that the quality was applied; the difference is taken a strip at a time.
     """
     check_rgb_image(image)
     resaved = jpeg(image, quality, check=False)
-    difference = np.abs(image.astype(np.int16) - resaved.astype(np.int16))
-    return np.clip(difference * amplification, 0, 255).astype(np.uint8)
+    out = np.empty_like(image)
+    for top, bottom in row_strips(*image.shape[:2]):
+        difference = np.abs(image[top:bottom].astype(np.int16)
+                            - resaved[top:bottom].astype(np.int16))
+        out[top:bottom] = np.clip(difference * amplification, 0, 255).astype(np.uint8)
+    return out
 
 
 def gradcam(detector: Detector, image: np.ndarray, target: str = "verdict", *,

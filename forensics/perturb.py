@@ -28,7 +28,7 @@ import math
 import numbers
 import operator
 import sys
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from types import MappingProxyType
@@ -40,6 +40,7 @@ from PIL import Image
 from scipy.ndimage import gaussian_filter
 
 from forensics.images import load_image
+from forensics.tiles import row_strips
 
 __all__ = [
     "AugmentDraw",
@@ -148,18 +149,6 @@ def _to_uint8(values: np.ndarray) -> np.ndarray:
     return np.clip(np.rint(values), 0, 255).astype(np.uint8)
 
 
-# Pixels a float perturbation works on at once: blur and noise go a strip of rows at a time, so
-# a 64 MP image never has a float copy (768 MB in float32) beside it; results are identical.
-_STRIP_PIXELS = 1 << 22
-
-
-def _row_strips(height: int, width: int) -> Iterator[tuple[int, int]]:
-    """(top, bottom) rows of consecutive strips of about ``_STRIP_PIXELS`` pixels."""
-    rows = max(1, _STRIP_PIXELS // max(1, width))
-    for top in range(0, height, rows):
-        yield top, min(top + rows, height)
-
-
 def _scaled(side: int, factor: float) -> int:
     """``round(side * factor)``, at least 1."""
     return max(1, round(side * factor))
@@ -264,9 +253,11 @@ def gaussian_blur(image: np.ndarray, sigma: float, *, check: bool = True) -> np.
     if sigma == 0:
         return image.copy()
     height = image.shape[0]
-    halo = int(4.0 * sigma + 0.5)  # scipy's kernel radius at its default truncate=4
+    # A strip of rows at a time (no float copy of a large image), each with the rows its
+    # kernel reaches: scipy's radius at its default truncate=4. The same pixels as one pass.
+    halo = int(4.0 * sigma + 0.5)
     out = np.empty_like(image)
-    for top, bottom in _row_strips(*image.shape[:2]):
+    for top, bottom in row_strips(*image.shape[:2]):
         low, high = max(0, top - halo), min(height, bottom + halo)
         part = gaussian_filter(image[low:high].astype(np.float32), sigma=(sigma, sigma, 0))
         out[top:bottom] = _to_uint8(part[top - low:bottom - low])
@@ -303,7 +294,7 @@ def gaussian_noise(image: np.ndarray, sigma: float, seed: Seed = 0, *,
         return image.copy()
     rng = np.random.default_rng(seed)
     out = np.empty_like(image)
-    for top, bottom in _row_strips(*image.shape[:2]):  # the same draws as one call would make
+    for top, bottom in row_strips(*image.shape[:2]):  # the same draws as one call would make
         noise = rng.standard_normal((bottom - top, *image.shape[1:]), dtype=np.float32)
         out[top:bottom] = _to_uint8(image[top:bottom] + noise * np.float32(sigma))
     return _changed(image, out, f"Gaussian noise sigma={sigma:g}", check)
@@ -350,7 +341,7 @@ def contrast(image: np.ndarray, factor: float, *, check: bool = True) -> np.ndar
         return image.copy()
     luma = np.array([0.299, 0.587, 0.114])
     mean = sum(float((image[top:bottom] @ luma).sum())
-               for top, bottom in _row_strips(*image.shape[:2])) / (image.size // 3)
+               for top, bottom in row_strips(*image.shape[:2])) / (image.size // 3)
     lut = _to_uint8(mean + factor * (np.arange(256) - mean))
     return _changed(image, lut[image], f"contrast x{factor:g}", check)
 

@@ -167,3 +167,15 @@ def test_gradcam_from_several_threads_at_once_equals_one_at_a_time(cnn):
         together = list(pool.map(lambda image: explain.gradcam(cnn, image), images * 3))
     for i, heat in enumerate(together):
         np.testing.assert_allclose(heat, alone[i % len(images)], atol=1e-5)
+
+
+def test_pixel_maps_go_strip_by_strip_with_the_same_result(monkeypatch):
+    """The noise residual and error levels work a strip of rows at a time (bounded memory for
+    64 MP images; the residual's percentile comes from an exact count of its values): many
+    strips give exactly the map of one pass."""
+    from forensics import tiles
+
+    whole = explain.noise_residual(PHOTO), explain.error_level_analysis(PHOTO, quality=80)
+    monkeypatch.setattr(tiles, "STRIP_PIXELS", 97)
+    np.testing.assert_array_equal(explain.noise_residual(PHOTO), whole[0])
+    np.testing.assert_array_equal(explain.error_level_analysis(PHOTO, quality=80), whole[1])
