@@ -50,23 +50,21 @@ DECODE_PIXEL_BUDGET = 32_000_000
 
 
 def plan_batches(paths: Sequence[Path], batch_size: int = 64,
-                 pixel_budget: int = DECODE_PIXEL_BUDGET) -> list[tuple[list[int], int]]:
+                 pixel_budget: int = DECODE_PIXEL_BUDGET) -> Iterator[tuple[list[int], int]]:
     """Consecutive indices of ``paths`` in batches of up to ``batch_size`` files and half of
-    ``pixel_budget`` pixels (read from the headers; a larger image is a batch of its own),
-    each with its pixel count: half, so that the next batch decodes while one is scored."""
-    batches: list[tuple[list[int], int]] = []
+    ``pixel_budget`` pixels (read from the headers as it goes; a larger image is a batch of its
+    own), each with its pixel count: half, so that the next batch decodes while one is scored."""
     batch: list[int] = []
     pixels = 0
     for index, path in enumerate(paths):
         size = header_pixels(path)
         if batch and (len(batch) == batch_size or pixels + size > pixel_budget // 2):
-            batches.append((batch, pixels))
+            yield batch, pixels
             batch, pixels = [], 0
         batch.append(index)
         pixels += size
     if batch:
-        batches.append((batch, pixels))
-    return batches
+        yield batch, pixels
 
 
 def decode_groups(groups: Sequence[tuple[Sequence[Path], int]], *, workers: int = 2,
@@ -154,7 +152,9 @@ def _score_on_workers(paths: list[Path], detector: Detector, workers: int, limit
     with ThreadPoolExecutor(max_workers=workers) as pool:
         pending: deque[tuple[Future, int]] = deque()
         held = 0
-        for group, pixels in _groups(paths, DECODE_PIXEL_BUDGET // (2 * workers)):
+        # Groups of up to _GROUP files and DECODE_PIXEL_BUDGET / (2 workers) pixels.
+        for indices, pixels in plan_batches(paths, _GROUP, DECODE_PIXEL_BUDGET // workers):
+            group = [paths[i] for i in indices]
             while pending and (len(pending) >= 2 * workers
                                or held + pixels > DECODE_PIXEL_BUDGET):
                 future, done = pending.popleft()
@@ -166,22 +166,6 @@ def _score_on_workers(paths: list[Path], detector: Detector, workers: int, limit
         while pending:
             collect(pending.popleft()[0])
     return rows
-
-
-def _groups(paths: list[Path], max_pixels: int) -> Iterator[tuple[list[Path], int]]:
-    """Consecutive files in groups of up to ``_GROUP`` and ``max_pixels`` (from the headers; a
-    larger image is a group of its own), each with its pixel count."""
-    group: list[Path] = []
-    pixels = 0
-    for path in paths:
-        size = header_pixels(path)
-        if group and (len(group) == _GROUP or pixels + size > max_pixels):
-            yield group, pixels
-            group, pixels = [], 0
-        group.append(path)
-        pixels += size
-    if group:
-        yield group, pixels
 
 
 def _decode_and_score(paths: list[Path], detector: Detector, limits: ImageLimits,
