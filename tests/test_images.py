@@ -135,14 +135,14 @@ def test_palette_with_transparency(tmp_path):
 def test_large_images_convert_strip_by_strip_to_the_same_pixels(tmp_path, monkeypatch, mode):
     """Conversion goes a few rows at a time (bounded memory for 64 MP images); strips of 5
     rows of a 37-row image give what Pillow's whole-image conversion gives."""
-    import forensics.images as images
+    from forensics import tiles
 
     rng = np.random.default_rng(3)
     rgb = Image.fromarray(rng.integers(0, 256, (37, 64, 3), dtype=np.uint8))
     image = rgb.convert(mode) if mode != "P" else rgb.quantize(64)
     path = write(tmp_path / f"{mode}.png", image)
     expected = np.asarray(image.convert("RGBA" if mode == "P" else mode).convert("RGB"))
-    monkeypatch.setattr(images, "_STRIP_BYTES", 5 * 64 * 3)
+    monkeypatch.setattr(tiles, "STRIP_PIXELS", 5 * 64)
     np.testing.assert_array_equal(load_image(path), expected)
 
 
