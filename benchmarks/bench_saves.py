@@ -24,7 +24,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import save
 
-from crashsafe import atomic_write_bytes, atomic_write_text
+from crashsafe.files import atomic_write_bytes, atomic_write_text
 from generators.checkpoint import (CONFIG_FILE, OPTIM_FILE, WEIGHTS_FILE, encode_state,
                                    save_checkpoint)
 from generators.registry import create_generator

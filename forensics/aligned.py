@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 from tqdm.auto import tqdm
 
-from crashsafe import atomic_write_text
+from crashsafe.files import atomic_write_text
 from forensics.corpus import MANIFEST_NAME
 from forensics.images import save_png
 from forensics.perturb import gaussian_blur, jpeg, resize

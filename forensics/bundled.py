@@ -20,7 +20,7 @@ from typing import Any, Callable
 import cv2
 import numpy as np
 
-from crashsafe import atomic_write_text
+from crashsafe.files import atomic_write_text
 from forensics.corpus import MANIFEST_NAME
 from forensics.images import load_image, save_png
 

@@ -36,7 +36,7 @@ import struct
 import numpy as np
 from PIL import Image, ImageOps, PngImagePlugin, UnidentifiedImageError
 
-from crashsafe import atomic_write_bytes
+from crashsafe.files import atomic_write_bytes
 from forensics.tiles import row_strips
 
 IMAGE_EXTENSIONS: frozenset[str] = frozenset(
@@ -187,7 +187,7 @@ def encode_png(image: np.ndarray) -> bytes:
 def save_png(image: np.ndarray, path: str | os.PathLike) -> None:
     """Write ``image`` as PNG atomically, creating parent folders.
 
-    Readers never see a half-written file (see ``crashsafe.atomic_write_bytes``).
+    Readers never see a half-written file (see ``crashsafe.files.atomic_write_bytes``).
     """
     atomic_write_bytes(path, encode_png(image))  # encode first: a bad array leaves nothing
 

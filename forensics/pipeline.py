@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 from tqdm.auto import tqdm
 
-from crashsafe import atomic_write_text
+from crashsafe.files import atomic_write_text
 from forensics.bundled import write_bundled_corpus
 from forensics.corpus import REAL, Corpus, discover_corpus
 from forensics.detectors import load_detector

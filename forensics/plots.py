@@ -13,7 +13,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402 - the backend must be chosen first
 import numpy as np  # noqa: E402
 
-from crashsafe import atomic_write_bytes  # noqa: E402
+from crashsafe.files import atomic_write_bytes  # noqa: E402
 from forensics.features.spectrum import spectrum_radius  # noqa: E402
 
 

@@ -39,7 +39,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402 - the backend must be chosen first
 import numpy as np  # noqa: E402
 
-from crashsafe import atomic_write_bytes, atomic_write_text  # noqa: E402
+from crashsafe.files import atomic_write_bytes, atomic_write_text  # noqa: E402
 from forensics.metrics import binary_metrics, format_table  # noqa: E402
 from forensics.robustness import RUN_FILE, read_results  # noqa: E402
 

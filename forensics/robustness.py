@@ -42,7 +42,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 import forensics
-from crashsafe import atomic_write_text, fsync_dir
+from crashsafe.files import atomic_write_text, fsync_dir
 from forensics.corpus import LABEL_NAMES, Corpus, discover_corpus
 from forensics.detectors import Detector, load_detector
 from forensics.evaluation import resolve_split

@@ -15,14 +15,13 @@ Layout of a checkpoint (run) folder:
   metadata (``skeleton``), so :func:`load_train_state` rebuilds the tree with its exact key
   types (optimizers index their state by int).
 
-A checkpoint is replaced as one unit (``crashsafe.replace_files``), so a crash at any moment leaves
-either the previous checkpoint or the new one, never a mix: the new files are staged in
-``.pending/``, committed by a marker and moved into place (``config.json`` last); whoever opens
-the folder next finishes that move when the marker is there and discards the staging folder
-when it is not. The SHA-256 of each tensor file in ``config.json`` is checked
+A checkpoint is replaced as one unit (``crashsafe.files.replace_files``), so a crash at any
+moment leaves either the previous checkpoint or the new one, never a mix: the new files are
+staged in ``.pending/``, committed by a marker and moved into place (``config.json`` last);
+whoever opens the folder next finishes that move when the marker is there and discards the
+staging folder when it is not. The SHA-256 of each tensor file in ``config.json`` is checked
 before the file is parsed, so a flipped byte, a truncated copy or a file swapped in by hand is
-refused. Loading parses JSON and safetensors only, so it can
-never run code.
+refused. Loading parses JSON and safetensors only, so it can never run code.
 """
 
 from __future__ import annotations
@@ -38,9 +37,9 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import load, save
 from torch import nn
 
-from crashsafe import (STAGING_DIR, ChecksumError, LeafStore, atomic_write_bytes,
-                       atomic_write_text, decode_tree, encode_tree, is_sha256_hex, read_checked,
-                       recover_files, replace_files, sha256_hex)
+from crashsafe.files import (STAGING_DIR, ChecksumError, LeafStore, atomic_write_bytes,
+                             atomic_write_text, decode_tree, encode_tree, is_sha256_hex,
+                             read_checked, recover_files, replace_files, sha256_hex)
 
 from .registry import GanPair, create_generator
 

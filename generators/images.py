@@ -10,7 +10,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from crashsafe import atomic_write_bytes
+from crashsafe.files import atomic_write_bytes
 
 
 def tensor_to_uint8(images: torch.Tensor) -> np.ndarray:

@@ -32,7 +32,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from crashsafe import append_jsonl, read_jsonl
+from crashsafe.files import append_jsonl, read_jsonl
 
 from .checkpoint import checkpoint_sha256, load_checkpoint
 from .data import load_rgb, load_square_rgb

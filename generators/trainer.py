@@ -79,7 +79,8 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from crashsafe import append_jsonl, atomic_write_bytes, atomic_write_text, json_safe, read_jsonl
+from crashsafe.files import (append_jsonl, atomic_write_bytes, atomic_write_text, json_safe,
+                             read_jsonl)
 
 from .checkpoint import (has_checkpoint, load_checkpoint, load_train_state, read_checkpoint_config,
                          recover_checkpoint, save_checkpoint)

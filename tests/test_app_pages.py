@@ -15,7 +15,8 @@ from streamlit.testing.v1 import AppTest
 from app_support import (APP_DIR, TIMEOUT, app, app_root, photo_png,  # noqa: F401 - fixtures
                          upsampled_noise)
 import components as C
-from crashsafe import STAGING_DIR
+from forensics import serving
+from crashsafe.files import STAGING_DIR
 from conftest import run_cli
 from forensics.detectors import BundleError
 from forensics.verdict import STABILITY_COPIES
@@ -83,7 +84,7 @@ def test_uncertain_band_widens_to_cover_every_score(app):
 
 
 def test_the_size_limit_refuses_a_large_image_with_a_message(app, monkeypatch):
-    monkeypatch.setenv(C.ENV_MAX_PIXELS, "1000")
+    monkeypatch.setenv(serving.ENV_MAX_PIXELS, "1000")
     app.file_uploader(key="uploads").set_value([("big.png", photo_png(48), "image/png")]).run()
     assert not app.exception
     assert "over the limit of 1,000" in app.error[0].value
@@ -135,8 +136,8 @@ def test_verdict_page_draws_its_text_before_loading_the_detector(app_root, monke
         raise BundleError(folder, "not loaded in this test")
 
     monkeypatch.setattr("forensics.detectors.load_detector", refuse)
-    monkeypatch.setenv(C.ENV_DETECTOR, str(app_root[1]))
-    monkeypatch.setenv(C.ENV_ROOT, str(app_root[0]))
+    monkeypatch.setenv(serving.ENV_DETECTOR, str(app_root[1]))
+    monkeypatch.setenv(serving.ENV_ROOT, str(app_root[0]))
     st.cache_resource.clear()
     at = AppTest.from_file(str(APP_DIR / "Home.py"), default_timeout=TIMEOUT).run()
     assert not at.exception
@@ -150,8 +151,8 @@ def test_verdict_page_draws_its_text_before_loading_the_detector(app_root, monke
 
 
 def test_verdict_page_without_a_usable_bundle_says_what_to_do(app_root, monkeypatch, tmp_path):
-    monkeypatch.setenv(C.ENV_DETECTOR, str(tmp_path / "nothing"))
-    monkeypatch.setenv(C.ENV_ROOT, str(app_root[0]))
+    monkeypatch.setenv(serving.ENV_DETECTOR, str(tmp_path / "nothing"))
+    monkeypatch.setenv(serving.ENV_ROOT, str(app_root[0]))
     at = AppTest.from_file(str(APP_DIR / "Home.py"), default_timeout=TIMEOUT).run()
     assert not at.exception
     assert "No detector bundle" in at.error[0].value
@@ -202,8 +203,8 @@ def test_corpora_page_leaves_a_checkpoint_save_in_progress_alone(app_root, monke
     shutil.copytree(app_root[0] / "gan_run", run)
     (run / STAGING_DIR).mkdir()
     (run / STAGING_DIR / "weights.safetensors").write_bytes(b"half written")
-    monkeypatch.setenv(C.ENV_DETECTOR, str(app_root[1]))
-    monkeypatch.setenv(C.ENV_ROOT, str(tmp_path))
+    monkeypatch.setenv(serving.ENV_DETECTOR, str(app_root[1]))
+    monkeypatch.setenv(serving.ENV_ROOT, str(tmp_path))
     at = AppTest.from_file(str(APP_DIR / "Home.py"), default_timeout=TIMEOUT).run()
     at.switch_page("pages/corpora.py").run()
     at.radio(key="browse_kind").set_value("Training runs").run()

@@ -11,7 +11,7 @@ from sklearn.metrics import average_precision_score
 
 from bundle_support import rehash_bundle
 from conftest import Crash, crash_after
-from crashsafe import STAGING_DIR
+from crashsafe.files import STAGING_DIR
 from forensics.detectors import BundleError, create_detector, load_detector
 from forensics.detectors.ensemble import EnsembleDetector, parse_member_specs
 from forensics.detectors.spectral import SpectralDetector

@@ -15,7 +15,7 @@ import torch
 from PIL import Image
 
 from conftest import Crash, crash_after
-from crashsafe import STAGING_DIR
+from crashsafe.files import STAGING_DIR
 from forensics.cli import main as cli
 from generators import checkpoint_sha256, load_checkpoint, read_stats, sample_images, train_gan
 from generators import trainer as trainer_module

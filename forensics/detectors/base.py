@@ -25,8 +25,8 @@ import numpy as np
 import safetensors
 import safetensors.numpy
 import forensics
-from crashsafe import (ChecksumError, atomic_write_bytes, is_sha256_hex, read_checked,
-                       recover_files, replace_files, sha256_hex)
+from crashsafe.files import (ChecksumError, atomic_write_bytes, is_sha256_hex, read_checked,
+                             recover_files, replace_files, sha256_hex)
 from forensics.features.spectrum import check_rgb_image
 
 __all__ = [
@@ -492,7 +492,7 @@ class Detector(abc.ABC):
         """Write the bundle folder (created if missing): array files first, detector.json last.
 
         The files replace an earlier bundle in the folder as one unit
-        (``crashsafe.replace_files``): after a crash at any moment the folder loads as
+        (``crashsafe.files.replace_files``): after a crash at any moment the folder loads as
         the old bundle or the new one, never a mix of the two.
         """
         self._check_fitted()

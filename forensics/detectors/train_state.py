@@ -9,7 +9,7 @@ Layout of a state folder (``forensics detector train`` keeps it in ``<out>/.trai
   rest of the state tree as a JSON skeleton whose ``{"$tensor": key}`` leaves point into the
   safetensors file, with dict keys kept with their types (optimizers index their state by int).
 
-The two files are replaced as one unit after every epoch (``crashsafe.replace_files``,
+The two files are replaced as one unit after every epoch (``crashsafe.files.replace_files``,
 ``state.json`` last), so a kill at any moment leaves the previous state or the new one. Loading
 reads JSON and safetensors only: no pickle, nothing from the files is executed. Torch is
 imported on first use, so that importing this module (as ``forensics.training`` does) stays cheap.
@@ -27,8 +27,9 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from crashsafe import (ChecksumError, LeafStore, atomic_write_bytes, decode_tree, encode_tree,
-                       fsync_dir, read_checked, recover_files, replace_files, sha256_hex)
+from crashsafe.files import (ChecksumError, LeafStore, atomic_write_bytes, decode_tree,
+                             encode_tree, fsync_dir, read_checked, recover_files, replace_files,
+                             sha256_hex)
 
 if TYPE_CHECKING:
     import torch
