@@ -24,14 +24,7 @@ import numpy as np
 import pandas as pd
 from PIL import ExifTags, Image
 
-from forensics.cli import APP_DEFAULT_ROOT as DEFAULT_ROOT
-from forensics.cli import APP_ENV_DETECTOR as ENV_DETECTOR
-from forensics.cli import APP_ENV_MAX_BYTES as ENV_MAX_BYTES
-from forensics.cli import APP_ENV_MAX_PIXELS as ENV_MAX_PIXELS
-from forensics.cli import APP_ENV_ROOT as ENV_ROOT
-from forensics.cli import APP_ENV_SCORING_SLOTS as ENV_SCORING_SLOTS
 from forensics.corpus import MANIFEST_NAME
-from forensics.detectors.general import GENERAL_DIR
 from forensics.images import (DEFAULT_LIMITS, IMAGE_EXTENSIONS, ImageError, ImageLimits,
                               format_bytes, load_image)
 from forensics.verdict import (STABILITY_COPIES, flipped_copies, members_agree, score_images,
@@ -46,29 +39,7 @@ TABLE_COLUMNS = ["file", "verdict", "p_fake", *(c.label for c in STABILITY_COPIE
                  "members_agree", "width", "height", "sha256", "error"]
 
 
-# --- configuration and safe folders -------------------------------------------------------------
-
-@dataclass(frozen=True)
-class AppConfig:
-    """What ``forensics app`` hands the app through environment variables."""
-
-    detector: Path
-    root: Path
-    limits: ImageLimits = DEFAULT_LIMITS
-    scoring_slots: int = 1  # uploads scored at once, server-wide (app/scoring_queue.py)
-
-    @classmethod
-    def from_env(cls, env: Mapping[str, str] = os.environ) -> AppConfig:
-        """Read the ``FORENSICS_APP_*`` variables; defaults: the shipped general detector and
-        ``runs``."""
-        limits = ImageLimits(
-            max_pixels=int(env.get(ENV_MAX_PIXELS, DEFAULT_LIMITS.max_pixels)),
-            max_bytes=int(env.get(ENV_MAX_BYTES, DEFAULT_LIMITS.max_bytes)),
-        )
-        return cls(detector=Path(env.get(ENV_DETECTOR) or GENERAL_DIR),
-                   root=Path(env.get(ENV_ROOT, DEFAULT_ROOT)), limits=limits,
-                   scoring_slots=max(1, int(env.get(ENV_SCORING_SLOTS, 1))))
-
+# --- safe folders -------------------------------------------------------------
 
 def resolve_under(root: str | os.PathLike, relative: str | os.PathLike) -> Path:
     """``root / relative`` resolved, refusing anything that ends up outside ``root``.

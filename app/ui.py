@@ -10,15 +10,16 @@ from typing import TYPE_CHECKING
 import streamlit as st
 
 import components
+from forensics.serving import AppConfig
 from scoring_queue import ScoringQueue
 
 if TYPE_CHECKING:  # the detectors import sklearn and torch: loaded under detector()'s spinner
     from forensics.detectors import Detector
 
 
-def config() -> components.AppConfig:
+def config() -> AppConfig:
     """The app's configuration (from the environment ``forensics app`` sets)."""
-    return components.AppConfig.from_env()
+    return AppConfig.from_env()
 
 
 @st.cache_resource(show_spinner=False)  # detector() shows which bundle is loading

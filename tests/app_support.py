@@ -133,11 +133,11 @@ def app(app_root, monkeypatch):
     import streamlit as st
     from streamlit.testing.v1 import AppTest
 
-    import components as C
+    from forensics import serving
 
     root, bundle = app_root
-    monkeypatch.setenv(C.ENV_DETECTOR, str(bundle))
-    monkeypatch.setenv(C.ENV_ROOT, str(root))
+    monkeypatch.setenv(serving.ENV_DETECTOR, str(bundle))
+    monkeypatch.setenv(serving.ENV_ROOT, str(root))
     st.cache_resource.clear()
     st.cache_data.clear()
     at = AppTest.from_file(str(APP_DIR / "Home.py"), default_timeout=TIMEOUT)

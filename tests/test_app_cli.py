@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from forensics import cli
+from forensics import cli, serving
 
 
 @pytest.fixture
@@ -32,11 +32,11 @@ def test_app_uses_the_shipped_general_detector_by_default(tmp_path, monkeypatch,
     assert flags["--server.address"] == "127.0.0.1" and flags["--server.port"] == "8765"
     assert flags["--browser.gatherUsageStats"] == "false" and flags["--server.headless"] == "true"
     assert flags["--server.maxUploadSize"] == "100"
-    assert env[cli.APP_ENV_DETECTOR] == str(general_detector_path())
-    assert env[cli.APP_ENV_ROOT] == str(tmp_path / "runs")
-    assert env[cli.APP_ENV_SCORING_SLOTS] == "1"
+    assert env[serving.ENV_DETECTOR] == str(general_detector_path())
+    assert env[serving.ENV_ROOT] == str(tmp_path / "runs")
+    assert env[serving.ENV_SCORING_SLOTS] == "1"
     assert cli.main(["app", "--scoring-slots", "3", "-q"]) == 0
-    assert exec_calls[1][2][cli.APP_ENV_SCORING_SLOTS] == "3"
+    assert exec_calls[1][2][serving.ENV_SCORING_SLOTS] == "3"
 
 
 def test_app_refuses_a_folder_that_is_not_a_bundle(tmp_path, capsys, exec_calls):

@@ -12,6 +12,7 @@ import pytest
 
 from app_support import photo_png, train_tiny_run  # importing app_support puts app/ on sys.path
 import components as C
+from forensics import serving
 from forensics.bundled import write_bundled_corpus
 from forensics.detectors.general import GENERAL_DIR
 from forensics.images import ImageLimits
@@ -34,14 +35,14 @@ def result(p: float, **copies: float) -> C.ImageResult:
 
 
 def test_config_comes_from_the_environment(tmp_path):
-    env = {C.ENV_DETECTOR: str(tmp_path / "b"), C.ENV_ROOT: str(tmp_path),
-           C.ENV_MAX_BYTES: "20", C.ENV_MAX_PIXELS: "10"}
-    assert C.AppConfig.from_env(env) == C.AppConfig(tmp_path / "b", tmp_path,
+    env = {serving.ENV_DETECTOR: str(tmp_path / "b"), serving.ENV_ROOT: str(tmp_path),
+           serving.ENV_MAX_BYTES: "20", serving.ENV_MAX_PIXELS: "10"}
+    assert serving.AppConfig.from_env(env) == serving.AppConfig(tmp_path / "b", tmp_path,
                                                     ImageLimits(max_pixels=10, max_bytes=20))
-    default = C.AppConfig.from_env({})
+    default = serving.AppConfig.from_env({})
     assert (default.detector, default.root.as_posix()) == (GENERAL_DIR, "runs")
     assert default.scoring_slots == 1
-    assert C.AppConfig.from_env({C.ENV_SCORING_SLOTS: "3"}).scoring_slots == 3
+    assert serving.AppConfig.from_env({serving.ENV_SCORING_SLOTS: "3"}).scoring_slots == 3
 
 
 def test_resolve_under_refuses_path_traversal(tmp_path):

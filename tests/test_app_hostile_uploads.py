@@ -14,6 +14,7 @@ import pytest
 
 from app_support import (CHROMIUM, CHROMIUM_ARGS, TIMEOUT, VERDICTS, app,  # noqa: F401
                          app_root, photo_png, require_chromium, served_app)
+from forensics import serving
 from forensics import verdict as V
 from forensics.images import DEFAULT_LIMITS, IMAGE_ERROR_ADVICE
 from hostile import HOSTILE_MAX_BYTES, png_bomb, write_hostile_corpus
@@ -52,7 +53,7 @@ def hostile_uploads(tmp_path_factory) -> list[tuple[str, bytes, str, str]]:
 
 def test_a_batch_of_every_hostile_upload_lists_each_refusal_and_scores_the_rest(
         app, monkeypatch, hostile_uploads):
-    monkeypatch.setenv(C.ENV_MAX_BYTES, str(HOSTILE_MAX_BYTES))  # over_byte_limit.png's limit
+    monkeypatch.setenv(serving.ENV_MAX_BYTES, str(HOSTILE_MAX_BYTES))  # over_byte_limit.png's limit
     batch = [(GOOD, photo_png(64), "image/png")] + [
         (name, data, mimetypes.guess_type(name)[0] or "application/octet-stream")
         for name, data, _, _ in hostile_uploads]

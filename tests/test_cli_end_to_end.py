@@ -162,11 +162,11 @@ def test_the_app_charts_the_demo_diffusion_spectrum_beside_the_gans(quick_demo, 
     from streamlit.testing.v1 import AppTest
 
     from app_support import APP_DIR, TIMEOUT
-    import components as C
+    from forensics import serving
 
     out, _ = quick_demo
-    monkeypatch.setenv(C.ENV_ROOT, str(out))
-    monkeypatch.setenv(C.ENV_DETECTOR, str(out / "detector"))
+    monkeypatch.setenv(serving.ENV_ROOT, str(out))
+    monkeypatch.setenv(serving.ENV_DETECTOR, str(out / "detector"))
     at = AppTest.from_file(str(APP_DIR / "Home.py"), default_timeout=TIMEOUT).run()
     at.switch_page("pages/corpora.py").run()
     at.radio(key="browse_kind").set_value("Spectra by generator").run()

@@ -12,13 +12,9 @@ from typing import Sequence
 from forensics import __version__
 from forensics.cli import (app_commands, corpus_commands, detector_commands, scoring_commands,
                            zoo_commands)
-from forensics.cli.app_commands import (APP_DEFAULT_ROOT, APP_ENV_DETECTOR, APP_ENV_MAX_BYTES,
-                                        APP_ENV_MAX_PIXELS, APP_ENV_ROOT, APP_ENV_SCORING_SLOTS)
 from forensics.cli.common import CliError, add_limit_options, positive_int
 
-__all__ = ["APP_DEFAULT_ROOT", "APP_ENV_DETECTOR", "APP_ENV_MAX_BYTES", "APP_ENV_MAX_PIXELS",
-           "APP_ENV_ROOT", "APP_ENV_SCORING_SLOTS", "CliError", "add_limit_options",
-           "build_parser", "main", "run"]
+__all__ = ["CliError", "add_limit_options", "build_parser", "main", "run"]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -7,14 +7,11 @@ import os
 import sys
 from pathlib import Path
 
-from forensics.cli.common import CliError, add_limit_options, detector_folder, positive_int
+from forensics.cli.common import (CliError, add_limit_options, detector_folder, image_limits,
+                                  positive_int)
+from forensics.serving import DEFAULT_ROOT, AppConfig
 
 
-APP_DEFAULT_ROOT = "runs"
-# How `forensics app` configures the Streamlit app (read by app/components.py, AppConfig).
-APP_ENV_DETECTOR, APP_ENV_ROOT = "FORENSICS_APP_DETECTOR", "FORENSICS_APP_ROOT"
-APP_ENV_MAX_BYTES, APP_ENV_MAX_PIXELS = "FORENSICS_APP_MAX_BYTES", "FORENSICS_APP_MAX_PIXELS"
-APP_ENV_SCORING_SLOTS = "FORENSICS_APP_SCORING_SLOTS"
 # Wall times as measured (how: README, "What the demo does"); a test keeps the README in step.
 QUICK_DEMO_TIME, FULL_DEMO_TIME = "about 2.5 minutes on 2 cores", "about 9 minutes"
 
@@ -41,10 +38,9 @@ def cmd_app(args: argparse.Namespace) -> int:
                        "train`, or leave --detector out to use the shipped general detector")
     root = Path(args.root)
     root.mkdir(parents=True, exist_ok=True)
-    env = {**os.environ, APP_ENV_DETECTOR: str(bundle.resolve()),
-           APP_ENV_ROOT: str(root.resolve()), APP_ENV_MAX_BYTES: str(args.max_bytes),
-           APP_ENV_MAX_PIXELS: str(args.max_pixels),
-           APP_ENV_SCORING_SLOTS: str(args.scoring_slots)}
+    settings = AppConfig(detector=bundle.resolve(), root=root.resolve(),
+                         limits=image_limits(args), scoring_slots=args.scoring_slots)
+    env = {**os.environ, **settings.to_env()}
     command = [sys.executable, "-m", "streamlit", "run", str(app),
                "--server.headless", "true", "--server.address", "127.0.0.1",
                "--server.port", str(args.port), "--browser.gatherUsageStats", "false",
@@ -77,9 +73,9 @@ def add_app_parser(sub: argparse._SubParsersAction, common: argparse.ArgumentPar
     app = sub.add_parser("app", parents=[common], help="the Streamlit app: verdicts, evidence, corpora")
     app.add_argument("--detector", help="bundle folder (default: the shipped general detector)")
     app.add_argument("--port", type=int, default=8501)
-    app.add_argument("--root", default=APP_DEFAULT_ROOT,
+    app.add_argument("--root", default=DEFAULT_ROOT,
                      help="corpora, runs and robustness results under it can be browsed "
-                          f"(default {APP_DEFAULT_ROOT})")
+                          f"(default {DEFAULT_ROOT})")
     app.add_argument("--scoring-slots", type=positive_int, default=1, metavar="N",
                      help="uploads scored at once across all users; the others wait in a "
                           "queue that tells each user their place (default 1: a 40 MP upload "
