@@ -24,9 +24,9 @@ import numpy as np
 import pandas as pd
 from PIL import ExifTags, Image
 
+from crashsafe.images import (DEFAULT_LIMITS, IMAGE_EXTENSIONS, ImageError, ImageLimits,
+                             format_bytes, load_image)
 from forensics.corpus import MANIFEST_NAME
-from forensics.images import (DEFAULT_LIMITS, IMAGE_EXTENSIONS, ImageError, ImageLimits,
-                              format_bytes, load_image)
 from forensics.verdict import (STABILITY_COPIES, flipped_copies, members_agree, score_images,
                                verdict)
 

@@ -8,7 +8,7 @@ about 64 MP), cut from an enlarged bundled photo and written as PNG and as JPEG 
 The detectors are fit quickly on bundled patches (as ``bench_scan.py`` does; content does not
 matter for memory), plus the shipped general detector, an ensemble of two spectral members
 and one of a spectral and a CNN member (as the demo trains).
-The baseline row is the decode alone (``forensics.images.load_image`` in a fresh process).
+The baseline row is the decode alone (``crashsafe.images.load_image`` in a fresh process).
 
 Linux keeps a process's peak RSS across ``exec`` from the process it was forked from, so the
 heavy preparation (fitting, writing the image) runs in a child of its own, and the measuring
@@ -29,7 +29,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-DECODE_ONLY = "import sys; from forensics.images import load_image; load_image(sys.argv[1])"
+DECODE_ONLY = "import sys; from crashsafe.images import load_image; load_image(sys.argv[1])"
 
 
 def write_large_images(folder: Path, side: int) -> dict[str, Path]:
@@ -37,7 +37,7 @@ def write_large_images(folder: Path, side: int) -> dict[str, Path]:
     from PIL import Image
 
     from forensics.bundled import SOURCE_PHOTOS
-    from forensics.images import load_image
+    from crashsafe.images import load_image
     from forensics.perturb import resize
 
     photo = max((load_image(p.path()) for p in SOURCE_PHOTOS),
@@ -73,7 +73,7 @@ def prepare(root: Path, side: int, only: list[str]) -> dict[str, Any]:
     from forensics.bundled import write_bundled_corpus
     from forensics.corpus import discover_corpus
     from forensics.detectors import create_detector
-    from forensics.images import load_image
+    from crashsafe.images import load_image
 
     corpus = write_bundled_corpus(root / "c", size=64, count=200, seed=1)
     sample = [load_image(it.path) for it in discover_corpus(corpus).items]

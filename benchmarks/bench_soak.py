@@ -34,7 +34,7 @@ def write_images(folder: Path, n: int, seed: int = 0) -> Path:
     """``n`` PNGs of 64 px, half real patches in ``real/``, half upsampled fakes in ``fake/``."""
     from forensics.bundled import write_bundled_corpus
     from forensics.corpus import discover_corpus
-    from forensics.images import load_image, save_png
+    from crashsafe.images import load_image, save_png
 
     real = discover_corpus(write_bundled_corpus(folder / "source", size=64,
                                                 count=max(2, n // 2), seed=seed))

@@ -24,10 +24,10 @@ from pathlib import Path
 
 import numpy as np
 
+from crashsafe.images import load_image
 from forensics.corpus import discover_corpus
 from forensics.detectors import load_detector
 from forensics.evaluation import Scored, score_corpora, summarise
-from forensics.images import load_image
 from forensics.metrics import binary_metrics, format_table
 from forensics.perturb import jpeg
 

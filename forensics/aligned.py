@@ -31,7 +31,7 @@ from tqdm.auto import tqdm
 
 from crashsafe.files import atomic_write_text
 from forensics.corpus import MANIFEST_NAME
-from forensics.images import save_png
+from crashsafe.images import save_png
 from forensics.perturb import gaussian_blur, jpeg, resize
 
 Maker = Callable[[np.ndarray], np.ndarray]

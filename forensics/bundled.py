@@ -22,7 +22,7 @@ import numpy as np
 
 from crashsafe.files import atomic_write_text
 from forensics.corpus import MANIFEST_NAME
-from forensics.images import load_image, save_png
+from crashsafe.images import load_image, save_png
 
 
 @dataclass(frozen=True)

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Sequence
 
-from forensics.images import is_image_path
+from crashsafe.images import is_image_path
 
 MANIFEST_NAME = "manifest.jsonl"
 SPLITS = ("train", "val", "test")

@@ -17,9 +17,9 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
+from crashsafe.images import DEFAULT_LIMITS, ImageLimits
 from forensics.corpus import FAKE, REAL, Corpus, CorpusItem
 from forensics.detectors.base import Detector
-from forensics.images import DEFAULT_LIMITS, ImageLimits
 from forensics.metrics import binary_metrics, bootstrap_intervals, format_table
 from forensics.ranks import Ranks
 from forensics.scoring import score_files

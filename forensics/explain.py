@@ -28,6 +28,7 @@ import torch
 from PIL import Image, UnidentifiedImageError
 from torch.nn import functional as F
 
+from crashsafe.images import row_strips
 from forensics.detectors import Detector, load_detector
 from forensics.detectors.cnn import CNNDetector, pool_logits
 from forensics.features import (
@@ -38,7 +39,6 @@ from forensics.features import (
 )
 from forensics.features.spectrum import spectrum_radius
 from forensics.perturb import _luma_table, jpeg
-from forensics.tiles import row_strips
 
 __all__ = [
     "spectrum_2d",

@@ -30,11 +30,11 @@ from typing import Any
 import numpy as np
 import torch
 
+from crashsafe.images import load_image
 from forensics.aligned import HistoryOdds, Maker, Source, write_aligned_pairs
 from forensics.bundled import SOURCE_PHOTOS
 from forensics.corpus import iter_image_files
 from forensics.detectors.base import Detector
-from forensics.images import load_image
 from forensics.training import train_detector
 from generators.checkpoint import checkpoint_sha256, load_checkpoint
 from generators.images import tensor_to_uint8

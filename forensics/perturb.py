@@ -39,8 +39,7 @@ import numpy as np
 from PIL import Image
 from scipy.ndimage import gaussian_filter
 
-from forensics.images import load_image
-from forensics.tiles import row_strips
+from crashsafe.images import load_image, row_strips
 
 __all__ = [
     "AugmentDraw",
@@ -224,7 +223,7 @@ def jpeg(image: np.ndarray, quality: int, encoder: str = "pil", *, check: bool =
     """Compress to JPEG at ``quality`` (1..100, 4:2:0 chroma) and decode again.
 
     ``encoder`` is "pil" (Pillow) or "cv2" (OpenCV), the two CNNDetection's augmentation mixes.
-    Decoding goes through :func:`forensics.images.load_image`, the toolkit's one decoder. There
+    Decoding goes through :func:`crashsafe.images.load_image`, the toolkit's one decoder. There
     is no identity level: even q=100 re-encodes. Raises PerturbationNoOp if the encoder did not
     apply ``quality`` or (``check``) returned the input's pixels.
     """

@@ -41,13 +41,13 @@ from typing import Any
 import numpy as np
 from tqdm.auto import tqdm
 
+from crashsafe.images import DEFAULT_LIMITS, ImageError, ImageLimits
 import forensics
 from crashsafe.files import atomic_write_text, fsync_dir
 from forensics.corpus import LABEL_NAMES, Corpus, discover_corpus
 from forensics.detectors import Detector, load_detector
 from forensics.evaluation import resolve_split
 from forensics.grid import families, load_grid
-from forensics.images import DEFAULT_LIMITS, ImageError, ImageLimits
 from forensics.perturb import Perturbation
 from forensics.ranks import Ranks
 from forensics.scoring import _predict as predict_batch

@@ -12,9 +12,9 @@ from typing import Iterator, Sequence
 import numpy as np
 from tqdm.auto import tqdm
 
+from crashsafe.images import (DEFAULT_LIMITS, ImageError, ImageLimits, header_pixels,
+                             load_image)
 from forensics.detectors.base import Detector
-from forensics.images import (DEFAULT_LIMITS, ImageError, ImageLimits, header_pixels,
-                              load_image)
 from forensics.ranks import Ranks, interleave
 from forensics.verdict import score_images
 

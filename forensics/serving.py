@@ -9,7 +9,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from forensics.images import DEFAULT_LIMITS, ImageLimits
+from crashsafe.images import DEFAULT_LIMITS, ImageLimits
 
 DEFAULT_ROOT = "runs"
 ENV_DETECTOR, ENV_ROOT = "FORENSICS_APP_DETECTOR", "FORENSICS_APP_ROOT"

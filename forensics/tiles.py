@@ -1,25 +1,12 @@
-"""Tiles and strips that cover an image: the one grid that CNN scoring, tiled features and
-explanations share, and the strips of rows that float perturbations and pixel maps go by, so
-a large image is processed piece by piece in bounded memory, never resized."""
+"""Tiles that cover an image: the one grid that CNN scoring, tiled features and explanations
+share, so a large image is processed piece by piece in bounded memory, never resized (the
+strips of rows that per-pixel work goes by are :func:`crashsafe.images.row_strips`)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 Box = tuple[slice, slice]
 
-__all__ = ["Box", "STRIP_PIXELS", "row_strips", "tile_boxes"]
-
-# Pixels a float computation over a strip of rows holds at once: 4 MP (16 MB a float32 plane),
-# where a 64 MP image's float copy would take 768 MB.
-STRIP_PIXELS = 1 << 22
-
-
-def row_strips(height: int, width: int) -> Iterator[tuple[int, int]]:
-    """(top, bottom) rows of consecutive strips of about ``STRIP_PIXELS`` pixels each."""
-    rows = max(1, STRIP_PIXELS // max(1, width))
-    for top in range(0, height, rows):
-        yield top, min(top + rows, height)
+__all__ = ["Box", "tile_boxes"]
 
 
 def tile_boxes(height: int, width: int, tile: int) -> list[Box]:

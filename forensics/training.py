@@ -11,11 +11,11 @@ from typing import Any, Sequence
 import numpy as np
 from tqdm.auto import tqdm
 
+from crashsafe.images import DEFAULT_LIMITS, ImageError, ImageLimits
 from forensics.corpus import LABEL_NAMES, Corpus, CorpusItem, discover_corpus
 from forensics.detectors import create_detector, registered_detectors
 from forensics.detectors.base import Detector
 from forensics.detectors.train_state import TRAIN_STATE_DIR, discard_train_state
-from forensics.images import DEFAULT_LIMITS, ImageError, ImageLimits
 from forensics.scoring import decode_batches
 
 log = logging.getLogger(__name__)

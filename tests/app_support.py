@@ -24,9 +24,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from crashsafe.images import encode_png, save_png
 from forensics.bundled import write_bundled_corpus
 from forensics.cli import main as cli_main
-from forensics.images import encode_png, save_png
 from forensics.training import train_detector
 
 APP_DIR = Path(__file__).resolve().parent.parent / "app"

@@ -70,7 +70,7 @@ def write_small_wild_folder(folder: Path) -> Path:
     import numpy as np
 
     from forensics.bundled import SOURCE_PHOTOS
-    from forensics.images import load_image, save_png
+    from crashsafe.images import load_image, save_png
 
     for k, photo in enumerate(p for p in SOURCE_PHOTOS if p.split == "test"):
         crop = load_image(photo.path())[:128, :128]

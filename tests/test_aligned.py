@@ -4,10 +4,10 @@ from dataclasses import asdict
 
 import numpy as np
 
+from crashsafe.images import load_image
 from forensics.aligned import HistoryOdds, PairHistory, Source, degrade, native_crop, \
     write_aligned_pairs
 from forensics.corpus import discover_corpus
-from forensics.images import load_image
 
 
 def photo(seed: int, height: int = 300, width: int = 420) -> np.ndarray:

@@ -12,10 +12,10 @@ import pytest
 
 from app_support import photo_png, train_tiny_run  # importing app_support puts app/ on sys.path
 import components as C
+from crashsafe.images import ImageLimits
 from forensics import serving
 from forensics.bundled import write_bundled_corpus
 from forensics.detectors.general import GENERAL_DIR
-from forensics.images import ImageLimits
 from forensics.verdict import STABILITY_COPIES
 
 

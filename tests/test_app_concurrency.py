@@ -17,7 +17,7 @@ import pytest
 
 from app_support import APP_DIR, loaded_page  # noqa: F401 - APP_DIR: app/ on sys.path
 from components import sha256_hex
-from forensics.images import encode_png
+from crashsafe.images import encode_png
 from test_app_browser import CHROMIUM, CHROMIUM_ARGS, VERDICTS, served_app  # noqa: F401
 
 # Different real photographs (scikit-image's bundled samples), one per simultaneous user.

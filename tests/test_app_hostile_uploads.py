@@ -14,9 +14,9 @@ import pytest
 
 from app_support import (CHROMIUM, CHROMIUM_ARGS, TIMEOUT, VERDICTS, app,  # noqa: F401
                          app_root, photo_png, require_chromium, served_app)
+from crashsafe.images import DEFAULT_LIMITS, IMAGE_ERROR_ADVICE
 from forensics import serving
 from forensics import verdict as V
-from forensics.images import DEFAULT_LIMITS, IMAGE_ERROR_ADVICE
 from hostile import HOSTILE_MAX_BYTES, png_bomb, write_hostile_corpus
 import components as C
 

@@ -34,7 +34,7 @@ def large_photos(folder, n: int, megapixels: float) -> list:
     """``n`` different JPEGs (quality 90) of about ``megapixels`` each: bundled photos cut and
     enlarged (content matters little for the load, size does)."""
     from forensics.bundled import SOURCE_PHOTOS
-    from forensics.images import load_image
+    from crashsafe.images import load_image
     from forensics.perturb import resize
 
     side = int(math.sqrt(megapixels * 1e6))

@@ -9,12 +9,12 @@ import torch
 from sklearn.exceptions import NotFittedError
 from sklearn.metrics import average_precision_score
 
+from crashsafe.images import load_image
 from forensics.backbones import BackboneError
 from forensics.detectors import BundleError, create_detector, list_detectors, load_detector
 from forensics.detectors.cnn import CNNDetector, npr_residual
 from forensics.tiles import tile_boxes
 from forensics.features import npr_residual as npr_residual_numpy
-from forensics.images import load_image
 from bundle_support import rehash_bundle
 from test_spectral_detector import _TouchOnUnpickle, corpus, data  # noqa: F401 (fixture)
 

@@ -6,10 +6,10 @@ from collections import Counter
 import numpy as np
 import pytest
 
+from crashsafe.images import load_image, save_png
 from forensics.bundled import SOURCE_PHOTOS, write_bundled_corpus
 from forensics.corpus import (FAKE, REAL, CorpusError, discover_corpus, image_splits,
                               iter_image_files, split_for)
-from forensics.images import load_image, save_png
 
 
 def _png(path, value=0):

@@ -154,7 +154,7 @@ def test_refuses_a_pickle_payload_in_a_member(bundle, tmp_path):
 
 def test_scan_writes_member_columns(bundle, data, tmp_path):
     from forensics.cli import main
-    from forensics.images import save_png
+    from crashsafe.images import save_png
 
     folder = tmp_path / "scan"
     for i, image in enumerate(data["test"][0][:3]):

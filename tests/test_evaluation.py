@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from crashsafe.images import save_png
 from forensics.cli import main
 from forensics.corpus import discover_corpus
 from forensics.evaluation import (
@@ -19,7 +20,6 @@ from forensics.evaluation import (
     leave_one_out_table,
     matrix_table,
 )
-from forensics.images import save_png
 from forensics.plots import plot_matrix
 from forensics.training import train_detector
 from test_spectral_detector import fake_image, real_image

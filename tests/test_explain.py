@@ -8,10 +8,10 @@ import pytest
 import skimage.data
 from PIL import Image
 
+from crashsafe.images import encode_png, load_image
 from forensics import explain
 from forensics.detectors import create_detector
 from forensics.detectors.ensemble import EnsembleDetector
-from forensics.images import encode_png, load_image
 from forensics.perturb import jpeg
 from test_spectral_detector import corpus
 
@@ -173,9 +173,7 @@ def test_pixel_maps_go_strip_by_strip_with_the_same_result(monkeypatch):
     """The noise residual and error levels work a strip of rows at a time (bounded memory for
     64 MP images; the residual's percentile comes from an exact count of its values): many
     strips give exactly the map of one pass."""
-    from forensics import tiles
-
     whole = explain.noise_residual(PHOTO), explain.error_level_analysis(PHOTO, quality=80)
-    monkeypatch.setattr(tiles, "STRIP_PIXELS", 97)
+    monkeypatch.setattr("crashsafe.images.STRIP_PIXELS", 97)
     np.testing.assert_array_equal(explain.noise_residual(PHOTO), whole[0])
     np.testing.assert_array_equal(explain.error_level_analysis(PHOTO, quality=80), whole[1])

@@ -9,11 +9,11 @@ from pathlib import Path
 import pytest
 
 from conftest import run_cli
+from crashsafe.images import save_png
 from forensics.bundled import SOURCE_PHOTOS
 from forensics.detectors import load_detector
 from forensics.detectors.general import general_detector_path
 from forensics.general_recipe import GeneralRecipe, build_general_detector
-from forensics.images import save_png
 from test_spectral_detector import corpus
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"

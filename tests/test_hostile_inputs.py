@@ -15,7 +15,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from conftest import FORENSICS, run_cli
-from forensics.images import IMAGE_ERROR_ADVICE, ImageError, ImageLimits, load_image, save_png
+from crashsafe.images import IMAGE_ERROR_ADVICE, ImageError, ImageLimits, load_image, save_png
 from forensics.training import train_detector
 from hostile import HOSTILE_MAX_BYTES, valid_samples, write_hostile_corpus
 from test_spectral_detector import write_real_fake_folders

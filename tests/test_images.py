@@ -1,4 +1,4 @@
-"""Tests for forensics.images: decoding every supported format and mode, and refusing bad input."""
+"""Tests for crashsafe.images: decoding every supported format and mode, and refusing bad input."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageFile
 
-from forensics.images import (
+from crashsafe.images import (
     DEFAULT_LIMITS,
     IMAGE_EXTENSIONS,
     ImageError,
@@ -135,14 +135,12 @@ def test_palette_with_transparency(tmp_path):
 def test_large_images_convert_strip_by_strip_to_the_same_pixels(tmp_path, monkeypatch, mode):
     """Conversion goes a few rows at a time (bounded memory for 64 MP images); strips of 5
     rows of a 37-row image give what Pillow's whole-image conversion gives."""
-    from forensics import tiles
-
     rng = np.random.default_rng(3)
     rgb = Image.fromarray(rng.integers(0, 256, (37, 64, 3), dtype=np.uint8))
     image = rgb.convert(mode) if mode != "P" else rgb.quantize(64)
     path = write(tmp_path / f"{mode}.png", image)
     expected = np.asarray(image.convert("RGBA" if mode == "P" else mode).convert("RGB"))
-    monkeypatch.setattr(tiles, "STRIP_PIXELS", 5 * 64)
+    monkeypatch.setattr("crashsafe.images.STRIP_PIXELS", 5 * 64)
     np.testing.assert_array_equal(load_image(path), expected)
 
 

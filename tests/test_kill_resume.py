@@ -12,9 +12,9 @@ from safetensors.numpy import load_file
 
 from conftest import ONE_THREAD, kill_or_finish, kill_when, run_cli, start_cli
 from generators_support import FAMILY_RUNS
+from crashsafe.images import load_image
 from forensics.bundled import write_bundled_corpus
 from forensics.detectors import load_detector
-from forensics.images import load_image
 from test_spectral_detector import write_real_fake_folders
 
 TRAIN = ["--checkpoint-every", "2", "--set", "ngf=8", "--set", "ndf=8", "--resolution", "16",

@@ -9,13 +9,13 @@ import pytest
 from sklearn.metrics import roc_auc_score
 
 from bundle_support import flip_byte, rehash_bundle
+from crashsafe.images import save_png
 from forensics.cli import main
 from forensics.detectors import BundleError, create_detector, load_detector
 from forensics.detectors.card import format_model_card, model_card
 from forensics.detectors.ensemble import parse_member_specs
 from forensics.detectors.oneclass import OneClassDetector
 from forensics.features import self_descriptions
-from forensics.images import save_png
 from test_spectral_detector import corpus, real_image
 
 # Small mixtures keep the test fast; the default recipe is the one measured in the README.

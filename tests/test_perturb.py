@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 import skimage.data
 
-from forensics import perturb, tiles
-from forensics.images import encode_png
+from crashsafe.images import encode_png
+from forensics import perturb
 from forensics.perturb import (
     PERTURBATIONS,
     Perturbation,
@@ -320,5 +320,5 @@ def test_float_perturbations_go_strip_by_strip_with_the_same_result(monkeypatch,
     uneven strips give exactly the pixels of one whole-image pass."""
     image = np.random.default_rng(0).integers(0, 256, (61, 37, 3), dtype=np.uint8)
     whole = apply(image)
-    monkeypatch.setattr(tiles, "STRIP_PIXELS", 97)  # strips of 2 rows, blur halos past them
+    monkeypatch.setattr("crashsafe.images.STRIP_PIXELS", 97)  # strips of 2 rows, blur halos past them
     np.testing.assert_array_equal(apply(image), whole)

@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 
 from conftest import kill_when
+from crashsafe.images import save_png
 from forensics.cli import main as cli_main
 from forensics.grid import GRIDS, GridError, expand_grid, families, family_of, load_grid
-from forensics.images import save_png
 from forensics.perturb import Perturbation
 from forensics.report import break_bars, breaking_points, describe_level
 from forensics.robustness import (

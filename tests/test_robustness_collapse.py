@@ -5,9 +5,9 @@ import json
 
 import numpy as np
 
+from crashsafe.images import save_png
 from forensics.cli import main as cli_main
 from forensics.detectors.base import Detector, register_detector
-from forensics.images import save_png
 
 N_PER_CLASS = 6
 

@@ -13,11 +13,11 @@ import torch
 from torch import nn
 
 from conftest import FORENSICS, run_cli
+from crashsafe.images import header_pixels, save_png
 from forensics.cli import build_parser
 from forensics.detectors import create_detector
 from forensics.detectors.cnn import _peak_activation_per_pixel
 from forensics.fold_batchnorm import fold_batch_norms
-from forensics.images import header_pixels, save_png
 from forensics.runtime import keep_freed_memory, keeps_freed_memory, set_threads
 from forensics.scoring import decode_batches, score_files
 
@@ -74,7 +74,7 @@ def test_scores_do_not_depend_on_workers_or_batch_size(kind, tolerance, request,
 def test_cnn_scan_matches_predict_proba_whatever_the_batching(cnn, folder):
     good = [p for p in folder if "broken" not in p.name]
     rows = score_files(good, cnn, progress=False)
-    from forensics.images import load_image
+    from crashsafe.images import load_image
 
     decoded = [load_image(p) for p in good]
     # One image per call: no batch shares tiles of two images; the training layout, not the

@@ -14,6 +14,7 @@ from bundle_support import rehash_bundle, sha256_of
 from sklearn.exceptions import NotFittedError
 from sklearn.metrics import average_precision_score
 
+from crashsafe.images import save_png
 from forensics.detectors import (
     BundleError,
     Detector,
@@ -22,7 +23,6 @@ from forensics.detectors import (
     load_detector,
 )
 from forensics.detectors.spectral import SpectralDetector
-from forensics.images import save_png
 
 
 def real_image(rng: np.random.Generator, height: int, width: int) -> np.ndarray:

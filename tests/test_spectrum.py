@@ -105,7 +105,7 @@ def test_rejects_bad_n_bins():
 
 def test_spectra_by_generator_groups_draws_and_skips_broken_files(tmp_path):
     from forensics.corpus import discover_corpus
-    from forensics.images import save_png
+    from crashsafe.images import save_png
     from forensics.spectra import spectra_by_generator
 
     rng, root = np.random.default_rng(0), tmp_path / "c"

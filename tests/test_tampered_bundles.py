@@ -15,8 +15,8 @@ import pytest
 
 from bundle_support import flip_byte, rehash_bundle, rehash_checkpoint
 from conftest import run_cli
+from crashsafe.images import save_png
 from forensics.detectors import create_detector
-from forensics.images import save_png
 from generators.checkpoint import WEIGHTS_FILE, save_checkpoint
 from generators.registry import create_generator
 from generators.trainer import train_gan

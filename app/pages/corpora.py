@@ -11,8 +11,8 @@ import streamlit as st
 
 import components as C
 import ui
+from crashsafe.images import ImageError, load_image
 from forensics.corpus import LABEL_NAMES, Corpus, CorpusError, discover_corpus
-from forensics.images import ImageError, load_image
 
 
 @st.cache_data(show_spinner="Reading the corpus…", max_entries=16)

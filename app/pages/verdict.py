@@ -17,9 +17,9 @@ import streamlit as st
 
 import components as C
 import ui
+from crashsafe.images import ImageLimits
 from forensics import verdict as V
 from forensics.features.spectrum import FEATURE_TILE, TILED_ABOVE
-from forensics.images import ImageLimits
 
 if TYPE_CHECKING:
     from forensics.detectors import Detector

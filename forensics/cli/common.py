@@ -8,7 +8,7 @@ import os
 from pathlib import Path
 from typing import Any, Sequence
 
-from forensics.images import DEFAULT_LIMITS, ImageLimits
+from crashsafe.images import DEFAULT_LIMITS, ImageLimits
 
 
 class CliError(Exception):

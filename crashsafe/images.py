@@ -1,7 +1,7 @@
-"""Safe image decoding and PNG writing.
+"""The one safe image decoder and PNG writer, with their limits.
 
-Every image the toolkit reads (training corpora, uploads, CLI arguments) goes
-through :func:`load_image`, so untrusted files are handled in one place: size
+Every image the toolkit reads (detector and generator training corpora, sources of the
+generator zoo, uploads, CLI arguments) goes through :func:`load_image`, so untrusted files are handled in one place: size
 limits are enforced before pixels are decoded, only the six formats below are
 accepted (Pillow's other plugins, e.g. EPS via Ghostscript, are never reached),
 and every failure surfaces as one exception type, :class:`ImageError`, that
@@ -28,16 +28,20 @@ from __future__ import annotations
 import io
 import os
 import stat
-import warnings
-from dataclasses import dataclass
-
 import struct
+import warnings
+from collections.abc import Iterator
+from dataclasses import dataclass
 
 import numpy as np
 from PIL import Image, ImageOps, PngImagePlugin, UnidentifiedImageError
 
 from crashsafe.files import atomic_write_bytes
-from forensics.tiles import row_strips
+
+# Pixels a per-pixel computation over a strip of rows holds at once: 4 MP (16 MB a float32
+# plane), where a 64 MP image's float copy would take 768 MB. The decoder converts by these
+# strips, and so do the float perturbations and pixel maps of ``forensics``.
+STRIP_PIXELS = 1 << 22
 
 IMAGE_EXTENSIONS: frozenset[str] = frozenset(
     {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff", ".gif"}
@@ -187,9 +191,16 @@ def encode_png(image: np.ndarray) -> bytes:
 def save_png(image: np.ndarray, path: str | os.PathLike) -> None:
     """Write ``image`` as PNG atomically, creating parent folders.
 
-    Readers never see a half-written file (see ``crashsafe.files.atomic_write_bytes``).
+    Readers never see a half-written file (see :func:`crashsafe.files.atomic_write_bytes`).
     """
     atomic_write_bytes(path, encode_png(image))  # encode first: a bad array leaves nothing
+
+
+def row_strips(height: int, width: int) -> Iterator[tuple[int, int]]:
+    """(top, bottom) rows of consecutive strips of about ``STRIP_PIXELS`` pixels each."""
+    rows = max(1, STRIP_PIXELS // max(1, width))
+    for top in range(0, height, rows):
+        yield top, min(top + rows, height)
 
 
 def format_bytes(count: int) -> str:
