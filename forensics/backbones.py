@@ -21,6 +21,7 @@ import timm
 import torch
 from torch import nn
 
+from crashsafe.weights import WeightsError, read_state_dict
 from forensics.scratch_backbones import SCRATCH_BACKBONES  # registers them with timm
 
 DEFAULT_BACKBONE = "tf_efficientnet_lite0"
@@ -60,20 +61,6 @@ WEIGHTS_ADVICE = ("pass a weights file of this architecture (.safetensors, or .p
                   "state dict)")
 
 
-def _read_state(path: Path) -> OrderedDict[str, torch.Tensor]:
-    """Tensors of a weights file, never executing code from it."""
-    if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
-
-        return OrderedDict(load_file(path))
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    if isinstance(state, dict) and "state_dict" in state:
-        state = state["state_dict"]
-    if not isinstance(state, dict):
-        raise BackboneError(f"{path} does not hold a state dict of tensors; {WEIGHTS_ADVICE}")
-    return OrderedDict(state)
-
-
 def _match(model: nn.Module, state: OrderedDict[str, torch.Tensor], path: Path
            ) -> OrderedDict[str, torch.Tensor]:
     """The file's tensors renamed to the model's: by name when they agree, else by position."""
@@ -106,7 +93,11 @@ def create_backbone(name: str = DEFAULT_BACKBONE, *, pretrained: bool = True,
     model = timm.create_model(name, pretrained=False, num_classes=1000)
     if weights is not None or (pretrained and name in PACKAGED_WEIGHTS):
         path = Path(weights) if weights is not None else packaged_weights_path(name)
-        model.load_state_dict(_match(model, _read_state(path), path), strict=False)
+        try:
+            state = read_state_dict(path, advice=WEIGHTS_ADVICE)
+        except WeightsError as exc:
+            raise BackboneError(str(exc)) from exc
+        model.load_state_dict(_match(model, state, path), strict=False)
     elif pretrained:
         model = _from_hub_cache(name)
     if num_classes != 1000:

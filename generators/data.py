@@ -7,7 +7,8 @@ fourth, aligned (input, target) pairs, is ``generators.data_aligned``'s. Images
 are resized to the training resolution (:class:`ImageFolderDataset`), or kept at their own size
 and cropped (:class:`RandomCropDataset`, for families that must learn from real pixels as they
 are). :class:`BatchStream` draws every batch from the datasets given, sharded across
-``torchrun`` ranks like ``DistributedSampler``.
+``torchrun`` ranks like ``DistributedSampler``. Every image is decoded by
+:func:`crashsafe.images.load_image`, with its size limits, as the detectors' are.
 """
 
 from __future__ import annotations
@@ -19,35 +20,23 @@ from typing import Any, Callable, Sequence, TypeVar
 
 import numpy as np
 import torch
-from PIL import Image, ImageOps
+from PIL import Image
 from torch.utils.data import Dataset
 
-# What a broken, truncated, non-image or oversized file raises while Pillow decodes it.
-_DECODE_ERRORS = (OSError, ValueError, SyntaxError, Image.DecompressionBombError)
+from crashsafe.images import ImageError, load_image
 
 
-def load_rgb(path: str | Path) -> Image.Image:
-    """Decode ``path`` to RGB at its own size (EXIF orientation applied)."""
-    with Image.open(path) as image:
-        return ImageOps.exif_transpose(image).convert("RGB")
-
-
-def load_square_rgb(path: str | Path, resolution: int) -> Image.Image:
-    """Decode ``path`` to RGB (EXIF orientation applied), resize the shorter side to
-    ``resolution`` (bicubic, antialiased when shrinking) and centre-crop a square."""
-    return square_rgb(load_rgb(path), resolution)
-
-
-def square_rgb(image: Image.Image, resolution: int) -> Image.Image:
-    """``image`` with its shorter side resized to ``resolution`` and centre-cropped square."""
-    width, height = image.size
+def square_rgb(image: np.ndarray, resolution: int) -> np.ndarray:
+    """An (H, W, 3) uint8 image with its shorter side resized to ``resolution`` (bicubic,
+    antialiased when shrinking) and centre-cropped square: (R, R, 3) uint8, C-contiguous."""
+    height, width = image.shape[:2]
     scale = resolution / min(width, height)
     size = (max(resolution, round(width * scale)), max(resolution, round(height * scale)))
-    if size != image.size:
-        image = image.resize(size, Image.Resampling.BICUBIC)
+    if size != (width, height):
+        image = np.asarray(Image.fromarray(image).resize(size, Image.Resampling.BICUBIC))
     left = (size[0] - resolution) // 2
     top = (size[1] - resolution) // 2
-    return image.crop((left, top, left + resolution, top + resolution))
+    return np.ascontiguousarray(image[top:top + resolution, left:left + resolution])
 
 
 Decoded = TypeVar("Decoded")
@@ -56,16 +45,16 @@ Decoded = TypeVar("Decoded")
 def _decode_all(paths: Sequence[Path], decode: Callable[[Path], Decoded]
                 ) -> tuple[list[int], list[Decoded], list[tuple[Path, str]]]:
     """``decode`` each path: the indices and results of those that worked, and the (path,
-    reason) pairs of those that raised one of _DECODE_ERRORS (one warning for them);
-    ValueError if none worked."""
+    reason) pairs of those that raised ValueError (an :class:`ImageError` from the decoder, or
+    an image the dataset cannot use; one warning for them); ValueError if none worked."""
     kept: list[int] = []
     decoded: list[Decoded] = []
     skipped: list[tuple[Path, str]] = []
     for index, path in enumerate(paths):
         try:
             decoded.append(decode(path))
-        except _DECODE_ERRORS as exc:
-            skipped.append((path, f"{type(exc).__name__}: {exc}"))
+        except ValueError as exc:
+            skipped.append((path, exc.reason if isinstance(exc, ImageError) else str(exc)))
             continue
         kept.append(index)
     if skipped:
@@ -104,7 +93,7 @@ class ImageFolderDataset(Dataset):
             raise ValueError("ImageFolderDataset got no image paths; give at least one image")
         self.resolution = resolution
         kept, images, self.skipped = _decode_all(
-            paths, lambda path: np.asarray(load_square_rgb(path, resolution)))
+            paths, lambda path: square_rgb(load_image(path), resolution))
         self.paths = [paths[i] for i in kept]
         self.images = torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).contiguous()
         self.labels = (None if labels is None else
@@ -146,7 +135,7 @@ class RandomCropDataset(Dataset):
         self.resolution = resolution
 
         def decode(path: Path) -> np.ndarray:
-            image = np.array(load_rgb(path))  # writable: torch.from_numpy warns otherwise
+            image = load_image(path)
             if min(image.shape[:2]) < resolution:
                 raise ValueError(f"{image.shape[1]}x{image.shape[0]} px is smaller than the "
                                  f"{resolution} px training crops (lower --resolution)")

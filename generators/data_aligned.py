@@ -25,10 +25,11 @@ from typing import Sequence
 import cv2
 import numpy as np
 import torch
-from PIL import Image
 from torch.utils.data import Dataset
 
-from .data import _check_resolution, _decode_all, load_rgb, square_rgb
+from crashsafe.images import load_image
+
+from .data import _check_resolution, _decode_all, square_rgb
 
 TASKS = ("pairs", "edges2photo", "grey2colour")
 DIRECTIONS = ("AtoB", "BtoA")
@@ -45,13 +46,14 @@ def grey(photo: np.ndarray) -> np.ndarray:
     return np.repeat(cv2.cvtColor(photo, cv2.COLOR_RGB2GRAY)[:, :, None], 3, axis=2)
 
 
-def split_side_by_side(image: Image.Image) -> tuple[Image.Image, Image.Image]:
-    """The left (A) and right (B) halves of an A|B image (an odd last column is dropped)."""
-    width, height = image.size
+def split_side_by_side(image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The left (A) and right (B) halves of an (H, W, 3) A|B image (an odd last column is
+    dropped)."""
+    height, width = image.shape[:2]
     if width < 2:
         raise ValueError(f"a {width}x{height} px image has no left and right halves")
     half = width // 2
-    return image.crop((0, 0, half, height)), image.crop((half, 0, 2 * half, height))
+    return image[:, :half], image[:, half:2 * half]
 
 
 @dataclass(frozen=True)
@@ -85,24 +87,25 @@ class PairTask:
 
     def pair(self, path: str | Path) -> tuple[np.ndarray, np.ndarray]:
         """(input, target), each (R, R, 3) uint8, from the file at ``path``."""
-        image = load_rgb(path)
+        return self._pair_of(load_image(path))
+
+    def _pair_of(self, image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(input, target) made from a decoded (H, W, 3) uint8 file."""
         if self.task == "pairs":
-            a, b = (np.asarray(square_rgb(half, self.resolution))
-                    for half in split_side_by_side(image))
+            a, b = (square_rgb(half, self.resolution) for half in split_side_by_side(image))
             return (a, b) if self.direction == "AtoB" else (b, a)
-        photo = np.asarray(square_rgb(image, self.resolution))
+        photo = square_rgb(image, self.resolution)
         return self._input_of(photo), photo
 
     def source_input(self, path: str | Path) -> np.ndarray:
         """What the generator translates for a source file at sampling time, (R, R, 3) uint8:
         the input half of an A|B pair, the input image itself when it is not side-by-side
         (``"pairs"``), or the input computed from a photo (built-in tasks)."""
-        if self.task != "pairs":
-            return self._input_of(np.asarray(square_rgb(load_rgb(path), self.resolution)))
-        image = load_rgb(path)
-        if image.width < 2 * image.height:  # a lone input image, not an A|B pair
-            return np.asarray(square_rgb(image, self.resolution))
-        return self.pair(path)[0]
+        image = load_image(path)
+        height, width = image.shape[:2]
+        if self.task == "pairs" and width < 2 * height:  # a lone input, not an A|B pair
+            return square_rgb(image, self.resolution)
+        return self._pair_of(image)[0]
 
 
 class AlignedDataset(Dataset):

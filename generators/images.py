@@ -1,16 +1,12 @@
-"""Conversions between generator tensors and RGB uint8 images, grids and PNG files."""
+"""Conversions from generator tensors to RGB uint8 images and grids (written as PNG by
+:func:`crashsafe.images.save_png`)."""
 
 from __future__ import annotations
 
-import io
 import math
-import os
 
 import numpy as np
 import torch
-from PIL import Image
-
-from crashsafe.files import atomic_write_bytes
 
 
 def tensor_to_uint8(images: torch.Tensor) -> np.ndarray:
@@ -32,16 +28,3 @@ def image_grid(images: np.ndarray, ncols: int = 8, pad: int = 2) -> np.ndarray:
         grid[top:top + h, left:left + w] = image
     return grid
 
-
-def encode_png(image: np.ndarray) -> bytes:
-    """(H, W, 3) uint8 -> PNG bytes (no timestamps, so equal pixels give equal bytes)."""
-    if image.ndim != 3 or image.shape[2] != 3:
-        raise ValueError(f"expected an (H, W, 3) image, got shape {image.shape}")
-    buffer = io.BytesIO()
-    Image.fromarray(np.ascontiguousarray(image, dtype=np.uint8)).save(buffer, format="PNG")
-    return buffer.getvalue()
-
-
-def save_png(path: str | os.PathLike, image: np.ndarray) -> None:
-    """Write an (H, W, 3) uint8 image as PNG, atomically."""
-    atomic_write_bytes(path, encode_png(image))

@@ -35,7 +35,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from .data import load_square_rgb
+from crashsafe.images import load_image
+from crashsafe.weights import read_state_dict
+
+from .data import square_rgb
 
 
 def _as_features(features: np.ndarray, what: str, minimum: int = 2) -> np.ndarray:
@@ -182,9 +185,10 @@ def embed_images(paths: Sequence[str | Path], model: nn.Module, *, size: int,
     """Pooled features (N, D) float64 of the images at ``paths``; a tuple of such arrays when
     ``model`` returns a tuple of tensors (e.g. :class:`PooledAndProbabilities`).
 
-    Each image is decoded to RGB, its shorter side resized to ``size`` (bicubic, antialiased
-    when shrinking) and centre-cropped, scaled to [0, 1] and normalised with ``mean`` / ``std``
-    (the backbone's own), then run through ``model`` in eval mode.
+    Each image is decoded by :func:`crashsafe.images.load_image`, its shorter side resized to
+    ``size`` (bicubic, antialiased when shrinking) and centre-cropped, scaled to [0, 1] and
+    normalised with ``mean`` / ``std`` (the backbone's own), then run through ``model`` in eval
+    mode.
     """
     if not paths:
         raise ValueError("no images to embed")
@@ -194,7 +198,7 @@ def embed_images(paths: Sequence[str | Path], model: nn.Module, *, size: int,
     batches = []
     with torch.inference_mode():
         for start in range(0, len(paths), batch_size):
-            arrays = np.stack([np.asarray(load_square_rgb(p, size))
+            arrays = np.stack([square_rgb(load_image(p), size)
                                for p in paths[start:start + batch_size]])
             images = torch.from_numpy(arrays).permute(0, 3, 1, 2).float().div(255)
             output = model(((images - mean_t) / std_t).to(device))
@@ -250,8 +254,8 @@ _INCEPTION_ADVICE = "pass a torchvision inception_v3 state dict (.safetensors or
 
 
 def inception_feature_model(weights: str | Path) -> PooledAndProbabilities:
-    """torchvision's Inception-v3 with the state dict in ``weights`` (``.safetensors``, or a
-    ``.pth`` read with ``torch.load(weights_only=True)``) as 2048 pooled features and its
+    """torchvision's Inception-v3 with the state dict in ``weights`` (``.safetensors`` or
+    ``.pth``, read by :func:`crashsafe.weights.read_state_dict`) as 2048 pooled features and its
     1000 ImageNet class probabilities, for 299 px input normalised with mean = std = 0.5.
 
     These are torchvision's ImageNet weights; the TF-FID weights of pytorch-fid differ slightly
@@ -259,17 +263,8 @@ def inception_feature_model(weights: str | Path) -> PooledAndProbabilities:
     """
     from torchvision.models import inception_v3
 
-    from safetensors.torch import load_file
-
     path = Path(weights)
-    try:
-        state = (load_file(path) if path.suffix == ".safetensors"
-                 else torch.load(path, map_location="cpu", weights_only=True))
-    except FileNotFoundError:
-        raise
-    except Exception as exc:  # noqa: BLE001 - any decoding failure means "not a state dict"
-        raise ValueError(f"{path} could not be read as a state dict ({exc}); "
-                         f"{_INCEPTION_ADVICE}") from exc
+    state = read_state_dict(path, advice=_INCEPTION_ADVICE)
     model = inception_v3(weights=None, aux_logits=True, init_weights=False,
                          transform_input=False)
     try:

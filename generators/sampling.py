@@ -33,10 +33,11 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from crashsafe.files import append_jsonl, read_jsonl
+from crashsafe.images import load_image, save_png
 
 from .checkpoint import checkpoint_sha256, load_checkpoint
-from .data import load_rgb, load_square_rgb
-from .images import save_png, tensor_to_uint8
+from .data import square_rgb
+from .images import tensor_to_uint8
 from .registry import GanPair, get_family
 from .runtime import resolve_device
 
@@ -228,7 +229,7 @@ def _translation_jobs(pair: GanPair, n: int | None,
         raise ValueError(f"generator family {pair.name!r} provides no translate hook")
     resolution = pair.config["resolution"]
     read_source = getattr(step_class, "read_source",
-                          lambda _, path: np.asarray(load_square_rgb(path, resolution)))
+                          lambda _, path: square_rgb(load_image(path), resolution))
     jobs = [_Job(f"{path.stem}_{direction}.png",
                  {"seed": None, "source": str(path), "split": split, "direction": direction},
                  path)
@@ -261,7 +262,7 @@ def _reconstruction_jobs(pair: GanPair, n: int | None,
         images = []
         with torch.inference_mode():
             for path in items:  # one at a time: each keeps its own size
-                image = _to_tensor(np.array(load_rgb(path))[None], device)
+                image = _to_tensor(load_image(path)[None], device)
                 images.append(tensor_to_uint8(reconstruct(pair.eval(), image))[0])
         return images
 
@@ -292,7 +293,7 @@ def _write_samples(out_dir: Path, jobs: list[_Job], produce: Producer, common: d
             new_rows = []
             for job, image in zip(batch, images):
                 (out_dir / job.path).parent.mkdir(parents=True, exist_ok=True)
-                save_png(out_dir / job.path, image)
+                save_png(image, out_dir / job.path)
                 if job.path not in rows_by_path:
                     rows_by_path[job.path] = {"path": job.path, **common, **job.fields}
                     new_rows.append(rows_by_path[job.path])

@@ -81,6 +81,7 @@ from tqdm.auto import tqdm
 
 from crashsafe.files import (append_jsonl, atomic_write_bytes, atomic_write_text, json_safe,
                              read_jsonl)
+from crashsafe.images import save_png
 
 from .checkpoint import (has_checkpoint, load_checkpoint, load_train_state, read_checkpoint_config,
                          recover_checkpoint, save_checkpoint)
@@ -89,7 +90,7 @@ from .data_aligned import AlignedDataset, PairTask
 from .diagnostics import CollapseProbe, HealthWatch, pool_for_probe
 from .distributed import (DistributedContext, broadcast_flag, gather_to_all, init_distributed,
                           mean_over_ranks, shutdown_distributed, unwrap, wrap)
-from .images import image_grid, save_png, tensor_to_uint8
+from .images import image_grid, tensor_to_uint8
 from .registry import Family, GanPair, create_generator, get_family, resolve_config
 from .runtime import rng_state, seed_everything, set_rng_state
 from .sampling import cycled_labels, generate
@@ -378,7 +379,7 @@ class _Trainer:
     def _save_grid(self, filename: str) -> None:
         images = self._preview()
         if images is not None:
-            save_png(self.run_dir / filename, image_grid(tensor_to_uint8(images)))
+            save_png(image_grid(tensor_to_uint8(images)), self.run_dir / filename)
 
     def _diagnose(self) -> dict[str, float]:
         fakes = self._preview()
