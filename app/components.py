@@ -9,7 +9,6 @@ Nothing here imports streamlit, so every function is unit-tested without a brows
 
 from __future__ import annotations
 
-import csv
 import hashlib
 import io
 import json
@@ -26,7 +25,7 @@ from PIL import ExifTags, Image
 
 from crashsafe.images import (DEFAULT_LIMITS, IMAGE_EXTENSIONS, ImageError, ImageLimits,
                              format_bytes, load_image)
-from forensics.corpus import MANIFEST_NAME
+from forensics.scan_results import results_csv
 from forensics.verdict import (STABILITY_COPIES, flipped_copies, members_agree, score_images,
                                verdict)
 
@@ -55,17 +54,6 @@ def resolve_under(root: str | os.PathLike, relative: str | os.PathLike) -> Path:
     return target
 
 
-def is_corpus(folder: Path) -> bool:
-    """A folder ``forensics.corpus.discover_corpus`` can read (manifest or real/fake layout)."""
-    return (folder / MANIFEST_NAME).is_file() or (folder / "real").is_dir() or (
-        folder / "fake").is_dir()
-
-
-def is_training_run(folder: Path) -> bool:
-    """A generator run folder written by ``forensics zoo train``."""
-    return (folder / "stats.jsonl").is_file() and (folder / "config.json").is_file()
-
-
 EVALUATION_FILE = "evaluation.json"
 
 
@@ -73,11 +61,6 @@ def is_evaluation(folder: Path) -> bool:
     """A folder holding detector results as ``evaluation.json``: the demo's (at its top), or
     one written by ``forensics evaluate --out DIR/evaluation.json``."""
     return (folder / EVALUATION_FILE).is_file()
-
-
-def is_robustness_run(folder: Path) -> bool:
-    """A robustness output folder: metrics as CSV (or JSON) next to the curves."""
-    return any(folder.glob("*metrics*.csv")) or any(folder.glob("*metrics*.json"))
 
 
 def find_folders(root: str | os.PathLike, accept: Callable[[Path], bool],
@@ -194,12 +177,8 @@ def result_row(result: ImageResult, threshold: float, band: float) -> dict[str, 
 
 
 def rows_to_csv(rows: Sequence[Mapping[str, Any]]) -> str:
-    """The batch table as CSV text (header ``TABLE_COLUMNS``)."""
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=TABLE_COLUMNS, extrasaction="ignore")
-    writer.writeheader()
-    writer.writerows(rows)
-    return buffer.getvalue()
+    """The batch table as CSV text (header ``TABLE_COLUMNS``), by the scan's writer."""
+    return results_csv(rows, TABLE_COLUMNS)
 
 
 def rows_to_json(rows: Sequence[Mapping[str, Any]], threshold: float, band: float,
@@ -294,43 +273,11 @@ def read_json(path: Path) -> Any:
         return None
 
 
-def folder_stamp(folder: Path) -> float:
-    """Latest modification time of a folder and its manifest: changes when the corpus does."""
-    manifest = folder / MANIFEST_NAME
-    return max(folder.stat().st_mtime, manifest.stat().st_mtime if manifest.is_file() else 0.0)
-
-
 # --- robustness results ------------------------------------------------------------------------
 
 ROBUSTNESS_DIMENSIONS = ("detector", "generator", "family", "level")
 _NOT_METRICS = {"level", "n", "n_real", "n_fake", "n_errors", "n_images", "n_scored", "seed",
                 "threshold"}
-
-
-def metrics_file(folder: Path) -> Path | None:
-    """The metrics table of a robustness folder (``forensics.report``): JSON first, else CSV."""
-    for pattern in ("*metrics*.json", "*metrics*.csv"):
-        found = sorted(folder.glob(pattern))
-        if found:
-            return found[0]
-    return None
-
-
-def load_metrics(path: Path) -> pd.DataFrame:
-    """A robustness metrics table from CSV, a JSON list of rows or ``{"metrics": [...]}``.
-
-    Without a ``family`` column, one is derived from the perturbation id (``jpeg_pil/q=90`` ->
-    ``jpeg_pil``).
-    """
-    if path.suffix == ".csv":
-        table = pd.read_csv(path)
-    else:
-        data = json.loads(path.read_text(encoding="utf-8"))
-        rows = data.get("metrics", []) if isinstance(data, dict) else data
-        table = pd.DataFrame(rows)
-    if "family" not in table and "perturbation" in table:
-        table["family"] = table["perturbation"].astype(str).str.split("/").str[0]
-    return table
 
 
 def metric_columns(table: pd.DataFrame) -> list[str]:

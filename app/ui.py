@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 import streamlit as st
 
 import components
-from forensics.serving import AppConfig
+from forensics.serving import AppConfig, folder_stamp
 from scoring_queue import ScoringQueue
 
 if TYPE_CHECKING:  # the detectors import sklearn and torch: loaded under detector()'s spinner
@@ -26,22 +26,22 @@ def config() -> AppConfig:
 def _load(folder: str, key: str) -> Detector:
     """The detector of a bundle; a new ``key`` (see ``detector_key``) reloads a rewritten one."""
     from forensics.detectors import load_detector
-    from forensics.runtime import keep_freed_memory
+    from crashsafe.runtime import keep_freed_memory
 
     keep_freed_memory()  # once per process: CNN layers then reuse freed memory
     return load_detector(folder)
 
 
 def detector_key(folder: Path) -> str:
-    """Identifies a bundle's current contents: path and detector.json modification time."""
-    return f"{folder.resolve()}@{(folder / 'detector.json').stat().st_mtime_ns}"
+    """Identifies a bundle's current contents: its path and its files' latest modification."""
+    return f"{folder.resolve()}@{folder_stamp(folder)}"
 
 
 def detector(folder: Path) -> Detector:
     """The cached detector of ``folder``, loaded behind a spinner that names it (the first load
     imports torch and can take seconds, so pages draw their text before calling this); for a
     missing or broken bundle: why, then stop."""
-    if not (folder / "detector.json").is_file():
+    if not folder.is_dir():
         st.error(f"No detector bundle at `{folder}`. Start the app with "
                  "`forensics app --detector BUNDLE`, or plain `forensics app` to train the demo's.")
         st.stop()

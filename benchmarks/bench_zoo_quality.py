@@ -33,7 +33,7 @@ from forensics.pipeline import (FULL, GENERATORS, QUALITY_BACKBONE, draw_paths,
 from generators.diagnostics import COLLAPSE_BARS
 from generators.quality import FeatureSpace, sample_quality
 from generators.sampling import sample_images
-from generators.trainer import read_stats, train_gan
+from generators import read_stats, train_gan
 
 COLUMNS = ("family", "minutes", "steps", "FD", "KID", "precision", "recall", "IS",
            "diversity_ratio", "distinct_neighbours", "collapsed")

@@ -19,7 +19,6 @@ The fake makers are plain callables (image -> image), so this module needs no ge
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import asdict, dataclass
@@ -29,8 +28,7 @@ from typing import Any
 import numpy as np
 from tqdm.auto import tqdm
 
-from crashsafe.files import atomic_write_text
-from forensics.corpus import MANIFEST_NAME
+from crashsafe.corpus_manifest import write_manifest
 from crashsafe.images import save_png
 from forensics.perturb import gaussian_blur, jpeg, resize
 
@@ -152,5 +150,5 @@ def write_aligned_pairs(out: str | os.PathLike, sources: Iterable[Source],
                                  "history": asdict(done),
                                  "generator": maker if label == "fake" else None, **common})
                 bar.update(1)
-    atomic_write_text(out / MANIFEST_NAME, "".join(json.dumps(r) + "\n" for r in rows))
+    write_manifest(out, rows)
     return out

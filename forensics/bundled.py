@@ -11,7 +11,6 @@ Each photo belongs to a fixed split, so no test patch comes from a photo seen in
 from __future__ import annotations
 
 import importlib.util
-import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,8 +19,7 @@ from typing import Any, Callable
 import cv2
 import numpy as np
 
-from crashsafe.files import atomic_write_text
-from forensics.corpus import MANIFEST_NAME
+from crashsafe.corpus_manifest import write_manifest
 from crashsafe.images import load_image, save_png
 
 
@@ -117,5 +115,5 @@ def write_bundled_corpus(out: str | os.PathLike, *, size: int = 64, count: int =
                      "index": i, **meta})
         if progress is not None:
             progress(1)
-    atomic_write_text(out / MANIFEST_NAME, "".join(json.dumps(r) + "\n" for r in rows))
+    write_manifest(out, rows)
     return out

@@ -3,8 +3,8 @@
 A corpus is a folder. Its labels come from, in order of precedence:
 
 1. ``manifest.jsonl`` (one JSON object per image: ``path``, ``label``, ``generator``, optional
-   ``split`` and provenance fields), as written by ``forensics zoo sample`` and
-   ``forensics corpus bundled``;
+   ``split`` and provenance fields; ``crashsafe.corpus_manifest``), as written by
+   ``forensics zoo sample`` and ``forensics corpus bundled``;
 2. ``real/`` + ``fake/<generator>/`` subfolders;
 3. CNNDetection's ``<set>/0_real`` and ``<set>/1_fake`` folders, the set naming the generator.
 
@@ -22,9 +22,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Sequence
 
+from crashsafe.corpus_manifest import CORPUS_MANIFEST_NAME, has_manifest, manifest_path
 from crashsafe.images import is_image_path
 
-MANIFEST_NAME = "manifest.jsonl"
 SPLITS = ("train", "val", "test")
 DEFAULT_FRACTIONS = (0.70, 0.15, 0.15)
 REAL, FAKE = 0, 1
@@ -93,6 +93,22 @@ class Corpus:
         return rows
 
 
+def is_corpus(folder: str | os.PathLike) -> bool:
+    """A quick test for listings, without reading anything: ``folder`` has a manifest or the
+    real/fake layout (:func:`discover_corpus` reads these; CNNDetection layouts are found only
+    by walking the folder)."""
+    folder = Path(folder)
+    return has_manifest(folder) or (folder / "real").is_dir() or (folder / "fake").is_dir()
+
+
+def corpus_stamp(folder: str | os.PathLike) -> float:
+    """Latest modification time of a corpus folder and its manifest: changes when the corpus
+    does (a cache key for readers that keep discovered corpora)."""
+    manifest = manifest_path(folder)
+    return max(Path(folder).stat().st_mtime,
+               manifest.stat().st_mtime if manifest.is_file() else 0.0)
+
+
 def split_for(relpath: str, fractions: Sequence[float] = DEFAULT_FRACTIONS) -> str:
     """Deterministic split of a path: a SHA-256 of the POSIX relative path mapped to [0, 1)."""
     digest = hashlib.sha256(relpath.encode("utf-8", "surrogateescape")).digest()
@@ -134,7 +150,7 @@ def discover_corpus(root: str | os.PathLike,
     root = Path(root)
     if not root.is_dir():
         raise CorpusError(root, "not a folder" if root.exists() else "folder does not exist")
-    if (root / MANIFEST_NAME).is_file():
+    if has_manifest(root):
         return Corpus(root, "manifest", _from_manifest(root, fractions))
     if (root / "real").is_dir() or (root / "fake").is_dir():
         return Corpus(root, "real-fake", _from_real_fake(root, fractions))
@@ -162,7 +178,7 @@ def image_splits(folder: str | os.PathLike,
     try:
         corpus = discover_corpus(root, fractions)
     except CorpusError:
-        if (root / MANIFEST_NAME).is_file():
+        if has_manifest(root):
             raise  # a manifest that cannot be read: its splits are unknown
         return [(p, split_for(p.relative_to(root).as_posix(), fractions))
                 for p in iter_image_files([root])]
@@ -185,12 +201,12 @@ def _parse_label(value: Any) -> int | None:
 
 def _from_manifest(root: Path, fractions: Sequence[float]) -> list[CorpusItem]:
     items = []
-    text = (root / MANIFEST_NAME).read_text(encoding="utf-8", errors="replace")
+    text = manifest_path(root).read_text(encoding="utf-8", errors="replace")
     for lineno, line in enumerate(text.splitlines(), 1):
         if not line.strip():
             continue
-        where = f"{MANIFEST_NAME} line {lineno}"
-        fix = f"fix or remove that line of {root / MANIFEST_NAME}"
+        where = f"{CORPUS_MANIFEST_NAME} line {lineno}"
+        fix = f"fix or remove that line of {manifest_path(root)}"
         try:
             row = json.loads(line)
         except json.JSONDecodeError as exc:
@@ -243,3 +259,43 @@ def _from_cnndetection(root: Path, fractions: Sequence[float]) -> list[CorpusIte
                       for p in iter_image_files([here / name])]
         dirnames[:] = [d for d in dirnames if d not in ("0_real", "1_fake")]
     return sorted(items, key=lambda it: it.path)
+
+
+def training_images(dirs: Sequence[str | os.PathLike], split: str,
+                    class_key: str | None = None) -> list[tuple[Path, str]]:
+    """Real images to train a generator on, each with a class name.
+
+    From a corpus: its real images of ``split``; from a plain folder: all its images. The class
+    is the manifest field ``class_key`` when given (a manifest corpus only), else the first
+    subfolder of the folder in ``dirs`` the image lies in (the folder's own name for images
+    directly inside it). Raises ValueError when none are found.
+    """
+    def folder_class(path: Path, root: Path) -> str:
+        parts = path.relative_to(root).parts
+        return parts[0] if len(parts) > 1 else root.resolve().name
+
+    items: list[tuple[Path, str]] = []
+    for d in dirs:
+        root = Path(d)
+        try:
+            chosen = discover_corpus(d).select(split=split, label=REAL)
+        except CorpusError:
+            if not root.is_dir():
+                raise
+            if class_key:
+                raise ValueError(f"--class-key {class_key} reads a {CORPUS_MANIFEST_NAME} field, "
+                                 f"but {d} has no manifest; use class subfolders instead") from None
+            items += [(p, folder_class(p, root)) for p in iter_image_files([d])]
+            continue
+        for it in chosen:
+            if class_key and it.meta.get(class_key) is None:
+                raise ValueError(f"{it.path}: its manifest row has no {class_key!r} field; add "
+                                 "it to every row or choose another --class-key")
+            items.append((it.path, str(it.meta[class_key]) if class_key
+                          else folder_class(it.path, root)))
+    if not items:
+        raise ValueError(f"no real training images found in {', '.join(map(str, dirs))} (split "
+                         f"{split}); pass corpora with real images in that split (real/, or "
+                         "manifest rows labelled real; --split all takes every split) or a plain "
+                         "folder of images")
+    return items

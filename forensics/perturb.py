@@ -45,7 +45,7 @@ __all__ = [
     "AugmentDraw",
     "CHAINS",
     "PERTURBATIONS",
-    "Family",
+    "PerturbationFamily",
     "Perturbation",
     "PerturbationNoOp",
     "apply",
@@ -447,7 +447,7 @@ def apply_augment(image: np.ndarray, draw: AugmentDraw) -> np.ndarray:
 # --- registry -------------------------------------------------------------------------------
 
 @dataclass(frozen=True)
-class Family:
+class PerturbationFamily:
     """One registry entry: the function behind a name, and how its level and options appear in ids.
 
     ``family(image, level, seed=0, **kwargs)`` calls ``func`` with ``level`` as its ``level_arg``,
@@ -477,23 +477,26 @@ class Family:
         return self.func(image, **level_kw, **seed_kw, **self.fixed, **kwargs)
 
 
-PERTURBATIONS: dict[str, Family] = {family.name: family for family in [
-    Family("jpeg_pil", jpeg, "quality", "q", _quality, fixed={"encoder": "pil"}),
-    Family("jpeg_cv2", jpeg, "quality", "q", _quality, fixed={"encoder": "cv2"}),
-    Family("blur", gaussian_blur, "sigma", "sigma", _blur_sigma, identity=(0.0,)),
-    Family("resize", resize, "scale", "scale", _scale, identity=(1.0,),
-           options={"interpolation": tuple(_INTERPOLATIONS), "back": (False, True)}),
-    Family("noise", gaussian_noise, "sigma", "sigma", _noise_sigma, identity=(0.0,), seeded=True),
-    Family("crop", crop, "fraction", "fraction", _fraction, identity=(1.0,),
-           options={"mode": _CROP_MODES}, seeded=True),
-    Family("gamma", gamma, "value", "value", _gamma_value, identity=(1.0,)),
-    Family("contrast", contrast, "factor", "factor", _contrast_factor, identity=(1.0,)),
-    Family("longest_side", longest_side, "size", "size", _size),
-    *(Family(name, partial(run_chain, steps=steps), seeded=True) for name, steps in CHAINS.items()),
+PERTURBATIONS: dict[str, PerturbationFamily] = {family.name: family for family in [
+    PerturbationFamily("jpeg_pil", jpeg, "quality", "q", _quality, fixed={"encoder": "pil"}),
+    PerturbationFamily("jpeg_cv2", jpeg, "quality", "q", _quality, fixed={"encoder": "cv2"}),
+    PerturbationFamily("blur", gaussian_blur, "sigma", "sigma", _blur_sigma, identity=(0.0,)),
+    PerturbationFamily("resize", resize, "scale", "scale", _scale, identity=(1.0,),
+                       options={"interpolation": tuple(_INTERPOLATIONS), "back": (False, True)}),
+    PerturbationFamily("noise", gaussian_noise, "sigma", "sigma", _noise_sigma, identity=(0.0,),
+                       seeded=True),
+    PerturbationFamily("crop", crop, "fraction", "fraction", _fraction, identity=(1.0,),
+                       options={"mode": _CROP_MODES}, seeded=True),
+    PerturbationFamily("gamma", gamma, "value", "value", _gamma_value, identity=(1.0,)),
+    PerturbationFamily("contrast", contrast, "factor", "factor", _contrast_factor,
+                       identity=(1.0,)),
+    PerturbationFamily("longest_side", longest_side, "size", "size", _size),
+    *(PerturbationFamily(name, partial(run_chain, steps=steps), seeded=True)
+      for name, steps in CHAINS.items()),
 ]}
 
 
-def _family(name: str) -> Family:
+def _family(name: str) -> PerturbationFamily:
     if name not in PERTURBATIONS:
         raise ValueError(f"unknown perturbation {name!r}; known: {', '.join(PERTURBATIONS)}")
     return PERTURBATIONS[name]

@@ -145,10 +145,9 @@ def _train_generators(cfg: DemoConfig, real: Corpus, out: Path, seed: int, devic
 def quality_space() -> Any:
     """The feature space of the demo's FD, KID, precision/recall and IS: the offline
     EfficientNet-Lite0 (a ``generators.quality.FeatureSpace``)."""
-    from forensics.backbones import create_backbone
-    from generators.quality import FeatureSpace
+    from forensics.zoo_quality import feature_space
 
-    return FeatureSpace.from_timm(create_backbone(QUALITY_BACKBONE), QUALITY_BACKBONE)
+    return feature_space(QUALITY_BACKBONE)
 
 
 def draw_paths(paths: list[Path], n: int, rng: np.random.Generator) -> list[Path]:
@@ -176,11 +175,11 @@ def _generator_health(runs: Path, quality: dict[str, dict[str, float]]
                       ) -> list[dict[str, Any]]:
     """Each zoo run's last diagnostics and whether it ended collapsed (its config.json's
     ``extra.health``, written by the trainer's health watch), with its sample quality."""
-    from generators.checkpoint import read_checkpoint_config
+    from generators import GeneratorRun
 
     rows = []
     for name in GENERATORS:
-        health = read_checkpoint_config(runs / name)["extra"].get("health") or {}
+        health = GeneratorRun.from_pretrained(runs / name).health
         last = health.get("last_diagnostics") or {}
         figures = quality.get(name, {})
         rows.append({"generator": name,
@@ -201,10 +200,13 @@ def _plots(corpora: list[Corpus], out: Path, progress: bool) -> None:
     """Training curves and sample grids of every run, and the mean spectra of the test split."""
     plots = out / "plots"
     plots.mkdir(exist_ok=True)
+    from generators import GeneratorRun
+
     for name in GENERATORS:
-        for png in ("curves.png", "samples.png"):
-            if (out / "runs" / name / png).is_file():
-                shutil.copyfile(out / "runs" / name / png, plots / f"{name}_{png}")
+        run = GeneratorRun.from_pretrained(out / "runs" / name)
+        for png in (run.curves_path, run.samples_path):
+            if png.is_file():
+                shutil.copyfile(png, plots / f"{name}_{png.name}")
     groups = spectra_by_generator(corpora, split="test", progress=progress)
     plot_mean_spectra({f"{name} (test)": rows for name, rows in groups.items()},
                       plots / "mean_spectrum.png",

@@ -41,7 +41,8 @@ import numpy as np  # noqa: E402
 
 from crashsafe.files import atomic_write_bytes, atomic_write_text  # noqa: E402
 from forensics.metrics import binary_metrics, format_table  # noqa: E402
-from forensics.robustness import RUN_FILE, read_results  # noqa: E402
+from forensics.robustness_results import (METRICS_CSV, METRICS_JSON, PLOTS_DIR,  # noqa: E402
+                                          REPORT_FILE, read_results, read_run_manifest)
 
 __all__ = ["BALANCED_BAR", "METRIC_KEYS", "RANKING_BAR", "RANKING_METRICS", "THRESHOLD_METRIC",
            "Report", "below_bars", "break_bars", "breaking_points", "describe_level",
@@ -439,7 +440,7 @@ def write_report(out: str | os.PathLike, *, bars: Mapping[str, float] | None = N
     if unknown:
         raise ValueError(f"bars must be figures among {', '.join(METRIC_KEYS)}, got {unknown}")
     out = Path(out)
-    manifest = json.loads((out / RUN_FILE).read_text(encoding="utf-8"))
+    manifest = read_run_manifest(out)
     rows = read_results(out) if rows is None else rows
     metrics = robustness_metrics(rows, manifest["thresholds"], manifest["grid"])
     points = breaking_points(metrics, bars)
@@ -450,8 +451,8 @@ def write_report(out: str | os.PathLike, *, bars: Mapping[str, float] | None = N
     plots = {family: _plot_family(family, fam_rows, detectors, bars)
              for family, fam_rows in by_family.items()
              if len({r["level"] for r in fam_rows}) > 1}
-    report = Report(metrics, points, bars, out / "metrics.csv", out / "metrics.json",
-                    out / "report.html", {f: out / "plots" / _file_name(f) for f in plots})
+    report = Report(metrics, points, bars, out / METRICS_CSV, out / METRICS_JSON,
+                    out / REPORT_FILE, {f: out / PLOTS_DIR / _file_name(f) for f in plots})
     for family, data in plots.items():
         atomic_write_bytes(report.plots[family], data)
     atomic_write_text(report.csv, _csv_text(metrics))

@@ -9,7 +9,7 @@ batch around them). A chunk is decoded once for all its families, each unit
 perturbs it level by level and scores each batch with all detectors on a worker pool, and the
 unit's rows are appended to the rank's results shard in one write with flush + fsync.
 
-An output folder holds:
+An output folder (its files: :mod:`forensics.robustness_results`) holds:
 
 * ``run.json``: what the run is over (detectors with their sha256, corpora, split, images, grid,
   image limits); a rerun with other inputs is refused unless ``fresh`` starts it over. Other
@@ -18,7 +18,7 @@ An output folder holds:
 * ``shards/rank-NNNNN.jsonl``: append-only rows, one file per rank; a rerun reads every shard
   (ignoring a last line cut off by a kill), skips what is done and appends the rest;
 * ``results.jsonl``: all rows merged by rank 0, one per (image, detector, perturbation), sorted
-  by path, detector and grid order, with the fields in :data:`FIELDS`.
+  by path, detector and grid order, each a ``robustness_results.result_row``.
 
 Under ``torchrun`` (``RANK`` and ``WORLD_SIZE`` set) rank r takes chunks r, r + N, ...; rank 0
 waits at a gloo barrier for the others, then merges.
@@ -27,12 +27,10 @@ waits at a gloo barrier for the others, then merges.
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import os
-import shutil
 from collections import deque
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,40 +39,31 @@ from typing import Any
 import numpy as np
 from tqdm.auto import tqdm
 
-from crashsafe.images import DEFAULT_LIMITS, ImageError, ImageLimits
 import forensics
-from crashsafe.files import atomic_write_text, fsync_dir
+from crashsafe.images import DEFAULT_LIMITS, ImageError, ImageLimits
 from forensics.corpus import LABEL_NAMES, Corpus, discover_corpus
 from forensics.detectors import Detector, load_detector
 from forensics.evaluation import resolve_split
 from forensics.grid import families, load_grid
 from forensics.perturb import Perturbation
 from forensics.ranks import Ranks
+from forensics.robustness_results import (RUN_FORMAT, RUN_FORMAT_VERSION, RUN_FILE,
+                                          RobustnessError, ShardWriter, discard_results,
+                                          has_run, has_shards, read_run_manifest, result_row,
+                                          shard_rows, write_results, write_run_manifest)
 from forensics.scoring import _predict as predict_batch
 from forensics.scoring import DECODE_PIXEL_BUDGET, decode_groups, plan_batches
 
 __all__ = [
-    "FIELDS",
-    "RESULTS_FILE",
-    "RUN_FILE",
-    "RobustnessError",
     "RunMismatchError",
     "RunResult",
     "bundle_sha256",
     "perturbation_seed",
-    "read_results",
     "run_robustness",
 ]
 
 log = logging.getLogger(__name__)
 
-RUN_FORMAT = "gan-forensics-robustness"
-RUN_FORMAT_VERSION = 1
-RUN_FILE = "run.json"
-RESULTS_FILE = "results.jsonl"
-SHARDS_DIR = "shards"
-FIELDS = ("path", "label", "generator", "detector", "perturbation", "family", "level", "score",
-          "error")
 # run.json keys that must match for a rerun to continue the same run.
 _IDENTITY_KEYS = ("detectors", "corpora", "split", "batch_size", "grid", "images_sha256",
                   "image_limits")
@@ -83,10 +72,6 @@ _DEFAULTS_OF_OLD_RUNS = {"image_limits": {"max_pixels": DEFAULT_LIMITS.max_pixel
                                           "max_bytes": DEFAULT_LIMITS.max_bytes}}
 
 Key = tuple[str, str, str]  # (path, detector, perturbation id)
-
-
-class RobustnessError(ValueError):
-    """Inputs a robustness run cannot use; the message says which and what to do."""
 
 
 class RunMismatchError(RobustnessError):
@@ -233,16 +218,14 @@ def _plan(bundles: Sequence[str | os.PathLike], corpus_dirs: Sequence[str | os.P
 
 def _prepare_folder(out: Path, manifest: dict[str, Any], fresh: bool) -> None:
     """Start ``out`` (or start it over with ``fresh``), or check that it holds this same run."""
-    run_file = out / RUN_FILE
     if fresh:
-        shutil.rmtree(out / SHARDS_DIR, ignore_errors=True)
-        (out / RESULTS_FILE).unlink(missing_ok=True)
-    elif run_file.is_file():
+        discard_results(out)
+    elif has_run(out):
         try:
-            old = json.loads(run_file.read_text(encoding="utf-8"))
-        except (UnicodeDecodeError, json.JSONDecodeError) as error:
-            raise RunMismatchError(f"{run_file} is not valid JSON ({error}); pass --fresh to "
-                                   "start the run over") from None
+            old = read_run_manifest(out)
+        except ValueError as error:  # not UTF-8, or not JSON
+            raise RunMismatchError(f"{out / RUN_FILE} is not valid JSON ({error}); pass --fresh "
+                                   "to start the run over") from None
         differ = [k for k in _IDENTITY_KEYS
                   if old.get(k, _DEFAULTS_OF_OLD_RUNS.get(k)) != manifest[k]]
         if differ:
@@ -251,81 +234,29 @@ def _prepare_folder(out: Path, manifest: dict[str, Any], fresh: bool) -> None:
                 "use another output folder, or pass --fresh to discard its results"
             )
         return
-    elif (out / SHARDS_DIR).exists():
+    elif has_shards(out):
         raise RunMismatchError(f"{out} has results but no {RUN_FILE}; pass --fresh to discard them")
-    atomic_write_text(run_file, json.dumps(manifest, indent=2) + "\n")  # run.json before shards
-    fsync_dir(out)
+    write_run_manifest(out, manifest)
 
 
 # --- the results store ----------------------------------------------------------------------
 
-def _read_jsonl(path: Path) -> tuple[list[dict[str, Any]], int]:
-    """Rows of a JSONL file and the byte length of its whole lines.
-
-    A last line without its newline, or that is not JSON, is what a kill during a write leaves:
-    it is ignored. A bad line before the last is damage, and raises ValueError.
-    """
-    data = path.read_bytes()
-    rows, end = [], 0
-    lines = data.split(b"\n")
-    for number, line in enumerate(lines[:-1], 1):  # lines[-1] is the text after the last newline
-        try:
-            rows.append(json.loads(line))
-        except json.JSONDecodeError:
-            if number < len(lines) - 1:
-                raise RobustnessError(f"{path} line {number} is not JSON: the file is "
-                                      "damaged; rerun with --fresh to start over") from None
-            break
-        end += len(line) + 1
-    return rows, end
-
-
-def read_results(out: str | os.PathLike) -> list[dict[str, Any]]:
-    """The merged rows of a finished run folder (its ``results.jsonl``)."""
-    return _read_jsonl(Path(out) / RESULTS_FILE)[0]
-
-
 def _key(row: dict[str, Any]) -> Key:
     return row["path"], row["detector"], row["perturbation"]
-
-
-class _ShardWriter:
-    """Appends rows to one rank's shard: whole lines, one write per unit, flushed and fsync'd."""
-
-    def __init__(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        end = _read_jsonl(path)[1] if path.exists() else 0
-        self._file = open(path, "ab")
-        self._file.truncate(end)  # drop a line cut off by a kill before appending after it
-
-    def append(self, rows: Iterable[dict[str, Any]]) -> None:
-        data = "".join(json.dumps(row) + "\n" for row in rows).encode("utf-8")
-        self._file.write(data)
-        self._file.flush()
-        os.fsync(self._file.fileno())
-
-    def close(self) -> None:
-        self._file.close()
-
-
-def _shard_rows(out: Path) -> list[dict[str, Any]]:
-    """Rows of every shard in ``out`` (from any earlier number of ranks)."""
-    return [row for path in sorted((out / SHARDS_DIR).glob("rank-*.jsonl"))
-            for row in _read_jsonl(path)[0]]
 
 
 def _merge(out: Path, plan: _Plan) -> list[dict[str, Any]]:
     """Write ``results.jsonl``: shard rows, each key once, sorted; all of the plan must be done."""
     order = {p.id: i for i, p in enumerate(plan.perturbations)}
     detector_order = {n: i for i, n in enumerate(plan.names)}
-    unique = {_key(row): row for row in reversed(_shard_rows(out))}  # the first row of a key wins
+    unique = {_key(row): row for row in reversed(shard_rows(out))}  # the first row of a key wins
     rows = sorted(unique.values(), key=lambda r: (r["path"], detector_order[r["detector"]],
                                                   order[r["perturbation"]]))
     expected = len(plan.images) * len(plan.names) * len(plan.perturbations)
     if len(rows) != expected:
         raise RobustnessError(f"{out}: {len(rows)} of {expected} results are done; rerun the "
                               "same command to finish the run")
-    atomic_write_text(out / RESULTS_FILE, "".join(json.dumps(row) + "\n" for row in rows))
+    write_results(out, rows)
     return rows
 
 
@@ -372,7 +303,7 @@ def _run_shard(out: Path, plan: _Plan, world: Ranks, workers: int, progress: boo
     """Score this rank's chunks that are not done yet, appending rows to its shard."""
     batch_size = plan.manifest["batch_size"]
     groups = families(plan.perturbations)
-    done = {_key(row) for row in _shard_rows(out)}
+    done = {_key(row) for row in shard_rows(out)}
     # Chunks of up to batch_size images and a bounded number of pixels (a 64 MP image is a
     # chunk of its own), so a unit of work holds bounded memory whatever the image sizes.
     chunks = [([plan.images[i] for i in indices], pixels) for indices, pixels in
@@ -391,7 +322,7 @@ def _run_shard(out: Path, plan: _Plan, world: Ranks, workers: int, progress: boo
     if not pending:
         return
 
-    writer = _ShardWriter(out / SHARDS_DIR / f"rank-{world.rank:05d}.jsonl")
+    writer = ShardWriter(out, world.rank)
     # Threads, not processes: decoding, JPEG, OpenCV and FFTs release the GIL, the detectors are
     # loaded once and shared, and a GPU keeps one context. Process pools measured 4x slower on
     # 2 cores (benchmarks/RESULTS.md); processes scale out through torchrun ranks instead.
@@ -409,10 +340,10 @@ def _run_shard(out: Path, plan: _Plan, world: Ranks, workers: int, progress: boo
             for name, outcomes in zip(plan.names, per_detector):
                 for image, (score, error) in zip(chunk, outcomes):
                     if (image.path, name, pert.id) not in done:
-                        rows.append({"path": image.path, "label": LABEL_NAMES[image.label],
-                                     "generator": image.generator, "detector": name,
-                                     "perturbation": pert.id, "family": family,
-                                     "level": pert.level, "score": score, "error": error})
+                        rows.append(result_row(
+                            path=image.path, label=LABEL_NAMES[image.label],
+                            generator=image.generator, detector=name, perturbation=pert.id,
+                            family=family, level=pert.level, score=score, error=error))
         writer.append(rows)
         bar.update(len(chunk) * len(perts))
 

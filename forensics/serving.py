@@ -47,3 +47,10 @@ class AppConfig:
                 ENV_MAX_BYTES: str(self.limits.max_bytes),
                 ENV_MAX_PIXELS: str(self.limits.max_pixels),
                 ENV_SCORING_SLOTS: str(self.scoring_slots)}
+
+
+def folder_stamp(folder: str | os.PathLike) -> int:
+    """The latest modification time (ns) of any file under ``folder``: a cache key that
+    changes whenever a set of files replaced as one unit (a detector bundle) is rewritten."""
+    return max((path.stat().st_mtime_ns for path in Path(folder).rglob("*") if path.is_file()),
+               default=0)

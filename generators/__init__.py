@@ -2,7 +2,8 @@
 
 Entry points: ``list_generators`` / ``create_generator`` / ``get_family`` (the registry),
 ``train_gan`` (a resumable run folder with checkpoint, stats and plots; the step contract for
-new families is in ``generators.trainer``), ``sample_images`` (seed-named PNGs +
+new families is in ``generators.trainer``), ``GeneratorRun`` (a run folder's one reader and
+writer), ``sample_images`` (seed-named PNGs +
 manifest.jsonl), ``load_checkpoint`` / ``checkpoint_sha256``, and ``generators.quality``
 (Frechet distance, KID, precision/recall on feature arrays). This package never imports
 ``forensics``.
@@ -10,11 +11,13 @@ manifest.jsonl), ``load_checkpoint`` / ``checkpoint_sha256``, and ``generators.q
 
 from .checkpoint import checkpoint_sha256, load_checkpoint, save_checkpoint
 from .registry import GanPair, create_generator, get_family, list_generators, register_generator
+from .run_folder import GeneratorRun, read_stats
 from .sampling import sample_images
-from .trainer import TrainResult, read_stats, train_gan
+from .trainer import TrainResult, train_gan
 
 __all__ = [
     "GanPair",
+    "GeneratorRun",
     "checkpoint_sha256",
     "create_generator",
     "get_family",

@@ -57,7 +57,7 @@ CROP_MODES = {
 
 
 @dataclass(frozen=True)
-class Family:
+class GeneratorFamily:
     """A registered GAN family: how to build it, its defaults, the values it supports of keys
     that take a choice, its step, its data and how it names its samples."""
 
@@ -83,7 +83,7 @@ class Family:
         return AdversarialStep
 
 
-_REGISTRY: dict[str, Family] = {}
+_REGISTRY: dict[str, GeneratorFamily] = {}
 
 
 class GanPair(nn.Module):
@@ -162,8 +162,9 @@ def register_generator(name: str, default_config: dict, *, step_class: type | No
     def decorator(builder: Builder) -> Builder:
         if name in _REGISTRY:
             raise ValueError(f"a generator named {name!r} is already registered")
-        _REGISTRY[name] = Family(name, builder, _normalise(copy.deepcopy(default_config)),
-                                 allowed, step_class, dataset, crop, label)
+        _REGISTRY[name] = GeneratorFamily(name, builder,
+                                          _normalise(copy.deepcopy(default_config)), allowed,
+                                          step_class, dataset, crop, label)
         return builder
 
     return decorator
@@ -178,7 +179,7 @@ def _load_builtins() -> None:
                 raise
 
 
-def get_family(name: str) -> Family:
+def get_family(name: str) -> GeneratorFamily:
     """The registered family ``name``; ValueError listing the registered ones if unknown."""
     _load_builtins()
     if name not in _REGISTRY:

@@ -8,6 +8,7 @@ import json
 import os
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from app_support import photo_png, train_tiny_run  # importing app_support puts app/ on sys.path
@@ -15,8 +16,11 @@ import components as C
 from crashsafe.images import ImageLimits
 from forensics import serving
 from forensics.bundled import write_bundled_corpus
+from forensics.corpus import is_corpus
 from forensics.detectors.general import GENERAL_DIR
+from forensics.robustness_results import RobustnessResults
 from forensics.verdict import STABILITY_COPIES
+from generators import GeneratorRun
 
 
 class BrightnessDetector:
@@ -64,9 +68,9 @@ def test_find_folders_lists_corpora_and_runs_without_leaving_the_root(tmp_path):
     train_tiny_run(root / "run", root / "b")  # what `forensics zoo train` writes
     (tmp_path / "outside" / "real").mkdir(parents=True)
     os.symlink(tmp_path / "outside", root / "link")
-    assert C.find_folders(root, C.is_corpus) == ["a", "b"]
-    assert C.find_folders(root, C.is_training_run) == ["run"]
-    assert C.find_folders(tmp_path / "missing", C.is_corpus) == []
+    assert C.find_folders(root, is_corpus) == ["a", "b"]
+    assert C.find_folders(root, GeneratorRun.is_run) == ["run"]
+    assert C.find_folders(tmp_path / "missing", is_corpus) == []
 
 
 def test_score_upload_scores_copies_and_reports_bad_files():
@@ -138,8 +142,8 @@ def test_robustness_metrics_from_csv_and_json(tmp_path):
          "level": 1, "ap": 0.7, "n_real": 10},
         {"detector": "spectral", "generator": "dcgan", "perturbation": "social",
          "level": None, "ap": 0.5, "n_real": 10}]}))
-    assert C.is_robustness_run(tmp_path)
-    table = C.load_metrics(C.metrics_file(tmp_path))
+    assert RobustnessResults.is_results(tmp_path)
+    table = pd.DataFrame(RobustnessResults(tmp_path).metrics())
     assert list(table["family"]) == ["jpeg_pil", "blur", "social"]
     assert C.metric_columns(table) == ["ap"]
     assert C.metric_records(table)[2]["level"] is None

@@ -250,7 +250,7 @@ def test_dcgan_defaults_stay_diverse_on_a_tiny_real_corpus(tmp_path, one_thread)
     from forensics.bundled import write_bundled_corpus
     from forensics.corpus import discover_corpus
     from generators.checkpoint import read_checkpoint_config
-    from generators.trainer import read_stats, train_gan
+    from generators import read_stats, train_gan
 
     corpus = discover_corpus(write_bundled_corpus(tmp_path / "real", size=16, count=600, seed=0))
     paths = [it.path for it in corpus.select(split="train")]

@@ -17,14 +17,8 @@ from forensics.cli import main as cli_main
 from forensics.grid import GRIDS, GridError, expand_grid, families, family_of, load_grid
 from forensics.perturb import Perturbation
 from forensics.report import break_bars, breaking_points, describe_level
-from forensics.robustness import (
-    FIELDS,
-    RESULTS_FILE,
-    RunMismatchError,
-    perturbation_seed,
-    read_results,
-    run_robustness,
-)
+from forensics.robustness import RunMismatchError, perturbation_seed, run_robustness
+from forensics.robustness_results import FIELDS, RESULTS_FILE, read_results
 from forensics.training import train_detector
 from test_spectral_detector import fake_image, real_image
 

@@ -12,7 +12,8 @@ import streamlit as st
 import components as C
 import ui
 from crashsafe.images import ImageError, load_image
-from forensics.corpus import LABEL_NAMES, Corpus, CorpusError, discover_corpus
+from forensics.corpus import (LABEL_NAMES, Corpus, CorpusError, corpus_stamp, discover_corpus,
+                              is_corpus)
 
 
 @st.cache_data(show_spinner="Reading the corpus…", max_entries=16)
@@ -32,7 +33,8 @@ def thumbnail(path: str, stamp: float) -> np.ndarray | str:
 
 @st.cache_data(show_spinner=False, max_entries=16)
 def run_stats(folder: str, stamp: float) -> pd.DataFrame:
-    """A generator run's stats.jsonl as a table indexed by step."""
+    """A generator run's statistics as a table indexed by step; ``stamp`` (their mtime)
+    rereads them as the run goes on."""
     from generators import read_stats
 
     return pd.DataFrame(read_stats(folder)).set_index("step")
@@ -41,7 +43,7 @@ def run_stats(folder: str, stamp: float) -> pd.DataFrame:
 def show_corpus(folder: Path) -> None:
     """Counts, manifest metadata and a sample grid of one corpus."""
     try:
-        found = corpus(str(folder), C.folder_stamp(folder))
+        found = corpus(str(folder), corpus_stamp(folder))
     except CorpusError as exc:
         st.error(str(exc))
         return
@@ -102,7 +104,7 @@ def show_spectra(root: Path) -> None:
     """Mean azimuthal spectrum per generator (real, GANs, diffusion) over chosen corpora."""
     import altair as alt
 
-    choices = C.find_folders(root, C.is_corpus)
+    choices = C.find_folders(root, is_corpus)
     if not choices:
         st.info(f"No corpora found under `{root}`.")
         return
@@ -120,7 +122,7 @@ def show_spectra(root: Path) -> None:
     folders = [C.resolve_under(root, c) for c in picked]
     try:
         spectra = group_spectra(tuple(map(str, folders)),
-                                tuple(C.folder_stamp(f) for f in folders), int(per_group))
+                                tuple(corpus_stamp(f) for f in folders), int(per_group))
     except CorpusError as exc:
         st.error(str(exc))
         return
@@ -140,18 +142,19 @@ def show_spectra(root: Path) -> None:
 
 def show_run(folder: Path) -> None:
     """Config, curves, sample grid and statistics of one generator training run."""
-    from generators.checkpoint import CheckpointError, read_checkpoint_config
+    from generators import GeneratorRun
+    from generators.checkpoint import CheckpointError
 
     try:  # read only: a training beside the app finishes its own checkpoint saves
-        document = read_checkpoint_config(folder, recover=False)
+        run = GeneratorRun.from_pretrained(folder, recover=False)
     except CheckpointError as exc:
         st.error(str(exc))
         return
-    stats = run_stats(str(folder), (folder / "stats.jsonl").stat().st_mtime)
+    stats = run_stats(str(folder), run.stats_path.stat().st_mtime)
     cols = st.columns(4)
-    cols[0].metric("Generator", document["name"])
+    cols[0].metric("Generator", run.name)
     cols[1].metric("Steps", int(stats.index.max()) if len(stats) else 0)
-    cols[2].metric("Resolution", str(document["config"].get("resolution", "-")))
+    cols[2].metric("Resolution", str(run.config.get("resolution", "-")))
     final = stats.iloc[-1] if len(stats) else {}
     cols[3].metric("Final D(x) − D(G(z))",
                    f"{final['d_real'] - final['d_fake']:.2f}"
@@ -165,12 +168,12 @@ def show_run(folder: Path) -> None:
     with right:
         st.subheader("Discriminator outputs")
         st.line_chart(stats[[c for c in ("d_real", "d_fake") if c in stats]], height=240)
-    for name, caption in (("samples.png", "Samples on fixed seeds"),
-                          ("curves.png", "Training curves as saved by the run")):
-        if (folder / name).is_file():
-            st.image(str(folder / name), caption=caption)
-    with st.expander("config.json"):
-        st.json(document)
+    for picture, caption in ((run.samples_path, "Samples on fixed seeds"),
+                             (run.curves_path, "Training curves as saved by the run")):
+        if picture.is_file():
+            st.image(str(picture), caption=caption)
+    with st.expander(run.config_path.name):
+        st.json(run.document)
 
 
 def evaluation_frame(result: dict) -> pd.DataFrame:
@@ -210,7 +213,9 @@ kind = st.radio("Browse", ["Corpora", "Spectra by generator", "Training runs", "
 if kind == "Spectra by generator":
     show_spectra(cfg.root)
 elif kind == "Training runs":
-    chosen = ui.pick_folder("training runs", cfg.root, C.is_training_run, key="run")
+    from generators import GeneratorRun  # torch: only where runs are browsed
+
+    chosen = ui.pick_folder("training runs", cfg.root, GeneratorRun.is_run, key="run")
     if chosen is not None:
         show_run(chosen)
 elif kind == "Evaluations":
@@ -219,6 +224,6 @@ elif kind == "Evaluations":
     if chosen is not None:
         show_evaluation(chosen)
 else:
-    chosen = ui.pick_folder("corpora", cfg.root, C.is_corpus, key="corpus")
+    chosen = ui.pick_folder("corpora", cfg.root, is_corpus, key="corpus")
     if chosen is not None:
         show_corpus(chosen)

@@ -11,14 +11,15 @@ import streamlit as st
 import components as C
 import ui
 from forensics.report import BALANCED_BAR, THRESHOLD_METRIC, breaking_points
+from forensics.robustness_results import RobustnessResults
 
 EACH = "(each)"  # no filter: one line per value
 
 
 @st.cache_data(show_spinner=False, max_entries=16)
-def metrics(path: str, stamp: float) -> pd.DataFrame:
-    """A robustness metrics table; ``stamp`` (its mtime) rereads a rewritten file."""
-    return C.load_metrics(Path(path))
+def metrics(folder: str, stamp: float) -> pd.DataFrame:
+    """A robustness folder's metrics table; ``stamp`` (its mtime) rereads a rewritten one."""
+    return pd.DataFrame(RobustnessResults(Path(folder)).metrics())
 
 
 def choice(table: pd.DataFrame, column: str, slot, each: bool = True) -> str | None:
@@ -39,11 +40,13 @@ st.title("Robustness")
 st.caption("Detection quality against JPEG, blur, resizing, noise and cropping, per generator, "
            f"from `forensics robustness` output folders. Only folders under `{cfg.root}` can "
            "be opened.")
-folder = ui.pick_folder("robustness results", cfg.root, C.is_robustness_run, key="robust_dir")
+folder = ui.pick_folder("robustness results", cfg.root, RobustnessResults.is_results,
+                        key="robust_dir")
 if folder is None:
     st.stop()
-path = C.metrics_file(folder)
-table = metrics(str(path), path.stat().st_mtime)
+results = RobustnessResults(folder)
+path = results.metrics_path
+table = metrics(str(folder), path.stat().st_mtime)
 measures = C.metric_columns(table)
 if not measures:
     st.error(f"`{path.name}` has no numeric metric columns.")
@@ -95,7 +98,7 @@ st.dataframe(rows, hide_index=True, width="stretch")
 st.download_button("Download these rows (CSV)", rows.to_csv(index=False), "robustness.csv",
                    "text/csv", icon=":material/download:", on_click="ignore")
 
-plots = sorted([*folder.glob("*.png"), *folder.glob("plots/*.png")])
+plots = results.plots()
 if plots:
     with st.expander(f"Saved plots ({len(plots)})"):
         for plot in plots:

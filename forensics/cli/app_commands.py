@@ -32,10 +32,13 @@ def cmd_app(args: argparse.Namespace) -> int:
     app = Path(__file__).resolve().parents[2] / "app" / "Home.py"
     if not app.is_file():
         raise CliError(f"the app is not installed ({app} is missing); run from a source checkout")
+    from forensics.detectors.base import BUNDLE_CONFIG_NAME
+
     bundle = detector_folder(args.detector)
-    if not (bundle / "detector.json").is_file():
-        raise CliError(f"{bundle}: no detector.json; pass a bundle from `forensics detector "
-                       "train`, or leave --detector out to use the shipped general detector")
+    if not (bundle / BUNDLE_CONFIG_NAME).is_file():
+        raise CliError(f"{bundle}: no {BUNDLE_CONFIG_NAME}; pass a bundle from `forensics "
+                       "detector train`, or leave --detector out to use the shipped general "
+                       "detector")
     root = Path(args.root)
     root.mkdir(parents=True, exist_ok=True)
     settings = AppConfig(detector=bundle.resolve(), root=root.resolve(),

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import argparse
-import csv
-import json
 from collections import Counter
 from pathlib import Path
 
 from forensics.cli.common import (CliError, add_io_options, add_limit_options, detector_folder,
                                   image_limits, write_json)
 from forensics.ranks import Ranks
+from forensics.scan_results import SCAN_FORMATS
 from forensics.verdict import DEFAULT_BAND, MAX_BAND
 
 
@@ -29,8 +28,9 @@ def band_width(text: str) -> float:
 def cmd_scan(args: argparse.Namespace) -> int:
     from forensics.corpus import iter_image_files
     from forensics.detectors import load_detector
+    from forensics.scan_results import scan_records, write_results
     from forensics.scoring import score_files
-    from forensics.verdict import STABILITY_COPIES, VERDICTS, verdict
+    from forensics.verdict import VERDICTS
 
     detector = load_detector(detector_folder(args.detector))
     skipped: Counter[str] = Counter()
@@ -46,27 +46,8 @@ def cmd_scan(args: argparse.Namespace) -> int:
     if ranks.rank:
         return 0
     threshold = detector.threshold_
-    members = sorted({name for r in rows for name in r.members})  # ensembles only
-    copies = STABILITY_COPIES if args.stability else ()
-    records = [{"path": str(r.path),
-                "p_fake": "" if r.p_fake is None else round(r.p_fake, 6),
-                "verdict": verdict(r, threshold, args.band),
-                **{c.column: round(r.copies[c.label], 6) if c.label in r.copies else ""
-                   for c in copies},
-                **{f"p_fake_{m}": round(r.members[m], 6) if m in r.members else "" for m in members},
-                "error": r.error} for r in rows]
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    # surrogateescape writes a non-UTF-8 file name back as its original bytes instead of failing
-    with out.open("w", newline="", encoding="utf-8", errors="surrogateescape") as fh:
-        if args.format == "jsonl":
-            for rec in records:
-                fh.write(json.dumps({k: None if v == "" and k != "error" else v
-                                     for k, v in rec.items()}) + "\n")
-        else:
-            writer = csv.DictWriter(fh, fieldnames=list(records[0]))
-            writer.writeheader()
-            writer.writerows(records)
+    records = scan_records(rows, threshold, args.band, args.stability)
+    out = write_results(args.out, records, args.format)
     counts = Counter(r["verdict"] for r in records)
     bad = [r for r in records if r["error"]]
     print(f"scanned {len(records)} files: "
@@ -146,7 +127,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 def cmd_robustness(args: argparse.Namespace) -> int:
     from forensics.grid import GridError
     from forensics.report import break_bars, settings_table, write_report
-    from forensics.robustness import RobustnessError, run_robustness
+    from forensics.robustness import run_robustness
+    from forensics.robustness_results import (METRICS_CSV, METRICS_JSON, RESULTS_FILE,
+                                              RobustnessError)
 
     # Checked before the run, which can take hours, rather than when the report is written.
     bars = break_bars(args.break_metric, args.break_below, args.break_balanced_below)
@@ -169,7 +152,7 @@ def cmd_robustness(args: argparse.Namespace) -> int:
     print("where each detector breaks:")
     for point in report.breaking_points:
         print(f"  {'BROKEN ' if point['broken_by'] else ''}{point['detector']} {point['text']}")
-    print(f"wrote {report.html} ({args.out}/results.jsonl, metrics.csv, metrics.json, "
+    print(f"wrote {report.html} ({args.out}/{RESULTS_FILE}, {METRICS_CSV}, {METRICS_JSON}, "
           f"{len(report.plots)} plots)")
     return 0
 
@@ -183,7 +166,7 @@ def add_parsers(sub: argparse._SubParsersAction, common: argparse.ArgumentParser
                            "extensions (other files are then reported as not images)")
     scan.add_argument("--detector", help="bundle folder (default: the shipped general detector)")
     scan.add_argument("--out", default="results.csv")
-    scan.add_argument("--format", choices=["csv", "jsonl"], default="csv")
+    scan.add_argument("--format", choices=SCAN_FORMATS, default="csv")
     scan.add_argument("--band", type=band_width, default=DEFAULT_BAND, metavar="B",
                       help="call a score within B of the threshold 'uncertain', as the app does "
                            f"(default {DEFAULT_BAND:g}; 0: plain fake/real)")

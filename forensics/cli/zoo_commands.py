@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
-from typing import Any, Sequence
 
 from forensics.cli.common import CliError, is_main_process, parse_overrides, write_json
 
@@ -13,47 +12,6 @@ from forensics.cli.common import CliError, is_main_process, parse_overrides, wri
 ZOO_TRAIN_DEFAULTS = {"steps": None, "seed": None, "device": "auto", "sample_every": 0,
                       "checkpoint_every": 0, "diagnostics_every": 50, "max_minutes": None,
                       "data": None, "data_b": None, "class_key": None, "split": "train"}
-
-
-def _gan_training_items(dirs: Sequence[str], split: str,
-                        class_key: str | None = None) -> list[tuple[Path, str]]:
-    """Real images to train a GAN on, each with a class name.
-
-    From a corpus: its real images of ``split``; from a plain folder: all its images. The class
-    is the manifest field ``class_key`` when given (a manifest corpus only), else the first
-    subfolder of the ``--data`` folder the image lies in (the folder's own name for images
-    directly inside it).
-    """
-    from forensics.corpus import REAL, CorpusError, discover_corpus, iter_image_files
-
-    def folder_class(path: Path, root: Path) -> str:
-        parts = path.relative_to(root).parts
-        return parts[0] if len(parts) > 1 else root.resolve().name
-
-    items: list[tuple[Path, str]] = []
-    for d in dirs:
-        root = Path(d)
-        try:
-            chosen = discover_corpus(d).select(split=split, label=REAL)
-        except CorpusError:
-            if not root.is_dir():
-                raise
-            if class_key:
-                raise CliError(f"--class-key {class_key} reads a manifest.jsonl field, but {d} "
-                               "has no manifest; use class subfolders instead") from None
-            items += [(p, folder_class(p, root)) for p in iter_image_files([d])]
-            continue
-        for it in chosen:
-            if class_key and it.meta.get(class_key) is None:
-                raise CliError(f"{it.path}: its manifest row has no {class_key!r} field; add "
-                               "it to every row or choose another --class-key")
-            items.append((it.path, str(it.meta[class_key]) if class_key
-                          else folder_class(it.path, root)))
-    if not items:
-        raise CliError(f"no real training images found in {', '.join(dirs)} (split {split}); "
-                       "pass corpora with real images in that split (real/, or manifest rows "
-                       "labelled real; --split all takes every split) or a plain folder of images")
-    return items
 
 
 def cmd_zoo_list(args: argparse.Namespace) -> int:
@@ -70,6 +28,8 @@ def cmd_zoo_list(args: argparse.Namespace) -> int:
 
 
 def cmd_zoo_train(args: argparse.Namespace) -> int:
+    from forensics.corpus import training_images
+    from generators import GeneratorRun
     from generators.config import TRAIN_OPTIONS, RunFile, merge_options, read_run_file
     from generators.registry import get_family
     from generators.trainer import TrainingDiverged, train_gan
@@ -92,11 +52,11 @@ def cmd_zoo_train(args: argparse.Namespace) -> int:
             if getattr(args, key) is not None:
                 overrides[key] = getattr(args, key)
         family = get_family(name)
-        items = _gan_training_items(as_list(options["data"]), options["split"],
-                                    options["class_key"])
+        items = training_images(as_list(options["data"]), options["split"],
+                                options["class_key"])
         data = items if family.dataset == "labelled" else [path for path, _ in items]
-        data_b = ([path for path, _ in _gan_training_items(as_list(options["data_b"]),
-                                                           options["split"])]
+        data_b = ([path for path, _ in training_images(as_list(options["data_b"]),
+                                                       options["split"])]
                   if options["data_b"] else None)
         result = train_gan(name, data, Path(args.out), steps=options["steps"], data_b=data_b,
                            seed=options["seed"], device=options["device"],
@@ -117,14 +77,18 @@ def cmd_zoo_train(args: argparse.Namespace) -> int:
         print(f"{result.run_dir} is already at step {result.step} (target "
               f"{result.target_steps}); nothing to do")
     else:
+        run = GeneratorRun.from_pretrained(result.run_dir)
+        written = (run.samples_path, run.curves_path, run.stats_path)
         print(f"trained {name} to step {result.step} on {len(data)} images"
               + (f" + {len(data_b)}" if data_b else "")
-              + f" -> {result.run_dir} (samples.png, curves.png, stats.jsonl)")
+              + f" -> {result.run_dir} ({', '.join(path.name for path in written)})")
     return 0
 
 
 def cmd_zoo_sample(args: argparse.Namespace) -> int:
+    from crashsafe.corpus_manifest import CORPUS_MANIFEST_NAME
     from forensics.corpus import image_splits
+    from generators import GeneratorRun
     from generators.sampling import sample_images
 
     try:
@@ -139,68 +103,28 @@ def cmd_zoo_sample(args: argparse.Namespace) -> int:
                              direction=args.direction)
     except ValueError as exc:
         raise CliError(str(exc)) from None
-    print(f"{len(rows)} images in {args.out} (manifest.jsonl)")
-    from generators.checkpoint import read_checkpoint_config
-
-    health = read_checkpoint_config(args.run)["extra"].get("health") or {}
-    if health.get("collapsed"):
-        last = ", ".join(f"{key} {value:.2f}" for key, value in health["last_diagnostics"].items())
+    print(f"{len(rows)} images in {args.out} ({CORPUS_MANIFEST_NAME})")
+    run = GeneratorRun.from_pretrained(args.run)
+    if run.health.get("collapsed"):
+        last = ", ".join(f"{key} {value:.2f}"
+                         for key, value in run.health["last_diagnostics"].items())
         print(f"  warning: {args.run} ended collapsed ({last}): these fakes repeat a few images; "
-              "its config.json lists what to try")
+              f"its {run.config_path.name} lists what to try")
     return 0
 
 
 def cmd_zoo_metrics(args: argparse.Namespace) -> int:
-    from forensics.corpus import iter_image_files
+    from forensics.zoo_quality import quality_report
 
-    for side in ("real", "fake"):
-        if not Path(getattr(args, side)).is_dir():
-            raise CliError(f"--{side} {getattr(args, side)} is not a folder; pass a folder of "
-                           f"{side} images")
-    paths = {side: sorted(p for p in iter_image_files([folder]) if p.is_file())
-             for side, folder in (("real", args.real), ("fake", args.fake))}
-    for side, found in paths.items():
-        if len(found) <= args.k:
-            raise CliError(f"--{side} {getattr(args, side)} holds {len(found)} images; the "
-                           f"metrics need more than k={args.k}: give a folder with more images "
-                           "or a smaller --k")
-    from forensics.backbones import SCRATCH_BACKBONES, BackboneError, create_backbone
-    from generators.quality import (INCEPTION_SIZE, FeatureSpace, inception_feature_model,
-                                    sample_quality)
-    from generators.runtime import resolve_device
-
-    device = resolve_device(args.device)
-
-    def figures(space: FeatureSpace) -> dict:
-        real, fake = (space.embed(paths[side], device=device, batch_size=args.batch_size)
-                      for side in ("real", "fake"))
-        return sample_quality(real, fake, space.name, is_splits=args.is_splits,
-                              kid_subset_size=args.kid_subset_size, k=args.k)
-
-    if args.backbone in SCRATCH_BACKBONES:
-        raise CliError(f"--backbone {args.backbone} has no ImageNet weights; the metrics need "
-                       "an ImageNet model such as tf_efficientnet_lite0")
     try:
-        space = FeatureSpace.from_timm(create_backbone(args.backbone), args.backbone)
-    except BackboneError as exc:
+        report = quality_report(args.real, args.fake, backbone=args.backbone,
+                                device=args.device, batch_size=args.batch_size,
+                                is_splits=args.is_splits, kid_subset_size=args.kid_subset_size,
+                                k=args.k, inception_weights=args.inception_weights)
+    except ValueError as exc:
         raise CliError(str(exc)) from None
-    size = space.size
-    report = {"real": str(args.real), "fake": str(args.fake), "backbone": args.backbone,
-              "input_size": size, **figures(space)}
-    if args.inception_weights:
-        try:
-            inception = inception_feature_model(args.inception_weights)
-        except (OSError, ValueError) as exc:
-            raise CliError(f"--inception-weights: {exc}") from None
-        report.update(figures(FeatureSpace(inception, "inception_v3", INCEPTION_SIZE,
-                                           (0.5,) * 3, (0.5,) * 3)))
-    else:
-        report["FD_inception_v3"] = report["IS_inception_v3"] = None
-        report["note"] = ("Inception FID and IS unavailable: no local Inception-v3 weights "
-                          "(pass --inception-weights FILE, a torchvision inception_v3 state "
-                          "dict)")
     print(f"{report['n_real']} real vs {report['n_fake']} fake images; features: "
-          f"{args.backbone} at {size} px")
+          f"{args.backbone} at {report['input_size']} px")
     for key, value in report.items():
         if key.startswith(("FD_", "KID_", "IS_", "precision_", "recall_")) and value is not None:
             print(f"  {key}: {value:.6g}")
