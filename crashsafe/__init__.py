@@ -6,5 +6,7 @@ Import the submodule that holds what you need; importing the package itself load
   JSON-lines logs, the JSON encoding of nested state (standard library only);
 - :mod:`crashsafe.images`: the one safe image decoder (:func:`~crashsafe.images.load_image`,
   with its size limits) and PNG writer (numpy, Pillow);
-- :mod:`crashsafe.weights`: the one reader of a weights file into a state dict (torch).
+- :mod:`crashsafe.weights`: the one reader of a weights file into a state dict (torch);
+- :mod:`crashsafe.corpus_manifest`: the ``manifest.jsonl`` of a corpus folder, its one reader
+  and writer.
 """

@@ -1,11 +1,12 @@
 """The one safe image decoder and PNG writer, with their limits.
 
 Every image the toolkit reads (detector and generator training corpora, sources of the
-generator zoo, uploads, CLI arguments) goes through :func:`load_image`, so untrusted files are handled in one place: size
-limits are enforced before pixels are decoded, only the six formats below are
-accepted (Pillow's other plugins, e.g. EPS via Ghostscript, are never reached),
-and every failure surfaces as one exception type, :class:`ImageError`, that
-names the file and says what is wrong with it.
+generator zoo, uploads, CLI arguments) goes through :func:`load_image`, so untrusted files are
+handled in one place: size limits are enforced before pixels are decoded, only the six formats
+below are accepted (Pillow's other plugins, e.g. EPS via Ghostscript, are never reached), and
+every failure surfaces as one exception type, :class:`ImageError`, that names the file and says
+what is wrong with it. PNGs are written by :func:`save_png` (atomically, through
+:mod:`crashsafe.files`).
 
 Decisions worth knowing:
 

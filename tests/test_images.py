@@ -396,3 +396,20 @@ def test_png_metadata_bomb_names_the_chunk_and_what_to_do(tmp_path):
     err = expect_error(path, "PNG metadata zTXt 'Comment' (20 KB compressed) decompresses past "
                              "16 MB a chunk")
     assert err.kind == "metadata_bomb" and "without its metadata" in err.advice
+
+
+def test_the_generator_zoo_reads_images_through_load_image(tmp_path):
+    """The zoo's datasets decode with load_image: EXIF orientation applied as everywhere else,
+    and a file it refuses skipped with its path and the decoder's reason."""
+    from generators.data import RandomCropDataset
+
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    rotated = write(tmp_path / "rot.jpg", Image.fromarray(quadrants(32, 16)), exif=exif,
+                    quality=95)
+    notes = tmp_path / "notes.png"
+    notes.write_text("not an image")
+    with pytest.warns(UserWarning, match="skipped 1 of 2"):
+        dataset = RandomCropDataset([rotated, notes], 8)
+    np.testing.assert_array_equal(dataset.images[0], load_image(rotated))
+    assert dataset.skipped == [(notes, "not an image (unrecognised format or corrupt header)")]
