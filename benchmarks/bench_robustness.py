@@ -23,12 +23,12 @@ import numpy as np
 import torch
 
 from crashsafe.images import load_image
+from crashsafe.runtime import keep_freed_memory, set_threads
 from forensics.bundled import write_bundled_corpus
 from forensics.corpus import REAL, discover_corpus
 from forensics.detectors import create_detector, load_detector
 from forensics.grid import load_grid
 from forensics.robustness import run_robustness
-from forensics.runtime import keep_freed_memory, set_threads
 from forensics.scoring import score_files
 
 

@@ -25,8 +25,8 @@ import torch
 from safetensors.torch import save
 
 from crashsafe.files import atomic_write_bytes, atomic_write_text
-from generators.checkpoint import (CONFIG_FILE, OPTIM_FILE, WEIGHTS_FILE, encode_state,
-                                   save_checkpoint)
+from crashsafe.tensors import encode_state
+from generators.checkpoint import CONFIG_FILE, OPTIM_FILE, WEIGHTS_FILE, save_checkpoint
 from generators.registry import create_generator
 
 

@@ -37,12 +37,12 @@ import numpy as np
 import torch
 
 from crashsafe.images import load_image
+from crashsafe.runtime import keep_freed_memory, set_threads
 from forensics.bundled import write_bundled_corpus
 from forensics.corpus import discover_corpus
 from forensics.detectors import Detector, create_detector, load_detector
 from forensics.features import azimuthal_spectra, azimuthal_spectrum
 from forensics.perturb import resize
-from forensics.runtime import keep_freed_memory, set_threads
 from forensics.scoring import score_files
 from PIL import Image
 

@@ -8,5 +8,10 @@ Import the submodule that holds what you need; importing the package itself load
   with its size limits) and PNG writer (numpy, Pillow);
 - :mod:`crashsafe.weights`: the one reader of a weights file into a state dict (torch);
 - :mod:`crashsafe.corpus_manifest`: the ``manifest.jsonl`` of a corpus folder, its one reader
-  and writer.
+  and writer;
+- :mod:`crashsafe.runtime`: torch's device, mixed precision, CPU threads and random generators,
+  and the C allocator's settings (torch imported on first use);
+- :mod:`crashsafe.torchrun`: this process's rank under ``torchrun``, the process group and
+  the collectives both libraries use (torch imported on first use);
+- :mod:`crashsafe.tensors`: the one encoding of a training state into tensors and JSON.
 """

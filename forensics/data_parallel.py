@@ -24,46 +24,12 @@ from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 from torch.nn.parallel import DistributedDataParallel
 
+from crashsafe.torchrun import all_gather, world
 from forensics.ranks import interleave
 
-__all__ = ["world", "data_parallel", "all_gather", "from_rank_zero", "mean_over_ranks",
-           "shared_map"]
+__all__ = ["data_parallel", "shared_map"]
 
 T = TypeVar("T")
-
-
-def world() -> tuple[int, int]:
-    """(rank, number of ranks) of the initialised process group; (0, 1) without one."""
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_rank(), dist.get_world_size()
-    return 0, 1
-
-
-def mean_over_ranks(value: float) -> float:
-    """The mean of ``value`` over the ranks (``value`` itself in one process)."""
-    if world()[1] == 1:
-        return value
-    total = torch.tensor([value], dtype=torch.float64)
-    dist.all_reduce(total)
-    return float(total) / world()[1]
-
-
-def from_rank_zero(value: Any) -> Any:
-    """Rank 0's ``value`` on every rank (a training state only rank 0's disk may hold)."""
-    if world()[1] == 1:
-        return value
-    box = [value]
-    dist.broadcast_object_list(box, src=0)
-    return box[0]
-
-
-def all_gather(value: Any) -> list[Any]:
-    """Every rank's ``value``, in rank order, on every rank."""
-    if world()[1] == 1:
-        return [value]
-    gathered: list[Any] = [None] * world()[1]
-    dist.all_gather_object(gathered, value)
-    return gathered
 
 
 def shared_map(function: Callable[[Sequence[T]], Sequence[Any]], items: Sequence[T]) -> list:

@@ -1,16 +1,18 @@
-"""This process's place among ``torchrun`` processes, for commands that shard images by rank.
+"""Images sharded by ``torchrun`` rank, for the commands that score them.
 
 ``torchrun --nproc_per_node N [--nnodes M ...] forensics scan|evaluate|robustness ...`` starts
 the same command N times per node; each process scores the images ``rank::size`` and rank 0
-writes what one process would have written. Without torchrun there is one rank of one.
-Ranks talk over gloo: they exchange only small objects (rows of scores, flags).
+writes what one process would have written. Without torchrun there is one rank of one. The
+place and the process group come from ``crashsafe.torchrun``; ranks talk over gloo: they
+exchange only small objects (rows of scores, flags).
 """
 
 from __future__ import annotations
 
 import datetime
-import os
 from typing import Any, Sequence, TypeVar
+
+from crashsafe.torchrun import all_gather, from_rank_zero, join_group, leave_group, local_gpu, place
 
 __all__ = ["Ranks", "interleave"]
 
@@ -24,20 +26,15 @@ class Ranks:
     """Rank and size from torchrun's environment; joins (and later leaves) the gloo group."""
 
     def __init__(self) -> None:
-        self.rank = int(os.environ.get("RANK", 0))
-        self.size = int(os.environ.get("WORLD_SIZE", 1))
+        here = place()
+        self.rank, self.size = here.rank, here.world_size
         self._owns_group = False
         if self.size > 1:
             import torch
-            import torch.distributed as dist
 
-            self._dist = dist
-            if not dist.is_initialized():
-                dist.init_process_group("gloo", timeout=_TIMEOUT)
-                self._owns_group = True
+            self._owns_group = join_group("gloo", timeout=_TIMEOUT)
             if torch.cuda.is_available():  # one GPU per rank of a node for CUDA detectors
-                local_rank = int(os.environ.get("LOCAL_RANK", 0))
-                torch.cuda.set_device(local_rank % torch.cuda.device_count())
+                local_gpu()
 
     def __enter__(self) -> "Ranks":
         return self
@@ -51,27 +48,21 @@ class Ranks:
 
     def broadcast(self, value: Any) -> Any:
         """Rank 0's ``value`` on every rank."""
-        if self.size == 1:
-            return value
-        from forensics.data_parallel import from_rank_zero
-
-        return from_rank_zero(value)
+        return value if self.size == 1 else from_rank_zero(value)
 
     def all_gather(self, value: Any) -> list[Any]:
         """Every rank's ``value``, in rank order, on every rank."""
-        if self.size == 1:
-            return [value]
-        from forensics.data_parallel import all_gather
-
-        return all_gather(value)
+        return [value] if self.size == 1 else all_gather(value)
 
     def barrier(self) -> None:
         if self.size > 1:
-            self._dist.barrier()
+            import torch.distributed as dist
+
+            dist.barrier()
 
     def close(self) -> None:
         if self._owns_group:
-            self._dist.destroy_process_group()
+            leave_group()
             self._owns_group = False
 
 

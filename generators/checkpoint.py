@@ -37,9 +37,10 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import load, save
 from torch import nn
 
-from crashsafe.files import (STAGING_DIR, ChecksumError, LeafStore, atomic_write_bytes,
-                             atomic_write_text, decode_tree, encode_tree, is_sha256_hex,
-                             read_checked, recover_files, replace_files, sha256_hex)
+from crashsafe.files import (STAGING_DIR, ChecksumError, atomic_write_bytes, atomic_write_text,
+                             is_sha256_hex, read_checked, recover_files, replace_files,
+                             sha256_hex)
+from crashsafe.tensors import decode_state, encode_state
 
 from .registry import GanPair, create_generator
 
@@ -68,7 +69,7 @@ def save_checkpoint(run_dir: str | Path, pair: GanPair, step: int, extra_config:
                     *, ema: nn.Module | None = None,
                     train_state: Mapping[str, Any] | None = None) -> Path:
     """Write ``pair`` (plus the EMA generator ``ema`` and a resumable ``train_state`` tree,
-    see :func:`encode_state`) into ``run_dir``; return the folder.
+    see ``crashsafe.tensors.encode_state``) into ``run_dir``; return the folder.
 
     ``extra_config`` must be JSON-serialisable.
     """
@@ -246,21 +247,3 @@ def checkpoint_sha256(run_dir: str | Path) -> str:
         for block in iter(lambda: f.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
-
-
-def encode_state(tree: Any) -> tuple[dict[str, torch.Tensor], Any]:
-    """Split a nested tree into ``{dotted path: tensor}`` and a JSON skeleton.
-
-    Dicts (any JSON-scalar keys), lists, tuples, tensors, and JSON scalars are allowed; tensors
-    are copied to the CPU. :func:`decode_state` inverts it exactly.
-    """
-    tensors = LeafStore(lambda node: node.detach().cpu().clone().contiguous()
-                        if torch.is_tensor(node) else None,
-                        "tensors, numbers, strings, lists and dicts")
-    skeleton = encode_tree(tree, tensors)
-    return dict(tensors), skeleton
-
-
-def decode_state(tensors: Mapping[str, torch.Tensor], skeleton: Any) -> Any:
-    """The tree :func:`encode_state` split into ``tensors`` and ``skeleton``."""
-    return decode_tree(skeleton, lambda stand_in: tensors[stand_in["$tensor"]])

@@ -1,9 +1,10 @@
-"""Data-parallel training under ``torchrun``: process group, DDP wrappers, rank-aware helpers.
+"""Data-parallel training under ``torchrun``: joining the process group, DDP wrappers,
+rank-aware helpers.
 
 ``torchrun --nproc_per_node N forensics zoo train ...`` starts N copies of the same command;
-:func:`init_distributed` reads ``WORLD_SIZE`` / ``RANK`` / ``LOCAL_RANK`` from the environment
-and joins the process group (gloo on the CPU, NCCL on CUDA, one GPU per process). Without those
-variables everything here is a no-op for a single process, so the trainer has one code path.
+:func:`init_distributed` finds this process's place (``crashsafe.torchrun``) and joins the
+process group (gloo on the CPU, NCCL on CUDA, one GPU per process). Without torchrun everything
+here is a no-op for a single process, so the trainer has one code path.
 
 Steps written for the trainer see DDP-wrapped nets when N > 1: call them through ``forward``
 (so gradients are averaged across ranks), use :func:`unwrap` for copies (EMA) and attributes,
@@ -14,62 +15,27 @@ G's update), as NVlabs' ``ddp_sync`` does.
 from __future__ import annotations
 
 import contextlib
-import os
-from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any
 
 import torch
 import torch.distributed as dist
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
-from .runtime import resolve_device
+from crashsafe.runtime import resolve_device
+from crashsafe.torchrun import Place, backend_for, join_group, local_gpu, place
 
 
-@dataclass(frozen=True)
-class DistributedContext:
-    """Where this process sits: ``rank`` of ``world_size`` (``local_rank`` on its machine)."""
-
-    rank: int = 0
-    world_size: int = 1
-    local_rank: int = 0
-
-    @property
-    def is_main(self) -> bool:
-        """Rank 0 writes checkpoints, logs, plots and shows the progress bar."""
-        return self.rank == 0
-
-    @property
-    def is_distributed(self) -> bool:
-        return self.world_size > 1
-
-
-def init_distributed(device: str | torch.device = "auto") -> tuple[DistributedContext,
-                                                                   torch.device]:
-    """Join the ``torchrun`` process group if there is one; return the context and the device.
-
-    Under torchrun with CUDA each process takes ``cuda:LOCAL_RANK``.
-    """
-    world_size = int(os.environ.get("WORLD_SIZE", "1"))
-    torch_device = resolve_device(device)
-    if world_size <= 1:
-        return DistributedContext(), torch_device
-    context = DistributedContext(int(os.environ["RANK"]), world_size,
-                                 int(os.environ.get("LOCAL_RANK", "0")))
+def init_distributed(device: str | torch.device = "auto") -> tuple[Place, torch.device]:
+    """Join the ``torchrun`` process group if there is one; return this process's place and
+    its device (under torchrun with CUDA, ``cuda:LOCAL_RANK``)."""
+    here, torch_device = place(), resolve_device(device)
+    if not here.is_distributed:
+        return Place(), torch_device
     if torch_device.type == "cuda":
-        torch_device = torch.device("cuda", context.local_rank)
-        torch.cuda.set_device(torch_device)
-    if not dist.is_initialized():
-        dist.init_process_group("nccl" if torch_device.type == "cuda" else "gloo",
-                                init_method="env://")
-    return context, torch_device
-
-
-def shutdown_distributed() -> None:
-    """Wait for every rank, then leave the process group (no-op without one)."""
-    if dist.is_initialized():
-        dist.barrier()
-        dist.destroy_process_group()
+        torch_device = local_gpu()
+    join_group(backend_for(torch_device))
+    return here, torch_device
 
 
 class _DistributedNet(DistributedDataParallel):
@@ -108,30 +74,3 @@ def all_ranks_true(flag: torch.Tensor) -> bool:
         flag = flag.to(torch.int32)
         dist.all_reduce(flag, op=dist.ReduceOp.MIN)
     return bool(flag)
-
-
-def mean_over_ranks(values: Sequence[float], device: torch.device) -> list[float]:
-    """Element-wise mean of ``values`` over the ranks (the values themselves when alone)."""
-    if not dist.is_initialized():
-        return list(values)
-    tensor = torch.tensor(list(values), dtype=torch.float64, device=device)
-    dist.all_reduce(tensor)
-    return (tensor / dist.get_world_size()).tolist()
-
-
-def gather_to_all(value: Any) -> list[Any]:
-    """Every rank's ``value`` (picklable, kept in memory only), in rank order."""
-    if not dist.is_initialized():
-        return [value]
-    values: list[Any] = [None] * dist.get_world_size()
-    dist.all_gather_object(values, value)
-    return values
-
-
-def broadcast_flag(flag: bool, device: torch.device) -> bool:
-    """Rank 0's ``flag`` on every rank, so that all ranks take the same decision."""
-    if not dist.is_initialized():
-        return flag
-    tensor = torch.tensor([int(flag)], device=device)
-    dist.broadcast(tensor, src=0)
-    return bool(tensor.item())

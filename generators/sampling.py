@@ -34,12 +34,12 @@ from tqdm.auto import tqdm
 
 from crashsafe.files import append_jsonl, read_jsonl
 from crashsafe.images import load_image, save_png
+from crashsafe.runtime import resolve_device
 
 from .checkpoint import checkpoint_sha256, load_checkpoint
 from .data import square_rgb
 from .images import tensor_to_uint8
 from .registry import GanPair, get_family
-from .runtime import resolve_device
 
 log = logging.getLogger(__name__)
 UNFINISHED_SUFFIX = "-unfinished"  # the generator name of a run sampled before it could finish

@@ -25,6 +25,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from crashsafe.runtime import autocast, grad_scaler
+
 from .augment import diff_augment
 from .distributed import all_ranks_true, no_sync, unwrap
 from .losses import get_loss, gradient_penalty, r1_penalty
@@ -124,13 +126,13 @@ def extend_preview(kept: torch.Tensor, images: torch.Tensor, size: int) -> torch
 
 
 class StepBase:
-    """What every step sets first: its pair and device, and float16 autocast when ``amp``
-    (``self.autocast``, a reusable context)."""
+    """What every step sets first: its pair and device, and mixed-precision autocast when
+    ``amp`` (``self.autocast``, a reusable context; see ``crashsafe.runtime.autocast``)."""
 
     def __init__(self, pair: GanPair, device: torch.device, *, amp: bool = False):
         self.pair = pair
         self.device = device
-        self.autocast = torch.autocast(device.type, dtype=torch.float16, enabled=amp)
+        self.autocast = autocast(device, amp)
 
 
 def training_state(optimizers: dict[str, torch.optim.Optimizer],
@@ -156,20 +158,20 @@ class AdversarialStep:
     """One training step of a generator/discriminator pair with Adam and a named GAN loss.
 
     Holds the optimizers (``optimizers["G"]``, ``optimizers["D"]``), with ``amp`` (CUDA only)
-    float16 autocast and one GradScaler per network, and the EMA generator when the config asks
-    for one. Calling it with a batch (images (N, 3, R, R) in [-1, 1], or (images, labels) for a
-    conditional family: G(z, y), D(x, y), fakes drawn for the real batch's classes; D sees
-    real and fake images through the config's ``diffaugment`` policy, if any) returns
-    the step's statistics: ``loss_d``, ``loss_g``, ``d_real`` and ``d_fake`` (the loss's score
-    of D(x) and D(G(z)) before D's update), ``skipped`` (updates skipped for a non-finite loss)
-    and ``r1`` / ``gp`` when those penalties are on.
+    mixed-precision autocast (``self.autocast``) and one GradScaler per network, and the EMA
+    generator when the config asks for one. Calling it with a batch (images (N, 3, R, R) in
+    [-1, 1], or (images, labels) for a conditional family: G(z, y), D(x, y), fakes drawn for the
+    real batch's classes; D sees real and fake images through the config's ``diffaugment``
+    policy, if any) returns the step's statistics: ``loss_d``, ``loss_g``, ``d_real`` and
+    ``d_fake`` (the loss's score of D(x) and D(G(z)) before D's update), ``skipped`` (updates
+    skipped for a non-finite loss) and ``r1`` / ``gp`` when those penalties are on.
     """
 
     def __init__(self, pair: GanPair, device: torch.device, *, amp: bool = False):
         config = pair.config
         self.pair = pair
         self.device = device
-        self.amp = amp
+        self.autocast = autocast(device, amp)
         self.loss = get_loss(config["loss"])
         self.gp_weight = float(config.get("gp_weight", 10.0))
         self.r1_gamma = float(config.get("r1_gamma", 0.0))
@@ -183,8 +185,7 @@ class AdversarialStep:
                                   lr=config["lr"] if lr_d is None else lr_d,
                                   betas=config["betas"]),
         }
-        self.scalers = {name: torch.amp.GradScaler(device.type, enabled=amp)
-                        for name in self.optimizers}
+        self.scalers = {name: grad_scaler(device, amp) for name in self.optimizers}
         beta = float(config.get("ema_beta", 0.0))
         self.ema = (ExponentialMovingAverage(pair.generator, beta,
                                              rampup=bool(config.get("ema_rampup", True)))
@@ -204,19 +205,18 @@ class AdversarialStep:
         real = device_images(real, self.device)
         condition = tuple(c.to(self.device, non_blocking=True) for c in condition)
         z = torch.randn(real.shape[0], generator.z_dim, device=self.device)
-        autocast = torch.autocast(self.device.type, dtype=torch.float16, enabled=self.amp)
 
         def discriminate(images: torch.Tensor) -> torch.Tensor:
             return discriminator(diff_augment(images, self.augment), *condition)
 
         extra: dict[str, torch.Tensor] = {}
-        with autocast:
+        with self.autocast:
             fake = generator(z, *condition)
             real_out = discriminate(real)
             fake_out = discriminate(fake.detach())
             loss_d = self.loss.discriminator(real_out, fake_out)
         total_d = loss_d
-        # Penalties on input gradients run in float32: float16 double-backward is fragile.
+        # Penalties on input gradients run in float32: half-precision double-backward is fragile.
         if self.loss.gradient_penalty:
             extra["gp"] = gradient_penalty(discriminate, real, fake)
             total_d = total_d + self.gp_weight * extra["gp"]
@@ -228,7 +228,7 @@ class AdversarialStep:
         # D's weights get no gradient from G's loss: skipping them saves a third of D's backward.
         discriminator.requires_grad_(False)
         try:
-            with autocast, no_sync(discriminator):
+            with self.autocast, no_sync(discriminator):
                 loss_g = self.loss.generator(discriminate(fake))
             applied_g = self._update("G", loss_g)
         finally:

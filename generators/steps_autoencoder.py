@@ -8,7 +8,8 @@ Per call, on a batch x of real crops:
 
 The L1 term keeps each reconstruction aligned with its photo; the small adversarial term keeps
 it from being merely blurry, so it carries the sharp trace of the decoder's upsampler as a GAN
-would. With ``amp`` (CUDA) the nets run in float16 autocast with one GradScaler per optimizer.
+would. With ``amp`` (CUDA) the nets run in mixed-precision autocast with one GradScaler per
+optimizer.
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+
+from crashsafe.runtime import grad_scaler
 
 from .distributed import no_sync
 from .losses import get_loss
@@ -49,8 +52,7 @@ class AutoencoderStep(StepBase):
         self.optimizers = {name: torch.optim.Adam(net.parameters(), lr=config["lr"],
                                                   betas=config["betas"])
                            for name, net in nets.items()}
-        self.scalers = {name: torch.amp.GradScaler(device.type, enabled=amp)
-                        for name in self.optimizers}
+        self.scalers = {name: grad_scaler(device, amp) for name in self.optimizers}
         self.preview_images = torch.empty(0, 3, config["resolution"], config["resolution"])
 
     @staticmethod

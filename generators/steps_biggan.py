@@ -10,7 +10,7 @@ Per call, with a labelled batch of N real images:
    :func:`orthogonal_penalty` of G's weight matrices (the shared class embedding excepted).
 3. The EMA generator follows G (``ema_beta``, ramped up early); it is what samples.
 
-Optimizers, GradScalers (float16 autocast on CUDA), EMA and their state come from
+Optimizers, GradScalers (mixed-precision autocast on CUDA), EMA and their state come from
 :class:`generators.steps.AdversarialStep` (``lr`` for G, ``lr_d`` for D: BigGAN's TTUR).
 """
 
@@ -67,13 +67,12 @@ class BigGANStep(AdversarialStep):
         real, (labels,) = split_batch(batch)
         real = device_images(real, self.device)
         labels = labels.to(self.device, non_blocking=True)
-        autocast = torch.autocast(self.device.type, dtype=torch.float16, enabled=self.amp)
         parts = min(self.d_steps, len(real))
 
         d_stats, applied = [], []
         for real_part, label_part in zip(real.tensor_split(parts), labels.tensor_split(parts)):
             z, fake_labels = self._fakes_input(len(real_part), labels)
-            with autocast:
+            with self.autocast:
                 with torch.no_grad():
                     fake = generator(z, fake_labels)
                 out = discriminator(torch.cat([real_part, fake]),
@@ -87,7 +86,7 @@ class BigGANStep(AdversarialStep):
         discriminator.requires_grad_(False)  # G's loss needs no gradient for D's weights
         try:
             z, fake_labels = self._fakes_input(len(real) // parts, labels)
-            with autocast, no_sync(discriminator):
+            with self.autocast, no_sync(discriminator):
                 loss_g = self.loss.generator(discriminator(generator(z, fake_labels),
                                                            fake_labels))
             ortho = orthogonal_penalty(self.ortho_weights) if self.ortho_reg > 0 \

@@ -11,7 +11,7 @@ Per call, with unaligned batches a (domain A) and b (domain B):
 
 Adam's lr is constant for the first ``decay_start * total_steps`` steps, then falls linearly
 to 0 at ``total_steps`` (:func:`linear_decay_factor`). With ``amp`` (CUDA) the nets run in
-float16 autocast with one GradScaler per optimizer.
+mixed-precision autocast with one GradScaler per optimizer.
 """
 
 from __future__ import annotations
@@ -21,6 +21,8 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+
+from crashsafe.runtime import grad_scaler
 
 from .distributed import no_sync
 from .losses import get_loss
@@ -104,8 +106,7 @@ class CycleGANStep(StepBase):
             "D": torch.optim.Adam(itertools.chain(pair.D_A.parameters(), pair.D_B.parameters()),
                                   lr=self.lr, betas=config["betas"]),
         }
-        self.scalers = {name: torch.amp.GradScaler(device.type, enabled=amp)
-                        for name in self.optimizers}
+        self.scalers = {name: grad_scaler(device, amp) for name in self.optimizers}
         # Each pool draws from its own generator, seeded from torch's global one.
         self.pools = {domain: ImagePool(int(config["pool_size"]), torch.Generator().manual_seed(
             int(torch.randint(2 ** 62, ())))) for domain in ("A", "B")}

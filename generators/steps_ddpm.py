@@ -5,8 +5,8 @@ image, x_t in closed form, loss |eps - eps_theta(x_t, t)|^2 (``generators.diffus
 Adam update with the gradient's global norm clipped to ``grad_clip``; the EMA of the weights
 (``ema_beta``, ramped up over the first steps with ``ema_rampup``) is what samples. There is no
 discriminator: the step reports one ``loss`` (the trainer's curves and guards read it in place
-of ``loss_d`` / ``loss_g``). With ``amp`` (CUDA) the U-Net runs in float16 autocast with a
-GradScaler; the gradients are clipped after unscaling.
+of ``loss_d`` / ``loss_g``). With ``amp`` (CUDA) the U-Net runs in mixed-precision autocast
+with a GradScaler (active for float16); the gradients are clipped after unscaling.
 """
 
 from __future__ import annotations
@@ -15,6 +15,8 @@ from typing import Any, Iterable
 
 import torch
 from torch import nn
+
+from crashsafe.runtime import grad_scaler
 
 from .diffusion import noise_prediction_loss
 from .distributed import unwrap
@@ -57,7 +59,7 @@ class DiffusionStep(StepBase):
         generator = pair.generator
         self.optimizers = {"G": torch.optim.Adam(generator.parameters(), lr=config["lr"],
                                                  betas=config["betas"])}
-        self.scalers = {"G": torch.amp.GradScaler(device.type, enabled=amp)}
+        self.scalers = {"G": grad_scaler(device, amp)}
         self.clipping = (GradientClipping(self.optimizers["G"], generator.parameters(),
                                           float(config["grad_clip"]))
                          if config["grad_clip"] > 0 else None)

@@ -10,7 +10,7 @@ Per call, with aligned batches (x inputs, y targets) and G's output G(x):
 
 Adam with the config's ``lr`` and ``betas`` (2e-4, (0.5, 0.999)) for both nets. G's dropout
 draws from torch's global generator, which the trainer seeds and checkpoints. With ``amp``
-(CUDA) the nets run in float16 autocast with one GradScaler per optimizer.
+(CUDA) the nets run in mixed-precision autocast with one GradScaler per optimizer.
 """
 
 from __future__ import annotations
@@ -23,6 +23,8 @@ import torch
 import torch.nn.functional as F
 
 from .data_aligned import PairTask
+from crashsafe.runtime import grad_scaler
+
 from .distributed import no_sync
 from .losses import get_loss
 from .registry import GanPair
@@ -58,8 +60,7 @@ class Pix2PixStep(StepBase):
             "D": torch.optim.Adam(pair.discriminator.parameters(), lr=config["lr"],
                                   betas=config["betas"]),
         }
-        self.scalers = {name: torch.amp.GradScaler(device.type, enabled=amp)
-                        for name in self.optimizers}
+        self.scalers = {name: grad_scaler(device, amp) for name in self.optimizers}
         self.preview_inputs = torch.empty(0, 3, config["resolution"], config["resolution"])
 
     @staticmethod

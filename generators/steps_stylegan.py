@@ -14,19 +14,21 @@ Per call, with a real batch x of N images:
 Fakes use style mixing: with probability ``style_mixing`` the layers from a random cutoff on
 take their w from a second latent. Lazy regularisation scales Adam's lr by k / (k + 1) and its
 betas to the power k / (k + 1) for an interval k, so that the regularised net's updates keep
-their expected size. With ``amp`` (CUDA) the step runs in bfloat16 autocast: float16 overflows
-StyleGAN's unnormalised activations unless clamped as NVlabs does; penalties run in float32.
+their expected size. With ``amp`` (CUDA) the step runs in bfloat16 autocast where the GPU has
+it, else in float32: float16 overflows StyleGAN's unnormalised activations unless clamped as
+NVlabs does; penalties run in float32.
 """
 
 from __future__ import annotations
 
-import contextlib
 import math
 from typing import Any, Iterable
 
 import torch
 import torch.distributed as dist
 from torch import nn
+
+from crashsafe.runtime import amp_dtype, autocast
 
 from .augment import diff_augment
 from .distributed import no_sync, unwrap
@@ -58,9 +60,8 @@ class StyleGANStep:
         config = pair.config
         self.pair = pair
         self.device = device
-        use_bf16 = amp and (device.type != "cuda" or torch.cuda.is_bf16_supported())
-        self.autocast = (torch.autocast(device.type, dtype=torch.bfloat16) if use_bf16
-                         else contextlib.nullcontext())
+        # float16 overflows StyleGAN's unnormalised activations: bfloat16 or full precision.
+        self.autocast = autocast(device, amp and amp_dtype(device) == torch.bfloat16)
         self.loss = get_loss(config["loss"])
         self.r1_gamma = float(config["r1_gamma"])
         self.r1_interval = int(config["r1_interval"])

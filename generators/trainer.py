@@ -44,7 +44,7 @@ Step contract (a family's ``register_generator(..., step_class=...)``; default
   Randomness comes from torch's global generator (seeded per rank, saved in checkpoints).
 - ``state_dict() -> dict`` / ``load_state_dict(state)``: everything needed to continue
   bit-exactly (optimizers, GradScalers, EMA weights, pools, counters), as a tree of dicts,
-  lists, tensors and JSON scalars (stored without pickle by ``checkpoint.encode_state``).
+  lists, tensors and JSON scalars (stored without pickle by ``crashsafe.tensors``).
 - optional ``sample_model() -> nn.Module``: the net to sample from (e.g. the EMA generator);
   latent generators expose ``z_dim`` and take ``forward(z, [labels], [truncation=psi])``.
 - optional ``preview() -> Tensor (N, 3, R, R)``: images for the grid and diagnostics, used
@@ -82,17 +82,17 @@ from tqdm.auto import tqdm
 from crashsafe.files import (append_jsonl, atomic_write_bytes, atomic_write_text, json_safe,
                              read_jsonl)
 from crashsafe.images import save_png
+from crashsafe.runtime import rng_state, seed_everything, set_rng_state
+from crashsafe.torchrun import Place, all_gather, from_rank_zero, leave_group, mean_over_ranks
 
 from .checkpoint import (has_checkpoint, load_checkpoint, load_train_state, read_checkpoint_config,
                          recover_checkpoint, save_checkpoint)
 from .data import BatchStream, ImageFolderDataset, RandomCropDataset, labelled_dataset
 from .data_aligned import AlignedDataset, PairTask
 from .diagnostics import CollapseProbe, HealthWatch, pool_for_probe
-from .distributed import (DistributedContext, broadcast_flag, gather_to_all, init_distributed,
-                          mean_over_ranks, shutdown_distributed, unwrap, wrap)
+from .distributed import init_distributed, unwrap, wrap
 from .images import image_grid, tensor_to_uint8
 from .registry import Family, GanPair, create_generator, get_family, resolve_config
-from .runtime import rng_state, seed_everything, set_rng_state
 from .sampling import cycled_labels, generate
 from .steps import AdversarialStep
 
@@ -140,7 +140,7 @@ def train_gan(name: str, data: Sequence[Any], out_dir: str | Path, *, steps: int
     family; a ``"paired"`` family takes domain A in ``data`` and domain B in ``data_b``. Images
     are resized and centre-cropped to the config's resolution, or, for a family registered with
     ``crop="random"``, cut into random crops of that size at their own resolution.
-    ``device="auto"`` uses CUDA (float16 autocast, channels_last) when present, else the CPU. A
+    ``device="auto"`` uses CUDA (mixed precision, channels_last) when present, else the CPU. A
     checkpoint, ``samples.png`` and ``curves.png`` are written every ``checkpoint_every`` steps
     (0: only at the end) and when ``max_minutes`` runs out; extra grids every ``sample_every``
     steps (0: never).
@@ -164,7 +164,7 @@ def train_gan(name: str, data: Sequence[Any], out_dir: str | Path, *, steps: int
                            progress=progress)
     finally:
         if context.is_distributed:
-            shutdown_distributed()
+            leave_group(wait=True)
 
 
 def _datasets(family: Family, data: Sequence[Any], data_b: Sequence[str | Path] | None,
@@ -202,11 +202,11 @@ class _Trainer:
 
     def __init__(self, family: Family, data: Sequence[Any], data_b: Sequence[str | Path] | None,
                  run_dir: Path, *, steps: int, seed: int | None, device: torch.device,
-                 context: DistributedContext, overrides: dict, resume: bool):
+                 context: Place, overrides: dict, resume: bool):
         self.run_dir, self.steps, self.device, self.context = run_dir, steps, device, context
         if resume and context.is_main:
             recover_checkpoint(run_dir)  # finish a save a crash cut, before any rank reads
-        gather_to_all(None)
+        all_gather(None)
         if resume and not has_checkpoint(run_dir) and (run_dir / STATS_FILE).exists():
             warnings.warn(f"--resume: {run_dir} holds no complete checkpoint (the run stopped "
                           "before its first one was saved); starting it from step 0",
@@ -310,8 +310,8 @@ class _Trainer:
                 row = {"step": step, **dict(zip(stats, mean_over_ranks(list(stats.values()),
                                                                         self.device)))}
                 row["seconds"] = round(time.perf_counter() - tick, 6)
-                out_of_time = max_minutes is not None and broadcast_flag(
-                    time.monotonic() - started > 60 * max_minutes, self.device)
+                out_of_time = max_minutes is not None and from_rank_zero(
+                    time.monotonic() - started > 60 * max_minutes)
                 if main and diagnostics_every > 0 and (step % diagnostics_every == 0
                                                        or step == self.steps or out_of_time):
                     row.update(self._diagnose())  # the last row of a run always has them
@@ -397,7 +397,7 @@ class _Trainer:
         return self.probe.measure(fakes)
 
     def _checkpoint(self, step: int) -> None:
-        rng = gather_to_all(rng_state())  # every rank's generators, for an exact resume
+        rng = all_gather(rng_state())  # every rank's generators, for an exact resume
         if not self.context.is_main:
             self.last_checkpoint = step
             return

@@ -12,10 +12,11 @@ import torch
 
 import forensics.detectors.cnn as cnn
 from conftest import Crash, crash_after
+from crashsafe.tensors import decode_state, encode_state
 from forensics.cli import main
 from forensics.detectors import create_detector
 from forensics.detectors.train_state import (STATE_JSON, STATE_TENSORS, TrainStateError,
-                                             decode_state, discard_train_state, encode_state)
+                                             discard_train_state)
 from forensics.training import train_state_dir
 from test_spectral_detector import corpus, write_real_fake_folders
 

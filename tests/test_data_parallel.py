@@ -14,7 +14,8 @@ from torch import nn
 from torch.nn import functional as F
 
 from conftest import FORENSICS
-from forensics.data_parallel import _synced_forward, data_parallel, world
+from crashsafe.torchrun import world
+from forensics.data_parallel import _synced_forward, data_parallel
 from forensics.detectors import load_detector
 from test_cnn_resume import CNN_SET
 from test_spectral_detector import corpus, write_real_fake_folders

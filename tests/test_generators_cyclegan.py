@@ -10,10 +10,10 @@ import pytest
 import torch
 from PIL import Image
 
+from crashsafe.tensors import decode_state, encode_state
 from forensics.cli import main as forensics_main
 from forensics.corpus import discover_corpus, split_for
 from generators import checkpoint_sha256, train_gan
-from generators.checkpoint import decode_state, encode_state
 from generators.nets.cyclegan import PatchDiscriminator, ResnetBlock
 from generators.registry import create_generator, get_family
 from generators.steps_cyclegan import (PREVIEW_SIZE, CycleGANStep, ImagePool,

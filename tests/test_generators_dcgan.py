@@ -12,13 +12,13 @@ import torch
 from PIL import Image
 from safetensors import SafetensorError
 
+from crashsafe.runtime import seed_everything
 from generators import (checkpoint_sha256, create_generator, list_generators, load_checkpoint,
                         read_stats, sample_images, save_checkpoint, train_gan)
 from generators.checkpoint import CheckpointError
 from generators.data import ImageFolderDataset
 from generators.images import image_grid
 from generators.losses import get_loss
-from generators.runtime import seed_everything
 from generators.sampling import seed_latents
 from generators.trainer import plot_training_curves
 from bundle_support import rehash_checkpoint

@@ -11,10 +11,10 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from crashsafe.tensors import decode_state, encode_state
 from forensics.cli import main as forensics_main
 from generators import (checkpoint_sha256, load_checkpoint, read_stats, sample_images,
                         train_gan)
-from generators.checkpoint import decode_state, encode_state
 from generators.layers import (FIRResample2d, MinibatchStd, ModulatedConv2d, fir_matrix,
                                normalize_2nd_moment)
 from generators.registry import create_generator, get_family

@@ -16,17 +16,17 @@ from PIL import Image
 
 from conftest import Crash, crash_after
 from crashsafe.files import STAGING_DIR
+from crashsafe.runtime import seed_everything
+from crashsafe.tensors import decode_state, encode_state
 from forensics.cli import main as cli
 from generators import checkpoint_sha256, load_checkpoint, read_stats, sample_images, train_gan
 from generators import trainer as trainer_module
-from generators.checkpoint import (CheckpointError, decode_state, encode_state,
-                                   load_train_state, save_checkpoint)
+from generators.checkpoint import CheckpointError, load_train_state, save_checkpoint
 from generators.config import merge_options, read_run_file
 from generators.data import BatchStream, ImageFolderDataset, ShardedShuffle
 from generators.images import image_grid, tensor_to_uint8
 from generators.losses import LOSSES, GanLoss
 from generators.registry import create_generator, get_family
-from generators.runtime import seed_everything
 from generators.sampling import generate
 from generators_support import (FAMILY_RUNS, TINY, one_thread,  # noqa: F401 (fixture)
                                 write_blob_images,

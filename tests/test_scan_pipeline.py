@@ -14,11 +14,11 @@ from torch import nn
 
 from conftest import FORENSICS, run_cli
 from crashsafe.images import header_pixels, save_png
+from crashsafe.runtime import keep_freed_memory, keeps_freed_memory, set_threads
 from forensics.cli import build_parser
 from forensics.detectors import create_detector
 from forensics.detectors.cnn import _peak_activation_per_pixel
 from forensics.fold_batchnorm import fold_batch_norms
-from forensics.runtime import keep_freed_memory, keeps_freed_memory, set_threads
 from forensics.scoring import decode_batches, score_files
 
 RNG = np.random.default_rng(7)

@@ -58,7 +58,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                         format="%(levelname)s %(name)s: %(message)s")
     from forensics.corpus import CorpusError
     from forensics.detectors import BundleError
-    from forensics.runtime import keep_freed_memory, set_threads
+    from crashsafe.runtime import keep_freed_memory, set_threads
 
     keep_freed_memory()
     set_threads(getattr(args, "threads", None))

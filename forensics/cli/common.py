@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 from pathlib import Path
 from typing import Any, Sequence
 
 from crashsafe.images import DEFAULT_LIMITS, ImageLimits
+from crashsafe.torchrun import place
 
 
 class CliError(Exception):
@@ -38,7 +38,7 @@ def parse_overrides(pairs: Sequence[str]) -> dict[str, Any]:
 
 def is_main_process() -> bool:
     """False on the torchrun ranks other than 0, which train silently."""
-    return os.environ.get("RANK", "0") == "0"
+    return place().is_main
 
 
 def image_limits(args: argparse.Namespace) -> ImageLimits:

@@ -44,17 +44,18 @@ from torch import nn
 from torch.nn import functional as F
 from tqdm.auto import tqdm
 
+from crashsafe.runtime import (autocast, grad_scaler, keeps_freed_memory, resolve_device,
+                               set_torch_rng_state, torch_rng_state, torch_threads)
+from crashsafe.torchrun import from_rank_zero, mean_over_ranks, world
 from forensics.backbones import (DEFAULT_BACKBONE, SCRATCH_BACKBONES, create_backbone,
                                  normalisation)
-from forensics.data_parallel import (data_parallel, from_rank_zero, mean_over_ranks,
-                                     shared_map, world)
+from forensics.data_parallel import data_parallel, shared_map
 from forensics.detectors.base import BundleError, Detector, register_detector
 from forensics.detectors.calibration import PlattCalibration
 from forensics.detectors.train_state import (TrainStateError, fingerprint_data,
                                              load_train_state, save_train_state)
 from forensics.fold_batchnorm import fold_batch_norms
 from forensics.perturb import AugmentDraw, apply_augment, draw_augment
-from forensics.runtime import keeps_freed_memory
 from forensics.tiles import Box, tile_boxes
 
 __all__ = ["CNNDetector", "npr_residual", "pool_logits"]
@@ -74,7 +75,7 @@ _DEVICES = ("auto", "cpu", "cuda")
 # mmap threshold (32 MB) every layer's output is a fresh mapping whose pages fault in one by
 # one: Lite0 on 256 px tiles (6 MB per tile) ran 55.8 tiles/s in batches of 2 and 16.5 in
 # batches of 32 (2 threads, most of the time in the kernel). Where the process keeps freed
-# memory (``forensics.runtime.keep_freed_memory``, as the CLI and the app do) the batch size
+# memory (``crashsafe.runtime.keep_freed_memory``, as the CLI and the app do) the batch size
 # hardly matters (Lite0: 54-56 tiles/s in batches of 4 to 8), and the larger bound only
 # limits memory.
 _CPU_BATCH_BYTES = {"default": 16 << 20, "freed memory kept": 64 << 20}
@@ -248,8 +249,9 @@ class CNNDetector(Detector):
         val_fraction: share of the training images held out when ``fit`` gets no validation.
         device: "auto" (CUDA when present), "cpu" or "cuda"; CUDA trains with mixed precision
             and channels_last.
-        threads: CPU threads for torch (None: leave torch's setting, every CPU this process
-            may use unless ``forensics --threads`` or the caller changed it).
+        threads: CPU threads for torch while this detector fits or scores on the CPU, the
+            process's setting restored afterwards (None: leave torch's setting, every CPU this
+            process may use unless ``forensics --threads`` or the caller changed it).
         seed: seeds the crops, augmentation, batches and head initialisation.
         progress: show a tqdm bar while training (on a terminal).
 
@@ -398,15 +400,13 @@ class CNNDetector(Detector):
             raise ValueError(f"val_fraction must be in (0, 1), got {self.val_fraction!r}")
 
     def torch_device(self) -> torch.device:
-        """The device this detector runs on; on the CPU applies ``threads`` when it is set."""
-        if self.device == "cuda" or (self.device == "auto" and torch.cuda.is_available()):
-            if not torch.cuda.is_available():
-                raise ValueError("device='cuda' was asked for but CUDA is not available; pass "
-                                 "--set device=auto (or cpu)")
-            return torch.device("cuda")
-        if self.threads and torch.get_num_threads() != self.threads:  # a resize costs time
-            torch.set_num_threads(self.threads)
-        return torch.device("cpu")
+        """The device this detector runs on ("auto": CUDA when present, else the CPU)."""
+        return resolve_device(self.device)
+
+    def _threads(self, device: torch.device) -> contextlib.AbstractContextManager:
+        """Work on ``device`` with ``threads`` CPU threads of torch when it is the CPU; the
+        process's count is restored afterwards, so fitting and scoring change no global."""
+        return torch_threads(self.threads if device.type == "cpu" else None)
 
     def to(self, device: str) -> "CNNDetector":
         """Run on ``device`` ("auto", "cpu" or "cuda") from now on, moving a fitted network."""
@@ -502,7 +502,8 @@ class CNNDetector(Detector):
         network.eval()
         per_pixel = _peak_activation_per_pixel(network) if device.type == "cpu" else 0.0
         budget = _CPU_BATCH_BYTES["freed memory kept" if keeps_freed_memory() else "default"]
-        with torch.inference_mode(), _autocast(device), _one_at_a_time(device):
+        with (torch.inference_mode(), autocast(device), _one_at_a_time(device),
+              self._threads(device)):
             for (height, width, _), members in by_shape.items():
                 size = self.batch_size
                 if per_pixel:
@@ -564,13 +565,13 @@ class CNNDetector(Detector):
                                       weight_decay=self.weight_decay)
         steps = self.steps_per_epoch or math.ceil(len(images) / self.batch_size)
         batches = _Batches(len(images), self.batch_size, rng)
-        scaler = torch.amp.GradScaler("cuda", enabled=_amp_dtype(device) == torch.float16)
+        scaler = grad_scaler(device)
         history: list[dict[str, float]] = []
         best_epoch, best_logits, best_state, finished = 0, None, None, False
         if resumed is not None:
             try:
                 history, best_epoch, finished = self._resume(
-                    resumed, crop, network, optimiser, scaler, rng, batches, device)
+                    resumed, crop, network, optimiser, scaler, rng, batches)
             except (KeyError, TypeError, ValueError, RuntimeError) as error:
                 raise TrainStateError(
                     f"the training state in {os.fspath(state_dir)!r} cannot be resumed "
@@ -594,7 +595,7 @@ class CNNDetector(Detector):
                                                  for k in mine]), device)
                     loss = self._train_step(trainer, optimiser, scaler, x, labels[index[mine]],
                                             None if ranks == 1 else ranks / len(index))
-                    losses.append(mean_over_ranks(loss))
+                    losses.append(mean_over_ranks([loss])[0])
                     bar.update()
                     bar.set_postfix(epoch=epoch, loss=f"{np.mean(losses[-20:]):.3f}")
                 val_logits = np.asarray(shared_map(
@@ -612,9 +613,7 @@ class CNNDetector(Detector):
                         "best_logits": best_logits, "best_network": best_state,
                         "network": network.state_dict(), "optimiser": optimiser.state_dict(),
                         "scaler": scaler.state_dict(), "numpy_rng": rng.bit_generator.state,
-                        "batches": batches.state(), "torch_rng": torch.get_rng_state(),
-                        "cuda_rng": (torch.cuda.get_rng_state(device)
-                                     if device.type == "cuda" else None),
+                        "batches": batches.state(), "torch_rng_state": torch_rng_state(),
                     }, fingerprint=fingerprint)
                 if finished:
                     break
@@ -649,7 +648,7 @@ class CNNDetector(Detector):
     @staticmethod
     def _resume(resumed: dict[str, Any], crop: int, network: nn.Module,
                 optimiser: torch.optim.Optimizer, scaler: torch.amp.GradScaler,
-                rng: np.random.Generator, batches: _Batches, device: torch.device
+                rng: np.random.Generator, batches: _Batches
                 ) -> tuple[list[dict[str, float]], int, bool]:
         """Set the training objects from a saved state; returns (history, best epoch, finished).
 
@@ -670,9 +669,7 @@ class CNNDetector(Detector):
             scaler.load_state_dict(resumed["scaler"])
         rng.bit_generator.state = resumed["numpy_rng"]
         batches.set_state(resumed["batches"])
-        torch.set_rng_state(resumed["torch_rng"])
-        if resumed["cuda_rng"] is not None and device.type == "cuda":
-            torch.cuda.set_rng_state(resumed["cuda_rng"], device)
+        set_torch_rng_state(resumed["torch_rng_state"])
         return history, best_epoch, bool(resumed["finished"])
 
     @staticmethod
@@ -686,7 +683,7 @@ class CNNDetector(Detector):
         batch's mean loss.
         """
         y = torch.as_tensor(labels, dtype=torch.float32, device=x.device)
-        with _autocast(x.device):
+        with autocast(x.device):
             logits = network(x)
         if share is None:
             loss = F.binary_cross_entropy_with_logits(logits.float(), y)
@@ -706,13 +703,13 @@ class CNNDetector(Detector):
         Without validation data, ``val_fraction`` of the training images is held out for
         early stopping and calibration, and the threshold stays 0.5 (of a calibrated P).
         """
-        super().fit(images, labels, val_images=val_images, val_labels=val_labels)
+        with self._threads(self.torch_device()):
+            super().fit(images, labels, val_images=val_images, val_labels=val_labels)
         self.training_info_.update(self.fit_summary_)
         return self
 
     def _predict_proba(self, images: Sequence[np.ndarray]) -> np.ndarray:
         """Calibrated P(fake) float64 (N,) for validated images."""
-        self.torch_device()  # applies ``threads``, if set
         return self.proba_from_logits(self.logits(images))
 
     # ------------------------------------------------------------------------- bundle
@@ -838,16 +835,3 @@ def _validation_scores(logits: np.ndarray, labels: np.ndarray) -> dict[str, floa
     loss = F.binary_cross_entropy_with_logits(
         torch.from_numpy(logits), torch.as_tensor(labels, dtype=torch.float64))
     return {"val_loss": float(loss), "val_ap": float(average_precision_score(labels, logits))}
-
-
-def _amp_dtype(device: torch.device) -> torch.dtype | None:
-    """Mixed-precision type on CUDA (bfloat16 where supported, else float16); None on CPU."""
-    if device.type != "cuda":
-        return None
-    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-
-
-def _autocast(device: torch.device) -> torch.autocast:
-    """Autocast context: mixed precision on CUDA, a no-op on the CPU."""
-    dtype = _amp_dtype(device)
-    return torch.autocast(device.type, dtype=dtype, enabled=dtype is not None)

@@ -23,23 +23,18 @@ import os
 import shutil
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
-from crashsafe.files import (ChecksumError, LeafStore, atomic_write_bytes, decode_tree,
-                             encode_tree, fsync_dir, read_checked, recover_files, replace_files,
-                             sha256_hex)
-
-if TYPE_CHECKING:
-    import torch
+from crashsafe.files import (ChecksumError, atomic_write_bytes, fsync_dir, read_checked,
+                             recover_files, replace_files, sha256_hex)
+from crashsafe.tensors import decode_state, encode_state
 
 __all__ = [
     "TRAIN_STATE_DIR",
     "TrainStateError",
-    "decode_state",
     "discard_train_state",
-    "encode_state",
     "fingerprint_data",
     "load_train_state",
     "save_train_state",
@@ -54,36 +49,6 @@ STATE_TENSORS = "state.safetensors"
 
 class TrainStateError(ValueError):
     """A training state that cannot be resumed: unreadable, or written for other inputs."""
-
-
-def encode_state(tree: Any) -> tuple[dict[str, torch.Tensor], Any]:
-    """Split a tree of dicts, lists, tuples, tensors, numpy arrays and JSON scalars into
-    ``{dotted path: tensor}`` (CPU copies) and a JSON skeleton; :func:`decode_state` inverts it."""
-    import torch
-
-    def copy(node: Any) -> torch.Tensor | None:
-        if isinstance(node, np.ndarray):
-            node = torch.from_numpy(np.ascontiguousarray(node))
-        return node.detach().cpu().clone().contiguous() if torch.is_tensor(node) else None
-
-    tensors = LeafStore(copy, "tensors, arrays, numbers, strings, lists and dicts")
-
-    def leaf(node: Any, where: str) -> dict:
-        stand_in = tensors(node, where)
-        return {"$ndarray": stand_in} if isinstance(node, np.ndarray) else stand_in
-
-    skeleton = encode_tree(tree, leaf)
-    return dict(tensors), skeleton
-
-
-def decode_state(tensors: Mapping[str, torch.Tensor], skeleton: Any) -> Any:
-    """The tree :func:`encode_state` split into ``tensors`` and ``skeleton``."""
-    def leaf(stand_in: dict) -> Any:
-        if "$ndarray" in stand_in:
-            return leaf(stand_in["$ndarray"]).numpy()
-        return tensors[stand_in["$tensor"]]
-
-    return decode_tree(skeleton, leaf)
 
 
 def fingerprint_data(images: Sequence[np.ndarray], labels: np.ndarray,
