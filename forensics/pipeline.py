@@ -145,7 +145,7 @@ def _train_generators(cfg: DemoConfig, real: Corpus, out: Path, seed: int, devic
 def quality_space() -> Any:
     """The feature space of the demo's FD, KID, precision/recall and IS: the offline
     EfficientNet-Lite0 (a ``generators.quality.FeatureSpace``)."""
-    from forensics.zoo_quality import feature_space
+    from forensics.zoo_bridge import feature_space
 
     return feature_space(QUALITY_BACKBONE)
 

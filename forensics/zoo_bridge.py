@@ -1,9 +1,10 @@
-"""Sample quality of a generator: a folder of fakes against a folder of reals (FD, KID,
-precision/recall and Inception Score) in an ImageNet model's feature space and, given local
-weights, Inception-v3's; the report ``forensics zoo metrics`` prints.
+"""Where the zoo meets the forensics side: the sample quality of a generator, a folder of fakes
+against a folder of reals (FD, KID, precision/recall and Inception Score) in an ImageNet
+model's feature space and, given local weights, Inception-v3's; the report ``forensics zoo
+metrics`` prints.
 
-It joins the two packages: ``forensics`` finds the images and the backbone's offline weights,
-``generators.quality`` computes the figures.
+One of the orchestration modules that may import both packages: ``forensics`` finds the images
+and the backbone's offline weights, ``generators.quality`` computes the figures.
 """
 
 from __future__ import annotations

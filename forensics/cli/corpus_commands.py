@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
+from crashsafe.corpus_manifest import CORPUS_MANIFEST_NAME
 from forensics.cli.common import CliError
 
 
@@ -35,7 +36,8 @@ def cmd_corpus_bundled(args: argparse.Namespace) -> int:
                                        seed=args.seed, progress=bar.update)
     except ValueError as exc:  # --size or --count out of range
         raise CliError(str(exc)) from None
-    print(f"wrote {args.count} real patches of {args.size} px to {out} (manifest.jsonl)")
+    print(f"wrote {args.count} real patches of {args.size} px to {out} "
+          f"({CORPUS_MANIFEST_NAME})")
     return 0
 
 

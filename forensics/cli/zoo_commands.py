@@ -6,6 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
+from crashsafe.corpus_manifest import CORPUS_MANIFEST_NAME
 from forensics.cli.common import CliError, is_main_process, parse_overrides, write_json
 
 
@@ -86,7 +87,6 @@ def cmd_zoo_train(args: argparse.Namespace) -> int:
 
 
 def cmd_zoo_sample(args: argparse.Namespace) -> int:
-    from crashsafe.corpus_manifest import CORPUS_MANIFEST_NAME
     from forensics.corpus import image_splits
     from generators import GeneratorRun
     from generators.sampling import sample_images
@@ -114,7 +114,7 @@ def cmd_zoo_sample(args: argparse.Namespace) -> int:
 
 
 def cmd_zoo_metrics(args: argparse.Namespace) -> int:
-    from forensics.zoo_quality import quality_report
+    from forensics.zoo_bridge import quality_report
 
     try:
         report = quality_report(args.real, args.fake, backbone=args.backbone,
@@ -192,7 +192,7 @@ def add_parsers(sub: argparse._SubParsersAction, common: argparse.ArgumentParser
                                          "translate; autoencoder: folder of images to "
                                          "reconstruct, each at its own size; each fake keeps "
                                          "its source's split (from the folder's "
-                                         "manifest.jsonl, else the path's hash)")
+                                         f"{CORPUS_MANIFEST_NAME}, else the path's hash)")
     sample.add_argument("--direction", choices=["AtoB", "BtoA"], default="AtoB")
     sample.add_argument("--batch-size", type=int, default=64)
     sample.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
