@@ -13,7 +13,7 @@ from tqdm.auto import tqdm
 
 from crashsafe.images import DEFAULT_LIMITS, ImageError, ImageLimits
 from forensics.corpus import LABEL_NAMES, Corpus, CorpusItem, discover_corpus
-from forensics.detectors import create_detector, registered_detectors
+from forensics.detectors import create_detector, detector_class
 from forensics.detectors.base import Detector
 from forensics.detectors.train_state import TRAIN_STATE_DIR, discard_train_state
 from forensics.scoring import decode_batches
@@ -66,10 +66,12 @@ def fit_detector(kind: str, params: dict[str, Any] | None, train: Labelled,
 
     Validation data with a single class is no use for either and is left out, except real
     images for a one-class detector (``needs_fakes`` False), which sets its false-alarm rate
-    on them. ``state_dir`` becomes the detector's ``train_state_dir`` (see ``Detector``).
+    on them. ``state_dir`` becomes the ``train_state_dir`` of the kinds that resume (see
+    ``Detector``).
     """
     detector = create_detector(kind, **(params or {}))
-    detector.train_state_dir = state_dir
+    if "train_state_dir" in detector.get_params():
+        detector.set_params(train_state_dir=state_dir)
     classes = set(val[1].tolist())
     has_val = classes == {0, 1} or (not detector.needs_fakes and 0 in classes)
     return detector.fit(*train, val_images=val[0] if has_val else None,
@@ -121,9 +123,8 @@ def train_detector(kind: str, corpus_dirs: Sequence[str | os.PathLike], out: str
                                              progress=progress)
     x_val, y_val, bad_val = load_items(val_items, desc="val images", workers=workers,
                                        progress=progress)
-    kind_class = registered_detectors(kind).get(kind)
     _check_classes(y_train, corpus_dirs, len(bad_train),
-                   needs_fakes=getattr(kind_class, "needs_fakes", True))
+                   needs_fakes=detector_class(kind).needs_fakes)
     if not resume and save:  # only now: a command refused above leaves the state for --resume
         discard_train_state(state)
     detector = fit_detector(kind, params, (x_train, y_train), (x_val, y_val), state_dir=state)

@@ -35,13 +35,13 @@ def test_registry_creates_cnn_with_documented_defaults():
     assert "cnn" in list_detectors()
     made = create_detector("cnn")
     assert isinstance(made, CNNDetector)
-    params = made.get_params()
+    params = made.resolved_params()
     assert params["backbone"] == "tf_efficientnet_lite0" and params["pretrained"] is True
     assert params["crop_size"] == 64 and params["tile_size"] == 256 and params["input"] == "rgb"
     assert params["p_blur"] == params["p_jpeg"] == 0.5
     assert params["blur_sigma"] == [0.0, 3.0] and params["jpeg_quality"] == [30, 100]
     assert json.loads(json.dumps(params)) == params
-    assert CNNDetector(**params).get_params() == params
+    assert CNNDetector(**params).resolved_params() == params
 
 
 def test_beats_chance_on_held_out_fakes(detector, data):

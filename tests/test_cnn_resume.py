@@ -33,8 +33,8 @@ def data():
 
 def fit(data, state_dir=None, **params):
     (x, y), (xv, yv) = data
-    detector = create_detector("cnn", **{**TINY, "epochs": EPOCHS, "patience": EPOCHS, **params})
-    detector.train_state_dir = state_dir
+    detector = create_detector("cnn", **{**TINY, "epochs": EPOCHS, "patience": EPOCHS, **params},
+                               train_state_dir=state_dir)
     return detector.fit(x, y, val_images=xv, val_labels=yv)
 
 
@@ -178,8 +178,7 @@ def test_ensemble_cnn_member_resumes_from_its_own_state(data, tmp_path, monkeypa
     (x, y), (xv, yv) = data
 
     def fit_ensemble(state_dir=None):
-        detector = create_detector("ensemble", members=members)
-        detector.train_state_dir = state_dir
+        detector = create_detector("ensemble", members=members, train_state_dir=state_dir)
         return detector.fit(x, y, val_images=xv, val_labels=yv)
 
     expected = fit_ensemble()

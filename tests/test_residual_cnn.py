@@ -62,15 +62,15 @@ def test_npr_backbone_is_small_and_built_without_weights(offline):
     assert model.conv1.kernel_size == (3, 3) and model.conv1.stride == (2, 2)
     assert [info["reduction"] for info in model.feature_info] == [2, 4, 8]
     assert model.eval()(torch.zeros(2, 3, 48, 48)).shape == (2, 1)
-    assert CNNDetector(backbone="npr_resnet").get_params()["pretrained"] is False
+    assert CNNDetector(backbone="npr_resnet").resolved_params()["pretrained"] is False
 
 
 def test_npr_defaults_leave_the_rgb_recipe_alone():
-    rgb, npr = CNNDetector().get_params(), CNNDetector(input="npr").get_params()
+    rgb, npr = CNNDetector().resolved_params(), CNNDetector(input="npr").resolved_params()
     assert (rgb["p_blur"], rgb["p_jpeg"], rgb["rot90"], rgb["pool"]) == (0.5, 0.5, False, "mean")
     assert (npr["p_blur"], npr["p_jpeg"], npr["rot90"]) == (0.0, 0.0, True)
     assert CNNDetector(input="npr", p_jpeg=0.3).p_jpeg == 0.3  # still settable
-    assert CNNDetector(**npr).get_params() == npr == json.loads(json.dumps(npr))
+    assert CNNDetector(**npr).resolved_params() == npr == json.loads(json.dumps(npr))
 
 
 def test_npr_views_are_flips_and_rotations_of_even_offset_crops():

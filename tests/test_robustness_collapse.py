@@ -7,7 +7,7 @@ import numpy as np
 
 from crashsafe.images import save_png
 from forensics.cli import main as cli_main
-from forensics.detectors.base import Detector, register_detector
+from forensics.detectors import Detector, register_detector
 
 N_PER_CLASS = 6
 
@@ -16,9 +16,6 @@ N_PER_CLASS = 6
 class LosslessTraceDetector(Detector):
     """Scores brightness, but trusts it only while the pixel values keep the multiples of 4 this
     test's lossless files have: JPEG and blur keep the ranking and sink every score below 0.5."""
-
-    def get_params(self) -> dict:
-        return {}
 
     @property
     def preprocessing(self) -> dict:

@@ -1,15 +1,22 @@
 """Spectral detectors of every feature family and classifier: they separate held-out fakes,
-calibrate on validation, and reload from plain arrays to the very same scores."""
+calibrate on validation, and reload from plain arrays (or gradient boosting's skops file) to
+the very same scores."""
 
 import json
+import os
 
 import numpy as np
 import pytest
+import skops.io
+from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import average_precision_score
+from sklearn.pipeline import Pipeline
+from sklearn.preprocessing import FunctionTransformer, StandardScaler
 
 from forensics.detectors import BundleError, create_detector, load_detector
 from forensics.detectors.calibration import PlattCalibration
-from forensics.detectors.classifiers import fit_scorer, scorer_from_arrays
+from forensics.detectors.classifiers import (ESTIMATOR_CLASSIFIERS, TRUSTED_TYPES, fit_scorer,
+                                             scorer_from_arrays, scorer_from_estimator)
 from bundle_support import rehash_bundle
 from test_spectral_detector import corpus
 
@@ -98,19 +105,19 @@ def test_exported_scorer_matches_sklearn_decisions(classifier):
     x[::7, 2] = np.nan if classifier == "gbm" else 0.0  # trees route missing values too
     y = (np.nan_to_num(x[:, 0]) + x[:, 1] ** 2 > 0.8).astype(int)
     scorer = fit_scorer(classifier, x, y, GBM if classifier == "gbm" else None)
-    rebuilt = scorer_from_arrays(classifier, scorer.arrays(), 6)
+    rebuilt = as_saved(classifier, scorer, 6)
     assert np.array_equal(rebuilt.decision(x), scorer.decision(x))
     # a row's score does not depend on the rows it is scored with (scan groups files freely)
     alone = np.concatenate([rebuilt.decision(x[i:i + 1]) for i in range(len(x))])
     assert np.array_equal(alone, rebuilt.decision(x))
 
 
-def tamper(bundle, **changes):
-    with np.load(bundle / "weights.npz") as npz:
-        arrays = dict(npz)
-    arrays.update(changes)
-    np.savez(bundle / "weights.npz", **arrays)
-    rehash_bundle(bundle)  # past the checksum: the tree checks must refuse it
+def as_saved(classifier, scorer, n_features):
+    """The scorer rebuilt as a bundle keeps it: linear arrays, or gbm's pipeline via skops."""
+    if classifier in ESTIMATOR_CLASSIFIERS:
+        pipeline = skops.io.loads(skops.io.dumps(scorer.pipeline), trusted=list(TRUSTED_TYPES))
+        return scorer_from_estimator(classifier, pipeline, n_features)
+    return scorer_from_arrays(classifier, scorer.arrays(), n_features)
 
 
 @pytest.fixture(scope="module")
@@ -118,14 +125,39 @@ def gbm_detector(data):
     return make("fft", "gbm", data)
 
 
-@pytest.mark.parametrize("key, value", [("tree_left", "self"), ("tree_feature", 10_000)])
-def test_tampered_tree_arrays_are_refused(gbm_detector, tmp_path, key, value):
+def test_gbm_bundle_keeps_its_pipeline_as_a_listed_skops_file(gbm_detector, tmp_path):
     bundle = gbm_detector.save(tmp_path / "gbm")
+    manifest = json.loads((bundle / "detector.json").read_text())
+    assert manifest["estimators"] == ["classifier.skops"]
+    assert set(manifest["sha256"]) == {"weights.npz", "classifier.skops"}
     with np.load(bundle / "weights.npz") as npz:
-        column, inner = npz[key].copy(), int(np.flatnonzero(~npz["tree_is_leaf"])[0])
-    column[inner] = inner if value == "self" else value  # a loop, or a feature that is not there
-    tamper(bundle, **{key: column})
-    with pytest.raises(BundleError, match="outside the trees or backwards"):
+        assert not any(key.startswith("tree_") for key in npz.files)
+
+
+@pytest.mark.parametrize("swapped, message", [
+    # a type outside the allow-list: refused before anything is built
+    (Pipeline([("scaler", StandardScaler()), ("classifier", FunctionTransformer(os.system))]),
+     "outside the allow-list"),
+    # trusted types, but not the classifier the parameters name
+    (Pipeline([("scaler", StandardScaler()), ("classifier", LogisticRegression())]),
+     "not a fitted StandardScaler"),
+])
+def test_tampered_skops_file_is_refused(gbm_detector, tmp_path, swapped, message):
+    bundle = gbm_detector.save(tmp_path / "gbm")
+    (bundle / "classifier.skops").write_bytes(skops.io.dumps(swapped))
+    rehash_bundle(bundle)  # past the checksum: the allow-list and the type checks must refuse it
+    with pytest.raises(BundleError, match=message):
+        load_detector(bundle)
+
+
+def test_gbm_bundle_of_the_old_tree_array_layout_asks_for_retraining(gbm_detector, tmp_path):
+    bundle = gbm_detector.save(tmp_path / "gbm")
+    (bundle / "classifier.skops").unlink()
+    manifest = json.loads((bundle / "detector.json").read_text())
+    del manifest["estimators"]
+    (bundle / "detector.json").write_text(json.dumps(manifest))
+    rehash_bundle(bundle)
+    with pytest.raises(BundleError, match="tree arrays are no longer read.*re-train"):
         load_detector(bundle)
 
 

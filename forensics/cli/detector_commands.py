@@ -1,4 +1,4 @@
-"""`forensics detector train|info`: fit detectors into bundles and describe them."""
+"""`forensics detector train|info|list`: fit detectors into bundles, describe them, list kinds."""
 
 from __future__ import annotations
 
@@ -99,14 +99,25 @@ def _say_what_becomes_of_the_state(args: argparse.Namespace, resumes: bool) -> N
 
 def _constructor_parameters(kind: str) -> str:
     """The --set KEY names a detector kind takes, for error messages."""
-    import inspect
+    from forensics.detectors import DETECTOR_KINDS
 
-    from forensics.detectors import registered_detectors
+    entry = DETECTOR_KINDS.get(kind)
+    return ", ".join(entry.defaults if entry else ()) or "no parameters"
 
-    cls = registered_detectors(kind).get(kind)
-    names = [] if cls is None else [n for n in inspect.signature(cls).parameters
-                                    if n not in ("self", "args", "kwargs")]
-    return ", ".join(names) or "no parameters"
+
+def cmd_detector_list(args: argparse.Namespace) -> int:
+    """`detector list`: every kind with its description and defaults (imports none of them)."""
+    from forensics.detectors import DETECTOR_KINDS
+
+    kinds = [DETECTOR_KINDS[name] for name in sorted(DETECTOR_KINDS)]
+    if args.json:
+        print(json.dumps([kind.as_dict() for kind in kinds], indent=2))
+        return 0
+    for kind in kinds:
+        print(f"{kind.name}: {kind.description}")
+        for name, value in kind.defaults.items():
+            print(f"    {name} = {json.dumps(value)}")
+    return 0
 
 
 def cmd_detector_info(args: argparse.Namespace) -> int:
@@ -121,7 +132,7 @@ def cmd_detector_info(args: argparse.Namespace) -> int:
 
 def add_parsers(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
     """The `detector` command group."""
-    det = sub.add_parser("detector", help="train or describe detectors")
+    det = sub.add_parser("detector", help="train, describe or list detectors")
     dsub = det.add_subparsers(dest="detector_command", required=True, metavar="ACTION")
     dtrain = dsub.add_parser("train", parents=[common], help="train on the train split, threshold on val")
     dtrain.add_argument("--kind", help="spectral (default), cnn, oneclass or ensemble")
@@ -160,3 +171,7 @@ def add_parsers(sub: argparse._SubParsersAction, common: argparse.ArgumentParser
     dinfo.add_argument("bundle")
     dinfo.add_argument("--json", action="store_true", help="print the model card as JSON")
     dinfo.set_defaults(func=cmd_detector_info)
+    dlist = dsub.add_parser("list", parents=[common],
+                            help="the detector kinds, what each does and its default parameters")
+    dlist.add_argument("--json", action="store_true", help="print the kinds as JSON")
+    dlist.set_defaults(func=cmd_detector_list)

@@ -1,6 +1,8 @@
-"""The detector contract and its bundle format (JSON + ``.npz``/``.safetensors`` arrays, no pickle).
+"""The detector contract and its bundle format (JSON, ``.npz``/``.safetensors`` arrays and
+``.skops`` estimators; no pickle is ever executed).
 
-Every detector follows the scikit-learn shape: the constructor stores parameters, ``fit``
+Every detector is a scikit-learn estimator (``BaseEstimator``): the constructor stores its
+arguments unchanged, so ``sklearn.base.clone``, ``get_params`` and ``set_params`` work; ``fit``
 learns (attributes ending in ``_``), ``predict_proba`` returns P(fake). This module writes the
 shared logic once: input validation, the threshold chosen on validation data, and the bundle
 folder, whose loading never executes code from the files.
@@ -9,7 +11,6 @@ folder, whose loading never executes code from the files.
 from __future__ import annotations
 
 import abc
-import importlib
 import importlib.metadata
 import datetime
 import platform
@@ -19,11 +20,13 @@ import os
 import zipfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, ClassVar, TypeVar
+from typing import Any, ClassVar
 
 import numpy as np
 import safetensors
 import safetensors.numpy
+from sklearn.base import BaseEstimator, ClassifierMixin
+
 import forensics
 from crashsafe.files import (ChecksumError, atomic_write_bytes, is_sha256_hex, read_checked,
                              recover_files, replace_files, sha256_hex)
@@ -32,23 +35,20 @@ from forensics.features.spectrum import check_rgb_image
 __all__ = [
     "BUNDLE_FORMAT",
     "BUNDLE_FORMAT_VERSION",
-    "MANIFEST_NAME",
+    "BUNDLE_CONFIG_NAME",
     "BundleError",
     "Detector",
-    "register_detector",
-    "registered_detectors",
-    "read_manifest",
+    "read_bundle_config",
     "load_arrays",
+    "load_estimator",
 ]
 
 BUNDLE_FORMAT = "gan-forensics-detector"
 # 2: detector.json records the SHA-256 of every file of the bundle ("sha256") and the
 # library versions that wrote it ("environment").
 BUNDLE_FORMAT_VERSION = 2
-MANIFEST_NAME = "detector.json"
-
-_REGISTRY: dict[str, type[Detector]] = {}
-D = TypeVar("D", bound="Detector")
+# The bundle's configuration: kind, params, threshold, file list with checksums.
+BUNDLE_CONFIG_NAME = "detector.json"
 
 
 # What to do about a bundle that cannot be loaded, unless a more specific remedy applies.
@@ -70,54 +70,28 @@ class BundleError(ValueError):
         return (type(self), (self.folder, self.reason, self.advice))
 
 
-def register_detector(kind: str):
-    """Class decorator that registers a Detector subclass under ``kind`` and sets ``cls.kind``."""
-
-    def decorate(cls: type[D]) -> type[D]:
-        if not (isinstance(cls, type) and issubclass(cls, Detector)):
-            raise TypeError(f"register_detector({kind!r}) expects a Detector subclass, got {cls!r}")
-        if kind in _REGISTRY and _REGISTRY[kind] is not cls:
-            raise ValueError(f"detector kind {kind!r} is already registered by {_REGISTRY[kind]!r}")
-        cls.kind = kind
-        _REGISTRY[kind] = cls
-        return cls
-
-    return decorate
-
-
-# Kinds whose module imports torch: registered on first use, so that scanning with a spectral
-# bundle never pays for importing torch and timm.
-_LAZY_KINDS = {"cnn": "forensics.detectors.cnn"}
-
-
-def registered_detectors(kind: str | None = None) -> dict[str, type[Detector]]:
-    """A copy of the registry: kind -> Detector subclass.
-
-    With ``kind``, only that kind's module is imported if it is a lazy one; without, all are.
-    """
-    for lazy_kind, module in _LAZY_KINDS.items():
-        if lazy_kind not in _REGISTRY and kind in (None, lazy_kind):
-            importlib.import_module(module)
-    return dict(_REGISTRY)
-
-
 # ----------------------------------------------------------------------------- bundle files
 
 
 # Array file formats a bundle may hold; neither can carry a pickle.
 ARRAY_SUFFIXES = (".npz", ".safetensors")
+# Fitted scikit-learn estimators, written by skops: loading builds only allow-listed types.
+ESTIMATOR_SUFFIX = ".skops"
+# detector.json's list of each kind of file: (key, "what" in messages, allowed suffixes).
+_FILE_LISTS = (("arrays", "array", ARRAY_SUFFIXES),
+               ("estimators", "estimator", (ESTIMATOR_SUFFIX,)))
 
 
-def _check_array_file_name(folder: Path, name: object) -> str:
-    """Array files are plain ``*.npz`` or ``*.safetensors`` names inside the bundle folder."""
-    if not isinstance(name, str) or not name.endswith(ARRAY_SUFFIXES) or Path(name).name != name:
-        raise BundleError(
-            folder, f"array file entry {name!r} is not a plain '*.npz' or '*.safetensors' file name"
-        )
+def _check_file_name(folder: Path, name: object, what: str = "array",
+                     suffixes: tuple[str, ...] = ARRAY_SUFFIXES) -> str:
+    """Listed files are plain names with one of ``suffixes`` inside the bundle folder."""
+    if not isinstance(name, str) or not name.endswith(suffixes) or Path(name).name != name:
+        allowed = " or ".join(f"'*{suffix}'" for suffix in suffixes)
+        raise BundleError(folder, f"{what} file entry {name!r} is not a plain {allowed} file name")
     return name
 
 
-def read_manifest(folder: str | os.PathLike) -> dict:
+def read_bundle_config(folder: str | os.PathLike) -> dict:
     """Read and validate ``detector.json`` of a bundle folder; raise BundleError if unusable."""
     folder = Path(folder)
     try:
@@ -125,15 +99,16 @@ def read_manifest(folder: str | os.PathLike) -> dict:
     except OSError as error:
         raise BundleError(folder, f"a save interrupted by a crash cannot be finished ({error})",
                           "make the folder writable and load it again") from None
-    path = folder / MANIFEST_NAME
+    path = folder / BUNDLE_CONFIG_NAME
     if not path.is_file():
-        raise BundleError(folder, f"missing {MANIFEST_NAME} (is this a detector bundle folder?)")
+        raise BundleError(folder, f"missing {BUNDLE_CONFIG_NAME} (is this a detector bundle "
+                                  "folder?)")
     try:
         manifest = json.loads(path.read_text(encoding="utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise BundleError(folder, f"{MANIFEST_NAME} is not valid JSON ({error})") from None
+        raise BundleError(folder, f"{BUNDLE_CONFIG_NAME} is not valid JSON ({error})") from None
     if not isinstance(manifest, dict) or manifest.get("format") != BUNDLE_FORMAT:
-        raise BundleError(folder, f"{MANIFEST_NAME} does not declare format {BUNDLE_FORMAT!r}")
+        raise BundleError(folder, f"{BUNDLE_CONFIG_NAME} does not declare format {BUNDLE_FORMAT!r}")
     version = manifest.get("format_version")
     if not isinstance(version, int) or isinstance(version, bool) or version < 1:
         raise BundleError(folder, f"format_version {version!r} is not a positive integer")
@@ -152,22 +127,28 @@ def read_manifest(folder: str | os.PathLike) -> dict:
             f"upgrade gan-forensics (this is {forensics.__version__})",
         )
     if not isinstance(manifest.get("kind"), str):
-        raise BundleError(folder, f"{MANIFEST_NAME} has no detector 'kind'")
-    arrays = manifest.setdefault("arrays", [])
-    if not isinstance(arrays, list):
-        raise BundleError(folder, "'arrays' must be a list of .npz/.safetensors file names")
-    for name in arrays:
-        _check_array_file_name(folder, name)
-        if not (folder / name).is_file():
-            raise BundleError(folder, f"missing array file {name} listed in {MANIFEST_NAME}")
+        raise BundleError(folder, f"{BUNDLE_CONFIG_NAME} has no detector 'kind'")
+    listed = []
+    for key, what, suffixes in _FILE_LISTS:
+        names = manifest.setdefault(key, [])
+        if not isinstance(names, list):
+            raise BundleError(folder, f"{key!r} must be a list of "
+                                      f"{'/'.join(suffixes)} file names")
+        for name in names:
+            _check_file_name(folder, name, what, suffixes)
+            if not (folder / name).is_file():
+                raise BundleError(folder, f"missing {what} file {name} listed in "
+                                          f"{BUNDLE_CONFIG_NAME}")
+        listed += names
     checksums = manifest.get("sha256")
     if not isinstance(checksums, dict) or not all(
             isinstance(name, str) and is_sha256_hex(value) for name, value in checksums.items()):
-        raise BundleError(folder, f"{MANIFEST_NAME} has no 'sha256' object mapping each file "
+        raise BundleError(folder, f"{BUNDLE_CONFIG_NAME} has no 'sha256' object mapping each file "
                                   "of the bundle to its SHA-256")
-    unlisted = sorted(set(arrays) - set(checksums))
+    unlisted = sorted(set(listed) - set(checksums))
     if unlisted:
-        raise BundleError(folder, f"{MANIFEST_NAME} records no SHA-256 for {', '.join(unlisted)}")
+        raise BundleError(folder, f"{BUNDLE_CONFIG_NAME} records no SHA-256 for "
+                                  f"{', '.join(unlisted)}")
     return manifest
 
 
@@ -175,7 +156,7 @@ def _bundle_file(folder: Path, relative: str) -> Path:
     """``folder/relative`` for a path a manifest lists, refused when it leaves the folder."""
     path = folder / relative
     if Path(relative).is_absolute() or ".." in Path(relative).parts or path.is_symlink():
-        raise BundleError(folder, f"{MANIFEST_NAME} lists {relative!r}, which is not a plain "
+        raise BundleError(folder, f"{BUNDLE_CONFIG_NAME} lists {relative!r}, which is not a plain "
                                   "file inside the bundle folder")
     return path
 
@@ -188,12 +169,12 @@ def read_bundle_file(folder: str | os.PathLike, relative: str, manifest: Mapping
         return read_checked(path, manifest["sha256"][relative])
     except ChecksumError:
         raise BundleError(folder, f"{relative} does not match the SHA-256 recorded in "
-                                  f"{MANIFEST_NAME} (a corrupted or altered file: a flipped "
+                                  f"{BUNDLE_CONFIG_NAME} (a corrupted or altered file: a flipped "
                                   "bit, a truncated copy or a file swapped in)",
                           "get an intact copy of the bundle folder or retrain it with "
                           "`forensics detector train`") from None
     except OSError as error:
-        raise BundleError(folder, f"{relative} listed in {MANIFEST_NAME} cannot be read "
+        raise BundleError(folder, f"{relative} listed in {BUNDLE_CONFIG_NAME} cannot be read "
                                   f"({error.strerror or error})") from None
 
 
@@ -237,7 +218,7 @@ def load_arrays(folder: str | os.PathLike, name: str, manifest: Mapping) -> dict
     never runs code from the file; this and any other unreadable file raises BundleError.
     """
     folder = Path(folder)
-    name = _check_array_file_name(folder, name)
+    name = _check_file_name(folder, name)
     if not (folder / name).is_file():
         raise BundleError(folder, f"missing array file {name}")
     data = read_bundle_file(folder, name, manifest)
@@ -271,13 +252,48 @@ def load_arrays(folder: str | os.PathLike, name: str, manifest: Mapping) -> dict
     return arrays
 
 
+def load_estimator(folder: str | os.PathLike, name: str, manifest: Mapping,
+                   trusted: Sequence[str]) -> BaseEstimator:
+    """The scikit-learn estimator a bundle's ``.skops`` file holds, built by ``skops.io``.
+
+    The bytes are first checked against their SHA-256 in ``manifest``; then every type the
+    file names that skops does not trust by default must be in ``trusted`` (full dotted names),
+    else BundleError before anything is built. skops never unpickles, so no code from the file
+    runs either way.
+    """
+    import skops.io  # only bundles holding estimators pay for importing it
+
+    folder = Path(folder)
+    name = _check_file_name(folder, name, "estimator", (ESTIMATOR_SUFFIX,))
+    data = read_bundle_file(folder, name, manifest)
+    try:
+        untrusted = sorted(set(skops.io.get_untrusted_types(data=data)) - set(trusted))
+        if untrusted:
+            raise BundleError(folder, f"estimator file {name} names types outside the allow-list "
+                                      f"({', '.join(untrusted)}); loading it was refused and "
+                                      "nothing from it was executed")
+        return skops.io.loads(data, trusted=list(trusted))
+    except BundleError:
+        raise
+    except Exception as error:  # skops reports a malformed file by many exception types
+        raise BundleError(folder, f"estimator file {name} is not a valid .skops file "
+                                  f"({type(error).__name__}: {error})") from None
+
+
+def _estimator_file_bytes(estimator: BaseEstimator) -> bytes:
+    """A fitted estimator as ``.skops`` bytes."""
+    import skops.io
+
+    return skops.io.dumps(estimator)
+
+
 def _json_default(value: object) -> object:
     """JSON form of numpy scalars/arrays and paths that callers put in ``training_info_``."""
     if isinstance(value, (np.generic, np.ndarray)):
         return value.tolist()
     if isinstance(value, os.PathLike):
         return os.fspath(value)
-    raise TypeError(f"{type(value).__name__} {value!r} cannot be written to {MANIFEST_NAME}")
+    raise TypeError(f"{type(value).__name__} {value!r} cannot be written to {BUNDLE_CONFIG_NAME}")
 
 
 def _array_file_bytes(name: str, arrays: Mapping[str, np.ndarray]) -> bytes:
@@ -319,12 +335,18 @@ def _check_labels(labels: Sequence[int], n_images: int, what: str = "labels") ->
     return y.astype(np.int64)
 
 
-class Detector(abc.ABC):
+class Detector(ClassifierMixin, BaseEstimator, abc.ABC):
     """Base class of all detectors: images in, P(fake) out, saved as a bundle folder.
 
-    Subclasses implement ``get_params``, ``preprocessing``, ``_fit``, ``_predict_proba``,
-    ``_arrays`` and ``_restore``; the public methods here validate inputs once and keep
-    the threshold, training summary and bundle format identical across detectors.
+    A scikit-learn classifier: the constructor stores every argument unchanged under its own
+    name (no checks there: ``fit`` and ``load`` validate), so ``get_params``, ``set_params``
+    and ``sklearn.base.clone`` work and ``GridSearchCV`` can tune a detector on a list of
+    images. Unlike scikit-learn's, ``predict_proba`` returns P(fake) alone, shape (N,).
+
+    Subclasses implement ``preprocessing``, ``_fit``, ``_predict_proba``, ``_arrays`` and
+    ``_restore`` (and ``_estimators`` with ``_restore_estimators`` to keep fitted
+    scikit-learn estimators); the public methods here validate inputs once and keep the
+    threshold, training summary and bundle format identical across detectors.
 
     Learned attributes: ``threshold_`` (scores >= it are called fake), ``training_info_``
     (a free-form JSON-ready summary the caller may extend, e.g. corpora and counts per
@@ -337,14 +359,15 @@ class Detector(abc.ABC):
     ``needs_fakes`` (False for one-class detectors, which model real images alone and fit
     without any fake) and ``scores_in_threads`` (False where scoring runs torch, whose CPU
     threads belong to the thread that first called it: images scored from several threads
-    make several thread teams that spin against each other).
+    make several thread teams that spin against each other), ``trusted_estimator_types``
+    (the types, beyond skops' defaults, that its ``.skops`` files may name).
 
-    ``train_state_dir`` (not a parameter: set it on the instance before ``fit``): a folder
-    where detectors that train for long (the CNN) keep their state after every epoch, and
-    from whose state ``fit`` continues when it holds one for the same data and parameters
-    (``forensics.detectors.train_state``); ``resumes_training()`` says whether it does. The
-    caller removes the folder once the bundle is saved. Detectors that fit in seconds ignore
-    it and simply fit again.
+    Kinds that train for long (the CNN, and ensembles holding one) take a ``train_state_dir``
+    constructor parameter: a folder where they keep their state after every epoch, and from
+    whose state ``fit`` continues when it holds one for the same data and parameters
+    (``forensics.detectors.train_state``); ``resumes_training()`` says whether they do. The
+    caller removes the folder once the bundle is saved. It is where this machine keeps work
+    in progress, not part of the model, so bundles do not record it.
     """
 
     kind: ClassVar[str] = ""
@@ -352,13 +375,19 @@ class Detector(abc.ABC):
     variant_param: ClassVar[str | None] = None
     needs_fakes: ClassVar[bool] = True
     scores_in_threads: ClassVar[bool] = True
+    trusted_estimator_types: ClassVar[tuple[str, ...]] = ()
     calibration_: dict[str, Any] | None = None
     saved_with_: Mapping[str, Any] = {}  # a loaded bundle's "environment"
-    train_state_dir: str | os.PathLike | None = None
 
-    @abc.abstractmethod
-    def get_params(self) -> dict[str, Any]:
-        """Constructor parameters as a JSON-ready dict (``type(self)(**params)`` rebuilds it)."""
+    def resolved_params(self) -> dict[str, Any]:
+        """The parameters as a bundle records them: JSON-ready, with the defaults that depend
+        on other parameters filled in (kinds override this), without ``train_state_dir``.
+
+        ``type(self)(**resolved_params())`` builds a detector that fits and scores the same.
+        """
+        params = self.get_params(deep=False)
+        params.pop("train_state_dir", None)
+        return params
 
     @property
     @abc.abstractmethod
@@ -390,6 +419,17 @@ class Detector(abc.ABC):
     def _restore(self, folder: Path, arrays: dict[str, dict[str, np.ndarray]]) -> None:
         """Set the learned model from loaded arrays; raise BundleError if they do not fit."""
 
+    def _estimators(self) -> dict[str, BaseEstimator]:
+        """Fitted scikit-learn estimators to save: ``.skops`` file name -> estimator; none."""
+        return {}
+
+    def _restore_estimators(self, folder: Path, estimators: dict[str, BaseEstimator]) -> None:
+        """Keep the estimators loaded from the bundle's ``.skops`` files (called before
+        ``_restore``); kinds that save none refuse any."""
+        if estimators:
+            raise BundleError(folder, f"a {self.kind} bundle holds no estimator files, but "
+                                      f"{BUNDLE_CONFIG_NAME} lists {', '.join(sorted(estimators))}")
+
     def incompatible(self, folder: Path, what: str) -> BundleError:
         """The refusal of a bundle whose files are intact (each matched its SHA-256) but whose
         model computes other numbers here than where it was saved: ``what`` says which numbers;
@@ -400,8 +440,8 @@ class Detector(abc.ABC):
         return BundleError(
             folder,
             f"{what}, although its files are intact (each matches its SHA-256 in "
-            f"{MANIFEST_NAME}): these libraries compute other numbers than the ones that saved "
-            f"it ({'; '.join(differ) or 'the same versions are installed'})",
+            f"{BUNDLE_CONFIG_NAME}): these libraries compute other numbers than the ones that "
+            f"saved it ({'; '.join(differ) or 'the same versions are installed'})",
             "install the versions it was saved with, or retrain it here with "
             "`forensics detector train`",
         )
@@ -441,6 +481,7 @@ class Detector(abc.ABC):
 
         self.calibration_ = None
         self._fit(images, y, None if y_val is None else (val_images, y_val))
+        self.classes_ = np.array([0, 1])  # scikit-learn's classifier contract
         self.threshold_ = 0.5
         self.validation_metrics_ = None
         if y_val is not None:
@@ -498,11 +539,12 @@ class Detector(abc.ABC):
         self._check_fitted()
         folder = Path(folder)
         arrays = self._arrays()
+        estimators = self._estimators()
         manifest = {
             "format": BUNDLE_FORMAT,
             "format_version": BUNDLE_FORMAT_VERSION,
             "kind": self.kind,
-            "params": self.get_params(),
+            "params": self.resolved_params(),
             "threshold": float(self.threshold_),
             "preprocessing": self.preprocessing,
             "training": self.training_info_,
@@ -510,6 +552,7 @@ class Detector(abc.ABC):
             "calibration": self.calibration_,
             "known_failure_modes": list(self.known_failure_modes),
             "arrays": sorted(arrays),
+            "estimators": sorted(estimators),
             "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
             "library_version": forensics.__version__,
             "environment": library_versions(),
@@ -517,8 +560,10 @@ class Detector(abc.ABC):
         # Serialise everything before writing anything, so a bad value leaves no partial bundle.
         json.dumps(manifest, allow_nan=False, default=_json_default)
         files = {
-            _check_array_file_name(folder, n): _array_file_bytes(n, a) for n, a in arrays.items()
+            _check_file_name(folder, n): _array_file_bytes(n, a) for n, a in arrays.items()
         }
+        files.update({_check_file_name(folder, n, "estimator", (ESTIMATOR_SUFFIX,)):
+                      _estimator_file_bytes(e) for n, e in estimators.items()})
 
         def write(stage: Path) -> None:
             for name, data in files.items():
@@ -527,20 +572,21 @@ class Detector(abc.ABC):
             # Every file written above (an ensemble's members included), by its SHA-256.
             manifest["sha256"] = _checksums(stage)
             text = json.dumps(manifest, indent=2, allow_nan=False, default=_json_default)
-            atomic_write_bytes(stage / MANIFEST_NAME, (text + "\n").encode("utf-8"))
+            atomic_write_bytes(stage / BUNDLE_CONFIG_NAME, (text + "\n").encode("utf-8"))
 
-        replace_files(folder, write, last=MANIFEST_NAME)
+        replace_files(folder, write, last=BUNDLE_CONFIG_NAME)
         return folder
 
     @classmethod
     def load(cls, folder: str | os.PathLike) -> Detector:
         """Rebuild a fitted detector from a bundle folder written by ``save``.
 
-        Reads only JSON, ``.npz`` (``allow_pickle=False``) and ``.safetensors``; raises BundleError
+        Reads only JSON, ``.npz`` (``allow_pickle=False``), ``.safetensors`` and allow-listed
+        ``.skops`` estimators (``load_estimator``); raises BundleError
         when the folder is not a bundle of this kind or a file is missing, unreadable or refused.
         """
         folder = Path(folder)
-        manifest = read_manifest(folder)
+        manifest = read_bundle_config(folder)
         if manifest["kind"] != cls.kind:
             raise BundleError(folder, f"bundle kind {manifest['kind']!r} is not {cls.kind!r}")
         params = manifest.get("params", {})
@@ -555,9 +601,14 @@ class Detector(abc.ABC):
             raise BundleError(folder, f"'params' do not fit {cls.__name__} ({error})") from None
         detector.calibration_ = manifest.get("calibration")
         detector.saved_with_ = manifest.get("environment") or {}
-        verify_bundle_files(folder, manifest, skip=manifest["arrays"])  # arrays: as they load
+        loaded_files = manifest["arrays"] + manifest["estimators"]
+        verify_bundle_files(folder, manifest, skip=loaded_files)  # those: as they load
+        detector._restore_estimators(folder, {
+            name: load_estimator(folder, name, manifest, cls.trusted_estimator_types)
+            for name in manifest["estimators"]})
         detector._restore(folder, {name: load_arrays(folder, name, manifest)
                                    for name in manifest["arrays"]})
+        detector.classes_ = np.array([0, 1])
         detector.threshold_ = float(threshold)
         detector.training_info_ = manifest.get("training") or {}
         detector.validation_metrics_ = manifest.get("validation")

@@ -6,7 +6,8 @@ import os
 from pathlib import Path
 from typing import Any
 
-from forensics.detectors.base import read_manifest, registered_detectors
+from forensics.detectors.base import read_bundle_config
+from forensics.detectors.registry import DETECTOR_KINDS, detector_class
 
 __all__ = ["model_card", "format_model_card"]
 
@@ -23,11 +24,11 @@ def model_card(folder: str | os.PathLike) -> dict[str, Any]:
     an ensemble's card lists its members' cards under ``members``.
     """
     folder = Path(folder)
-    manifest = read_manifest(folder)
+    manifest = read_bundle_config(folder)
     card: dict[str, Any] = {"bundle": str(folder), **{k: manifest.get(k) for k in _CARD_KEYS}}
-    kind_class = registered_detectors(manifest["kind"]).get(manifest["kind"])
-    card["known_failure_modes"] = (manifest.get("known_failure_modes")
-                                   or list(getattr(kind_class, "known_failure_modes", ())))
+    kind_modes = (detector_class(manifest["kind"]).known_failure_modes
+                  if manifest["kind"] in DETECTOR_KINDS else ())
+    card["known_failure_modes"] = manifest.get("known_failure_modes") or list(kind_modes)
     members = (manifest.get("params") or {}).get("members")
     if manifest["kind"] == "ensemble" and isinstance(members, list):
         card["members"] = {m["name"]: model_card(folder / "members" / m["name"]) for m in members}

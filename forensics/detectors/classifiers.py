@@ -1,16 +1,18 @@
-"""Classifiers on feature rows: scikit-learn pipelines to fit, plain arrays to keep and score.
+"""Classifiers on feature rows: scikit-learn pipelines to fit, then a ``Scorer`` to keep and score.
 
-Each classifier is fit as a scikit-learn ``Pipeline`` (StandardScaler + estimator), then
-exported to a ``Scorer``: numpy arrays and a vectorised ``decision`` that reproduces the
-pipeline's ``decision_function``. Only the scorer is kept and saved, so a bundle holds plain
-``.npz`` arrays (no pickle, no skops) and a reloaded detector gives bit-identical scores.
+Each classifier is fit as a scikit-learn ``Pipeline`` (StandardScaler + estimator) and kept as
+a ``Scorer`` whose ``decision`` is the pipeline's ``decision_function``; a reloaded detector
+gives bit-identical scores.
 
 * ``logreg``: class-balanced logistic regression (raw score = logit);
-* ``svm``: class-balanced linear SVM, ``LinearSVC`` (raw score = margin);
-* ``gbm``: ``HistGradientBoostingClassifier`` (raw score = summed leaf values), exported from
-  its fitted trees' node arrays and evaluated tree-parallel. It is not class-weighted: sample
-  weights make scikit-learn 1.9 bin each feature with weighted percentiles, 100x slower; the
-  threshold chosen on validation balances the classes instead.
+* ``svm``: class-balanced linear SVM, ``LinearSVC`` (raw score = margin). Linear models are
+  kept as their public ``mean_``/``scale_``/``coef_``/``intercept_`` in ``.npz`` arrays;
+* ``gbm``: ``HistGradientBoostingClassifier`` (raw score = summed leaf values), kept as the
+  fitted pipeline itself, which a bundle saves as a ``.skops`` file: skops rebuilds it
+  without unpickling, and loading refuses any type beyond its defaults and
+  ``TRUSTED_TYPES``. It is not class-weighted: sample weights make scikit-learn 1.9 bin each
+  feature with weighted percentiles, 100x slower; the threshold chosen on validation
+  balances the classes instead.
 
 The StandardScaler's mean and variance are the running (Chan/Welford) estimate scikit-learn
 computes; for DCT features this is Frank et al.'s per-coefficient standardisation.
@@ -25,10 +27,10 @@ from typing import TYPE_CHECKING, Any, Protocol
 import numpy as np
 
 if TYPE_CHECKING:
-    from sklearn.ensemble import HistGradientBoostingClassifier
+    from sklearn.pipeline import Pipeline
 
-__all__ = ["CLASSIFIERS", "Scorer", "LinearScorer", "TreeScorer", "fit_scorer",
-           "scorer_from_arrays"]
+__all__ = ["CLASSIFIERS", "ESTIMATOR_CLASSIFIERS", "TRUSTED_TYPES", "Scorer", "LinearScorer",
+           "BoostedTreesScorer", "fit_scorer", "scorer_from_arrays", "scorer_from_estimator"]
 
 # The scikit-learn estimator ("module:class") and default parameters of each classifier name.
 # Named, not imported: scoring needs only the exported arrays, and importing scikit-learn
@@ -43,12 +45,17 @@ CLASSIFIERS: dict[str, tuple[str, dict[str, Any]]] = {
 }
 
 
+# Classifiers kept as a fitted scikit-learn pipeline (a .skops file), not as arrays.
+ESTIMATOR_CLASSIFIERS = ("gbm",)
+# The types of a fitted gbm pipeline that skops does not trust by default: a .skops file
+# naming any other is refused before anything is built.
+TRUSTED_TYPES = ("sklearn.ensemble._hist_gradient_boosting.predictor.TreePredictor",)
+
+
 class Scorer(Protocol):
-    """A fitted classifier as arrays: raw decision scores (higher = more likely fake)."""
+    """A fitted classifier: raw decision scores (higher = more likely fake)."""
 
     def decision(self, x: np.ndarray) -> np.ndarray: ...
-
-    def arrays(self) -> dict[str, np.ndarray]: ...
 
 
 def _standardise(x: np.ndarray, mean: np.ndarray, scale: np.ndarray) -> np.ndarray:
@@ -75,79 +82,25 @@ class LinearScorer:
 
 
 @dataclass(frozen=True)
-class TreeScorer:
-    """Boosted trees as flat node arrays: decision = baseline + sum of each tree's leaf value.
+class BoostedTreesScorer:
+    """The fitted scikit-learn pipeline itself: decision = its ``decision_function``.
 
-    Node ``i`` (of all trees, concatenated) splits on ``feature[i]``: values <= ``threshold[i]``
-    go to ``left[i]``, larger ones to ``right[i]``, NaN to the side ``missing_left[i]`` says;
-    ``roots`` holds each tree's first node. Children always follow their parent, so a walk
-    ends within ``max_steps`` moves.
+    Each row's score is its trees' leaf values summed in tree order, so it does not depend on
+    the rows scored with it. Saved as a ``.skops`` file (``Detector._estimators``).
     """
 
-    mean: np.ndarray
-    scale: np.ndarray
-    feature: np.ndarray
-    threshold: np.ndarray
-    missing_left: np.ndarray
-    left: np.ndarray
-    right: np.ndarray
-    is_leaf: np.ndarray
-    value: np.ndarray
-    roots: np.ndarray
-    baseline: float
+    pipeline: Pipeline
 
     def decision(self, x: np.ndarray) -> np.ndarray:
-        z = _standardise(x, self.mean, self.scale)
-        rows = np.arange(len(z))[:, None]
-        node = np.broadcast_to(self.roots, (len(z), len(self.roots))).copy()
-        while True:
-            inner = ~self.is_leaf[node]
-            if not inner.any():
-                break
-            values = z[rows, self.feature[node]]
-            go_left = np.where(np.isnan(values), self.missing_left[node],
-                               values <= self.threshold[node])
-            node = np.where(inner, np.where(go_left, self.left[node], self.right[node]), node)
-        return self.baseline + self.value[node].sum(axis=1)
-
-    def arrays(self) -> dict[str, np.ndarray]:
-        return {"scaler_mean": self.mean, "scaler_scale": self.scale,
-                "tree_feature": self.feature, "tree_threshold": self.threshold,
-                "tree_missing_left": self.missing_left, "tree_left": self.left,
-                "tree_right": self.right, "tree_is_leaf": self.is_leaf,
-                "tree_value": self.value, "tree_roots": self.roots,
-                "baseline": np.asarray(self.baseline)}
-
-
-def _export_trees(model: HistGradientBoostingClassifier, mean: np.ndarray,
-                  scale: np.ndarray) -> TreeScorer:
-    """Flatten the fitted trees' node arrays (numeric splits only; we have no categoricals)."""
-    nodes = [tree.nodes for iteration in model._predictors for tree in iteration]
-    if any(n["is_categorical"].any() for n in nodes):
-        raise RuntimeError("categorical splits cannot be exported")
-    sizes = np.array([len(n) for n in nodes])
-    roots = np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.int64)
-    offsets = np.repeat(roots, sizes)
-    flat = np.concatenate(nodes)
-    leaf = flat["is_leaf"].astype(bool)
-    return TreeScorer(
-        mean=mean, scale=scale,
-        feature=np.where(leaf, 0, flat["feature_idx"]).astype(np.int64),
-        threshold=flat["num_threshold"].astype(np.float64),
-        missing_left=flat["missing_go_to_left"].astype(bool),
-        left=np.where(leaf, 0, flat["left"].astype(np.int64) + offsets),
-        right=np.where(leaf, 0, flat["right"].astype(np.int64) + offsets),
-        is_leaf=leaf, value=flat["value"].astype(np.float64), roots=roots,
-        baseline=float(np.ravel(model._baseline_prediction)[0]),
-    )
+        return self.pipeline.decision_function(np.asarray(x, dtype=np.float64))
 
 
 def fit_scorer(name: str, x: np.ndarray, y: np.ndarray, params: dict[str, Any] | None = None,
                seed: int = 0) -> Scorer:
-    """Fit classifier ``name`` (with ``params`` over its defaults) and export it to a Scorer.
+    """Fit classifier ``name`` (with ``params`` over its defaults) and keep it as a Scorer.
 
-    Raises ValueError for an unknown name or parameter, RuntimeError if the export does not
-    reproduce the pipeline's decision function (an incompatible scikit-learn).
+    Raises ValueError for an unknown name or parameter, RuntimeError if a linear model's
+    arrays do not reproduce the pipeline's decision function (an incompatible scikit-learn).
     """
     if name not in CLASSIFIERS:
         raise ValueError(f"unknown classifier {name!r}; known: {', '.join(CLASSIFIERS)}")
@@ -168,13 +121,11 @@ def fit_scorer(name: str, x: np.ndarray, y: np.ndarray, params: dict[str, Any] |
     with threadpool_limits(limits=1, user_api="openmp"):
         pipeline = Pipeline([("scaler", StandardScaler()), ("classifier", model)]).fit(x, y)
         expected = pipeline.decision_function(x)
+    if name in ESTIMATOR_CLASSIFIERS:
+        return BoostedTreesScorer(pipeline)
     scaler = pipeline.named_steps["scaler"]
-    mean, scale = scaler.mean_.copy(), scaler.scale_.copy()
-    if name == "gbm":
-        scorer: Scorer = _export_trees(model, mean, scale)
-    else:
-        scorer = LinearScorer(mean, scale, model.coef_[0].astype(np.float64),
-                              float(model.intercept_[0]))
+    scorer = LinearScorer(scaler.mean_.copy(), scaler.scale_.copy(),
+                          model.coef_[0].astype(np.float64), float(model.intercept_[0]))
     if not np.allclose(scorer.decision(x), expected, rtol=1e-7, atol=1e-7):
         raise RuntimeError(f"exporting the fitted {name} did not reproduce its scores "
                            f"(scikit-learn {sklearn.__version__} may have changed its internals)")
@@ -182,9 +133,6 @@ def fit_scorer(name: str, x: np.ndarray, y: np.ndarray, params: dict[str, Any] |
 
 
 _LINEAR_KEYS = ("scaler_mean", "scaler_scale", "coef", "intercept")
-_TREE_KEYS = ("scaler_mean", "scaler_scale", "tree_feature", "tree_threshold",
-              "tree_missing_left", "tree_left", "tree_right", "tree_is_leaf", "tree_value",
-              "tree_roots", "baseline")
 
 
 def _require(arrays: dict[str, np.ndarray], keys: tuple[str, ...]) -> None:
@@ -204,41 +152,40 @@ def _vector(arrays: dict[str, np.ndarray], key: str, length: int | None = None) 
 
 
 def scorer_from_arrays(name: str, arrays: dict[str, np.ndarray], n_features: int) -> Scorer:
-    """Rebuild the Scorer of classifier ``name`` from ``Scorer.arrays()`` output.
+    """Rebuild the LinearScorer of linear classifier ``name`` from ``LinearScorer.arrays()``.
 
-    Checks names, dtypes, shapes and that tree walks stay in bounds and always move forward;
-    raises ValueError saying what is wrong.
+    Checks names, dtypes and shapes; raises ValueError saying what is wrong.
     """
-    if name not in CLASSIFIERS:
-        raise ValueError(f"unknown classifier {name!r}")
-    keys = _TREE_KEYS if name == "gbm" else _LINEAR_KEYS
-    _require(arrays, keys)
+    if name not in CLASSIFIERS or name in ESTIMATOR_CLASSIFIERS:
+        raise ValueError(f"{name!r} is not a linear classifier")
+    _require(arrays, _LINEAR_KEYS)
     mean = _vector(arrays, "scaler_mean", n_features).astype(np.float64)
     scale = _vector(arrays, "scaler_scale", n_features).astype(np.float64)
     if not (np.isfinite(mean).all() and np.isfinite(scale).all() and (scale > 0).all()):
         raise ValueError("scaler mean and scale must be finite with a positive scale")
-    if name != "gbm":
-        if arrays["intercept"].shape != ():
-            raise ValueError(f"array 'intercept' has shape {arrays['intercept'].shape}, "
-                             "expected ()")
-        return LinearScorer(mean, scale, _vector(arrays, "coef", n_features).astype(np.float64),
-                            float(arrays["intercept"]))
+    if arrays["intercept"].shape != ():
+        raise ValueError(f"array 'intercept' has shape {arrays['intercept'].shape}, expected ()")
+    return LinearScorer(mean, scale, _vector(arrays, "coef", n_features).astype(np.float64),
+                        float(arrays["intercept"]))
 
-    n_nodes = len(_vector(arrays, "tree_value"))
-    columns = {key: _vector(arrays, key, n_nodes) for key in _TREE_KEYS[2:-2]}
-    roots = _vector(arrays, "tree_roots").astype(np.int64)
-    is_leaf = columns["tree_is_leaf"].astype(bool)
-    feature = columns["tree_feature"].astype(np.int64)
-    left, right = columns["tree_left"].astype(np.int64), columns["tree_right"].astype(np.int64)
-    inner = np.flatnonzero(~is_leaf)
-    if (len(roots) == 0 or roots.min() < 0 or roots.max() >= n_nodes
-            or (feature[inner] < 0).any() or (feature[inner] >= n_features).any()
-            or (left[inner] <= inner).any() or (right[inner] <= inner).any()
-            or (left[inner] >= n_nodes).any() or (right[inner] >= n_nodes).any()):
-        raise ValueError("tree node arrays point outside the trees or backwards")
-    if arrays["baseline"].shape != ():
-        raise ValueError(f"array 'baseline' has shape {arrays['baseline'].shape}, expected ()")
-    return TreeScorer(mean, scale, feature, columns["tree_threshold"].astype(np.float64),
-                      columns["tree_missing_left"].astype(bool), left, right, is_leaf,
-                      columns["tree_value"].astype(np.float64), roots,
-                      float(arrays["baseline"]))
+
+def scorer_from_estimator(name: str, estimator: object, n_features: int) -> Scorer:
+    """The Scorer of classifier ``name`` from its fitted pipeline, loaded from a ``.skops``
+    file; ValueError unless it is the scaler and classifier ``fit_scorer`` builds, fit on
+    ``n_features`` features."""
+    from sklearn.pipeline import Pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    if name not in ESTIMATOR_CLASSIFIERS:
+        raise ValueError(f"{name!r} is kept as arrays, not as an estimator")
+    module, class_name = CLASSIFIERS[name][0].split(":")
+    expected = getattr(importlib.import_module(module), class_name)
+    steps = estimator.steps if isinstance(estimator, Pipeline) else []
+    if ([step for step, _ in steps] != ["scaler", "classifier"]
+            or type(steps[0][1]) is not StandardScaler or type(steps[1][1]) is not expected):
+        raise ValueError(f"holds {type(estimator).__name__}, not a fitted StandardScaler + "
+                         f"{class_name} pipeline")
+    if getattr(estimator, "n_features_in_", None) != n_features:
+        raise ValueError(f"the pipeline takes {getattr(estimator, 'n_features_in_', None)} "
+                         f"features, these parameters give {n_features}")
+    return BoostedTreesScorer(estimator)

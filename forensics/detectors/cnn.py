@@ -50,8 +50,9 @@ from crashsafe.torchrun import from_rank_zero, mean_over_ranks, world
 from forensics.backbones import (DEFAULT_BACKBONE, SCRATCH_BACKBONES, create_backbone,
                                  normalisation)
 from forensics.data_parallel import data_parallel, shared_map
-from forensics.detectors.base import BundleError, Detector, register_detector
+from forensics.detectors.base import BundleError, Detector
 from forensics.detectors.calibration import PlattCalibration
+from forensics.detectors.registry import register_detector
 from forensics.detectors.train_state import (TrainStateError, fingerprint_data,
                                              load_train_state, save_train_state)
 from forensics.fold_batchnorm import fold_batch_norms
@@ -254,6 +255,8 @@ class CNNDetector(Detector):
             process may use unless ``forensics --threads`` or the caller changed it).
         seed: seeds the crops, augmentation, batches and head initialisation.
         progress: show a tqdm bar while training (on a terminal).
+        train_state_dir: folder where ``fit`` keeps its state after every epoch and from
+            whose state it resumes (None: no state kept); not recorded in bundles.
 
     Learned: ``network_`` (the torch module, in eval mode), ``calibrator_`` (the
     ``PlattCalibration`` of its logit, described by ``calibration_``), ``fit_summary_``
@@ -301,9 +304,10 @@ class CNNDetector(Detector):
         threads: int | None = None,
         seed: int = 0,
         progress: bool = True,
+        train_state_dir: str | os.PathLike | None = None,
     ):
         self.backbone = backbone
-        self.pretrained = pretrained and backbone not in SCRATCH_BACKBONES
+        self.pretrained = pretrained
         self.weights = weights
         self.input = input
         self.crop_size = crop_size
@@ -316,35 +320,48 @@ class CNNDetector(Detector):
         self.lr = lr
         self.weight_decay = weight_decay
         self.patience = patience
-        defaults = _AUGMENT_DEFAULTS.get(input, _AUGMENT_DEFAULTS["rgb"])
-        self.p_blur = defaults["p_blur"] if p_blur is None else p_blur
+        self.p_blur = p_blur
         self.blur_sigma = blur_sigma
-        self.p_jpeg = defaults["p_jpeg"] if p_jpeg is None else p_jpeg
+        self.p_jpeg = p_jpeg
         self.jpeg_quality = jpeg_quality
         self.flip = flip
-        self.rot90 = defaults["rot90"] if rot90 is None else rot90
+        self.rot90 = rot90
         self.val_fraction = val_fraction
         self.device = device
         self.threads = threads
         self.seed = seed
         self.progress = progress
+        self.train_state_dir = train_state_dir
 
-    def get_params(self) -> dict[str, Any]:
-        """Constructor parameters as a JSON-ready dict."""
-        params = {name: getattr(self, name) for name in (
-            "backbone", "pretrained", "weights", "input", "crop_size", "tile_size", "pool",
-            "pool_k", "epochs", "steps_per_epoch", "batch_size", "lr", "weight_decay",
-            "patience", "p_blur", "blur_sigma", "p_jpeg", "jpeg_quality", "flip", "rot90",
-            "val_fraction", "device", "threads", "seed", "progress")}
+    def resolved_params(self) -> dict[str, Any]:
+        """The parameters as fit uses them and a bundle records them: ``p_blur``, ``p_jpeg``
+        and ``rot90`` given by ``input`` where None, ``pretrained`` False for backbones
+        without ImageNet weights, JSON-ready (lists, a string path)."""
+        params = super().resolved_params()
+        params.update(self._input_defaults())
+        params["pretrained"] = self._uses_pretrained
         params["weights"] = None if self.weights is None else os.fspath(self.weights)
         params["blur_sigma"] = list(self.blur_sigma)
         params["jpeg_quality"] = list(self.jpeg_quality)
         return params
 
+    def _input_defaults(self) -> dict[str, Any]:
+        """``p_blur``, ``p_jpeg`` and ``rot90``, the ones left None taken from ``input``'s
+        defaults."""
+        defaults = _AUGMENT_DEFAULTS.get(self.input, _AUGMENT_DEFAULTS["rgb"])
+        return {name: default if getattr(self, name) is None else getattr(self, name)
+                for name, default in defaults.items()}
+
+    @property
+    def _uses_pretrained(self) -> bool:
+        """Whether training starts from ImageNet weights (never for backbones without)."""
+        return bool(self.pretrained) and self.backbone not in SCRATCH_BACKBONES
+
     @property
     def preprocessing(self) -> dict[str, Any]:
         """How images reach the network, for callers and the bundle."""
         network = getattr(self, "network_", None)
+        augment = self._input_defaults()
         return {
             "input": "npr residual x - up(down(x))" if self.input == "npr" else "rgb",
             "scale": "uint8 / 255, then (x - mean) / std of the backbone",
@@ -354,9 +371,11 @@ class CNNDetector(Detector):
             "train_crop": {"size": f"min({self.crop_size}, median shorter side of the "
                                    "training images)", "pad": "reflect",
                            "offsets": f"multiples of {self._grid}", "flip": self.flip,
-                           "rot90": self.rot90},
-            "train_augmentation": {"p_blur": self.p_blur, "blur_sigma": list(self.blur_sigma),
-                                   "p_jpeg": self.p_jpeg, "jpeg_quality": list(self.jpeg_quality)},
+                           "rot90": augment["rot90"]},
+            "train_augmentation": {"p_blur": augment["p_blur"],
+                                   "blur_sigma": list(self.blur_sigma),
+                                   "p_jpeg": augment["p_jpeg"],
+                                   "jpeg_quality": list(self.jpeg_quality)},
             "inference": (f"whole image{'; odd sides lose their last pixel' * (self._grid == 2)}"
                           f"; sides over {self.tile_size} px: {self._pool_description} of the "
                           "tiles' logits"),
@@ -465,11 +484,12 @@ class CNNDetector(Detector):
         """The random choices of ``augment`` for an image of ``shape``, drawn from ``rng`` in
         its order but applied to nothing: data-parallel ranks draw every view of a batch, so
         their generators stay in step, and apply only their own (``apply_view``)."""
-        augment = draw_augment(rng, p_blur=self.p_blur, blur_sigma=tuple(self.blur_sigma),
-                               p_jpeg=self.p_jpeg, jpeg_quality=tuple(self.jpeg_quality))
+        recipe = self._input_defaults()
+        augment = draw_augment(rng, p_blur=recipe["p_blur"], blur_sigma=tuple(self.blur_sigma),
+                               p_jpeg=recipe["p_jpeg"], jpeg_quality=tuple(self.jpeg_quality))
         top, left = _crop_offsets(shape[0], shape[1], crop, rng, step=self._grid)
         flip = bool(self.flip and rng.random() < 0.5)
-        turns = int(rng.integers(4)) if self.rot90 else 0
+        turns = int(rng.integers(4)) if recipe["rot90"] else 0
         return _View(augment, top, left, flip, turns)
 
     def apply_view(self, image: np.ndarray, view: _View, crop: int) -> np.ndarray:
@@ -560,7 +580,7 @@ class CNNDetector(Detector):
         crop = min(self.crop_size, int(np.median([min(im.shape[:2]) for im in images])))
         crop = max(self._grid, crop - crop % self._grid)
         # A resumed network gets every weight from the state: no ImageNet weights to read.
-        network = _place(self._new_network(self.pretrained and resumed is None), device)
+        network = _place(self._new_network(self._uses_pretrained and resumed is None), device)
         optimiser = torch.optim.AdamW(network.parameters(), lr=self.lr,
                                       weight_decay=self.weight_decay)
         steps = self.steps_per_epoch or math.ceil(len(images) / self.batch_size)
@@ -640,7 +660,7 @@ class CNNDetector(Detector):
     def _fingerprint_params(self) -> dict[str, Any]:
         """The parameters a resumed training must share with the one that saved its state
         (all but ``progress`` and ``threads``, which change how it runs, not what it learns)."""
-        params = self.get_params()
+        params = self.resolved_params()
         for name in ("progress", "threads"):
             params.pop(name)
         return json.loads(json.dumps(params))  # the JSON form: tuples become lists

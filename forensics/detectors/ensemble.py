@@ -12,6 +12,7 @@ plain names, so no path read from detector.json leaves the bundle folder.
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -21,7 +22,8 @@ from typing import Any
 import numpy as np
 from scipy.special import expit, logit
 
-from forensics.detectors.base import BundleError, Detector, register_detector, registered_detectors
+from forensics.detectors.base import BundleError, Detector
+from forensics.detectors.registry import DETECTOR_KINDS, detector_class, register_detector
 
 __all__ = ["EnsembleDetector", "MemberSpec", "parse_member_specs"]
 
@@ -46,11 +48,10 @@ class MemberSpec:
 
 def _member_class(kind: object) -> type[Detector]:
     """The registered class of a member kind (any kind but an ensemble); ValueError if none."""
-    registry = registered_detectors(kind if isinstance(kind, str) else None)
-    if kind not in registry or kind == "ensemble":
-        known = sorted(set(registry) - {"ensemble"})
+    if not isinstance(kind, str) or kind not in DETECTOR_KINDS or kind == "ensemble":
+        known = sorted(set(DETECTOR_KINDS) - {"ensemble"})
         raise ValueError(f"member kind {kind!r} is not a registered detector kind: {known}")
-    return registry[kind]
+    return detector_class(kind)
 
 
 def _member_spec(item: object) -> MemberSpec:
@@ -94,6 +95,11 @@ def parse_member_specs(members: str | Sequence[object]) -> list[MemberSpec]:
 class EnsembleDetector(Detector):
     """Members' P(fake) -> logits -> logistic regression fit on validation -> P(fake).
 
+    Parameters: ``members`` ("kind[:variant],..." or a list of those strings and
+    {"name", "kind", "params"} dicts, see ``parse_member_specs``), ``C`` (the stacker's inverse
+    regularisation) and ``train_state_dir`` (where members that resume keep their training
+    state, each in ``members/<name>/`` of it; see ``Detector``).
+
     Learned: ``members_`` (name -> fitted Detector), ``coef_`` (one weight per member, float64)
     and ``intercept_``, plus the ``threshold_``, ``training_info_``, ``validation_metrics_``
     and ``calibration_`` (the stacker in words and numbers) of every Detector.
@@ -109,12 +115,13 @@ class EnsembleDetector(Detector):
     )
 
     def __init__(self, members: str | Sequence[object] = ("spectral:fft", "spectral:npr"),
-                 C: float = 1.0):
+                 C: float = 1.0, train_state_dir: str | os.PathLike | None = None):
         self.members = members
         self.C = C
+        self.train_state_dir = train_state_dir
 
-    def get_params(self) -> dict[str, Any]:
-        """Constructor parameters as a JSON-ready dict (members in their full form)."""
+    def resolved_params(self) -> dict[str, Any]:
+        """The parameters a bundle records, members in their full form."""
         return {"members": [spec.as_dict() for spec in parse_member_specs(self.members)],
                 "C": self.C}
 
@@ -147,8 +154,10 @@ class EnsembleDetector(Detector):
         self.members_ = {}
         for spec in parse_member_specs(self.members):
             member = _member_class(spec.kind)(**spec.params)
-            if self.train_state_dir is not None:  # each member resumes from its own state
-                member.train_state_dir = Path(self.train_state_dir) / MEMBERS_DIR / spec.name
+            if self.train_state_dir is not None and member.resumes_training():
+                # each member resumes from its own state
+                member.set_params(train_state_dir=Path(self.train_state_dir) / MEMBERS_DIR
+                                  / spec.name)
             self.members_[spec.name] = member.fit(images, labels, val_images=val_images,
                                                   val_labels=val_labels)
         features = self._logits(self._member_scores(val_images))

@@ -10,14 +10,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from forensics.detectors.base import MANIFEST_NAME, BundleError
+from forensics.detectors.base import BUNDLE_CONFIG_NAME, BundleError
 
 GENERAL_DIR = Path(__file__).resolve().parents[1] / "shipped" / "general"
 
 
 def general_detector_path() -> Path:
     """The shipped general detector's bundle folder; BundleError when the install lacks it."""
-    if not (GENERAL_DIR / MANIFEST_NAME).is_file():
+    if not (GENERAL_DIR / BUNDLE_CONFIG_NAME).is_file():
         raise BundleError(GENERAL_DIR, "the shipped general detector is missing from this "
                                        "installation",
                           "reinstall gan-forensics, rebuild it with `forensics detector train "

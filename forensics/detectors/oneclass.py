@@ -27,8 +27,9 @@ from typing import Any
 
 import numpy as np
 
-from forensics.detectors.base import BundleError, Detector, register_detector
+from forensics.detectors.base import BundleError, Detector
 from forensics.detectors.calibration import PlattCalibration
+from forensics.detectors.registry import register_detector
 from forensics.features import create_features, feature_parameters
 from forensics.features.registry import FeatureExtractor
 
@@ -96,13 +97,6 @@ class OneClassDetector(Detector):
         self.holdout = holdout
         self.false_alarm_rate = false_alarm_rate
         self.seed = seed
-
-    def get_params(self) -> dict[str, Any]:
-        """Constructor parameters as a JSON-ready dict."""
-        return {"features": self.features, "scales": self.scales,
-                "n_components": self.n_components, "covariance": self.covariance,
-                "reg_covar": self.reg_covar, "holdout": self.holdout,
-                "false_alarm_rate": self.false_alarm_rate, "seed": self.seed}
 
     def feature_extractor(self) -> FeatureExtractor:
         """The feature recipe these parameters describe; ValueError if they are invalid."""

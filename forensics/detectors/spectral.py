@@ -6,6 +6,10 @@ from few examples. The features (``forensics.features``: ``fft``, ``dct``, ``res
 ``npr`` or "+" joins) work at any image size without resizing; the classifier (``logreg``,
 ``svm``, ``gbm``, see ``forensics.detectors.classifiers``) gives a raw score that Platt
 scaling, fit on the validation split, turns into P(fake).
+
+A bundle keeps a linear classifier in ``weights.npz`` and gradient boosting as its fitted
+pipeline in ``classifier.skops``; older bundles that kept gradient boosting as tree arrays in
+``weights.npz`` are refused with advice to retrain.
 """
 
 from __future__ import annotations
@@ -16,15 +20,22 @@ from typing import Any
 
 import numpy as np
 
-from forensics.detectors.base import BundleError, Detector, register_detector
+from sklearn.base import BaseEstimator
+
+from forensics.detectors.base import BUNDLE_CONFIG_NAME, BundleError, Detector
 from forensics.detectors.calibration import PlattCalibration
-from forensics.detectors.classifiers import CLASSIFIERS, Scorer, fit_scorer, scorer_from_arrays
+from forensics.detectors.classifiers import (CLASSIFIERS, ESTIMATOR_CLASSIFIERS, TRUSTED_TYPES,
+                                             BoostedTreesScorer, LinearScorer, Scorer,
+                                             fit_scorer, scorer_from_arrays,
+                                             scorer_from_estimator)
+from forensics.detectors.registry import register_detector
 from forensics.features import azimuthal_spectra, create_features, feature_parameters
 from forensics.features.registry import FeatureExtractor
 
 __all__ = ["SpectralDetector"]
 
 WEIGHTS_FILE = "weights.npz"
+CLASSIFIER_FILE = "classifier.skops"  # gradient boosting's fitted pipeline
 _REFERENCE_KEYS = ("real_mean", "real_std", "fake_mean", "fake_std")
 CALIBRATIONS = ("platt", "none")
 
@@ -33,7 +44,7 @@ CALIBRATIONS = ("platt", "none")
 class SpectralDetector(Detector):
     """Spectral features -> StandardScaler + classifier -> Platt scaling -> P(fake).
 
-    Learned: ``scorer_`` (the fitted classifier as arrays), ``calibrator_`` (a
+    Learned: ``scorer_`` (the fitted classifier), ``calibrator_`` (a
     ``PlattCalibration``, also described by ``calibration_``), ``reference_`` (mean and std
     of the grey azimuthal FFT spectra, ``n_bins`` long, of the real and of the fake training
     images, for plots and explanations whatever the features), plus the ``threshold_``,
@@ -49,6 +60,7 @@ class SpectralDetector(Detector):
         "Tiny images give coarse spectra; DCT features need images at least one tile large.",
     )
     variant_param = "features"
+    trusted_estimator_types = TRUSTED_TYPES
 
     def __init__(
         self,
@@ -71,20 +83,6 @@ class SpectralDetector(Detector):
         self.classifier_params = classifier_params
         self.calibration = calibration
         self.seed = seed
-
-    def get_params(self) -> dict[str, Any]:
-        """Constructor parameters as a JSON-ready dict."""
-        return {
-            "features": self.features,
-            "classifier": self.classifier,
-            "n_bins": self.n_bins,
-            "window": self.window,
-            "channels": self.channels,
-            "tile": self.tile,
-            "classifier_params": self.classifier_params,
-            "calibration": self.calibration,
-            "seed": self.seed,
-        }
 
     def feature_extractor(self) -> FeatureExtractor:
         """The feature recipe these parameters describe; ValueError if they are invalid."""
@@ -150,12 +148,38 @@ class SpectralDetector(Detector):
         return self._proba_of_features(self.extract_features(images))
 
     def _arrays(self) -> dict[str, dict[str, np.ndarray]]:
-        """The classifier arrays, reference curves and the probe rows with their scores."""
-        weights = dict(self.scorer_.arrays())
+        """A linear classifier's arrays, reference curves and the probe rows with their scores."""
+        weights = dict(self.scorer_.arrays()) if isinstance(self.scorer_, LinearScorer) else {}
         weights.update({f"reference_{key}": self.reference_[key] for key in _REFERENCE_KEYS})
         weights["probe_features"] = self.probe_features_
         weights["probe_proba"] = self._proba_of_features(self.probe_features_)
         return {WEIGHTS_FILE: weights}
+
+    def _estimators(self) -> dict[str, BaseEstimator]:
+        """Gradient boosting's fitted pipeline; linear classifiers live in the arrays."""
+        if isinstance(self.scorer_, BoostedTreesScorer):
+            return {CLASSIFIER_FILE: self.scorer_.pipeline}
+        return {}
+
+    def _restore_estimators(self, folder: Path, estimators: dict[str, BaseEstimator]) -> None:
+        """Gradient boosting's scorer from its pipeline, loaded from ``classifier.skops``."""
+        if self.classifier not in ESTIMATOR_CLASSIFIERS:
+            super()._restore_estimators(folder, estimators)
+            return
+        if set(estimators) != {CLASSIFIER_FILE}:
+            raise BundleError(folder, f"{BUNDLE_CONFIG_NAME} lists no {CLASSIFIER_FILE} for its "
+                                      f"{self.classifier} classifier: a bundle saved before "
+                                      "gradient boosting was kept as a skops file (its tree "
+                                      "arrays are no longer read)",
+                              "re-train it with `forensics detector train --classifier gbm` "
+                              "and save it again")
+        try:
+            self._check_params()
+            n_features = self.feature_extractor().n_features
+            self.scorer_ = scorer_from_estimator(self.classifier, estimators[CLASSIFIER_FILE],
+                                                 n_features)
+        except ValueError as error:
+            raise BundleError(folder, f"{CLASSIFIER_FILE}: {error}") from None
 
     def _restore(self, folder: Path, arrays: dict[str, dict[str, np.ndarray]]) -> None:
         """Rebuild scorer, calibration and references from arrays and detector.json."""
@@ -165,7 +189,8 @@ class SpectralDetector(Detector):
         try:
             self._check_params()
             n_features = self.feature_extractor().n_features
-            scorer: Scorer = scorer_from_arrays(self.classifier, w, n_features)
+            scorer: Scorer = (self.scorer_ if self.classifier in ESTIMATOR_CLASSIFIERS
+                              else scorer_from_arrays(self.classifier, w, n_features))
             self.calibrator_ = PlattCalibration.from_dict(self.calibration_)
         except ValueError as error:
             raise BundleError(folder, f"{WEIGHTS_FILE}: {error}") from None
