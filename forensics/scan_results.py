@@ -4,7 +4,7 @@ an interrupted scan never leaves a half-written table under its final name.
 The rows of ``forensics scan`` are :func:`scan_records`: ``path``, ``p_fake``, ``verdict``,
 each stability copy's P(fake) when scored (``forensics.verdict.STABILITY_COPIES``), each
 ensemble member's ``p_fake_<member>``, and ``error``. :func:`results_csv` is the one CSV
-writer, also of the app's batch table.
+writer of result rows, also of the app's downloads (its batch table, robustness rows).
 """
 
 from __future__ import annotations

@@ -32,7 +32,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from crashsafe.files import append_jsonl, read_jsonl
+from crashsafe.corpus_manifest import append_manifest, manifest_path, read_manifest_rows
 from crashsafe.images import load_image, save_png
 from crashsafe.runtime import resolve_device
 
@@ -44,7 +44,6 @@ from .registry import GanPair, get_family
 log = logging.getLogger(__name__)
 UNFINISHED_SUFFIX = "-unfinished"  # the generator name of a run sampled before it could finish
 
-MANIFEST_FILE = "manifest.jsonl"
 DIRECTIONS = ("AtoB", "BtoA")
 Producer = Callable[[list], Sequence[np.ndarray]]  # items -> (H, W, 3) uint8 images
 
@@ -275,8 +274,8 @@ def _write_samples(out_dir: Path, jobs: list[_Job], produce: Producer, common: d
     for job in jobs:  # a run killed mid-write leaves its atomic-write temp file behind
         for stale in (out_dir / job.path).parent.glob(f".{Path(job.path).name}.*.tmp"):
             stale.unlink(missing_ok=True)
-    manifest = out_dir / MANIFEST_FILE
-    rows_by_path = {row["path"]: row for row in read_jsonl(manifest, repair=True)}
+    manifest = manifest_path(out_dir)
+    rows_by_path = {row["path"]: row for row in read_manifest_rows(out_dir, repair=True)}
     clashes = [job.path for job in jobs if job.path in rows_by_path
                and rows_by_path[job.path].get("checkpoint_sha256") != common["checkpoint_sha256"]]
     if clashes:
@@ -298,6 +297,6 @@ def _write_samples(out_dir: Path, jobs: list[_Job], produce: Producer, common: d
                     rows_by_path[job.path] = {"path": job.path, **common, **job.fields}
                     new_rows.append(rows_by_path[job.path])
             # Rows follow their PNGs, so a listed image always exists in full.
-            append_jsonl(manifest, new_rows)
+            append_manifest(out_dir, new_rows)
             bar.update(len(batch))
     return [rows_by_path[job.path] for job in jobs]

@@ -79,8 +79,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from crashsafe.files import (append_jsonl, atomic_write_bytes, atomic_write_text, json_safe,
-                             read_jsonl)
+from crashsafe.files import append_jsonl, atomic_write_bytes, atomic_write_text, json_safe
 from crashsafe.images import save_png
 from crashsafe.runtime import rng_state, seed_everything, set_rng_state
 from crashsafe.torchrun import Place, all_gather, from_rank_zero, leave_group, mean_over_ranks
@@ -92,16 +91,14 @@ from .data_aligned import AlignedDataset, PairTask
 from .diagnostics import CollapseProbe, HealthWatch, pool_for_probe
 from .distributed import init_distributed, unwrap, wrap
 from .images import image_grid, tensor_to_uint8
-from .registry import Family, GanPair, create_generator, get_family, resolve_config
+from .registry import GanPair, GeneratorFamily, create_generator, get_family, resolve_config
+from .run_folder import CURVES_FILE, SAMPLES_FILE, STATS_FILE, read_stats
 from .sampling import cycled_labels, generate
 from .steps import AdversarialStep
 
 __all__ = ["AdversarialStep", "TrainResult", "TrainingDiverged", "plot_training_curves",
-           "read_stats", "train_gan"]
+           "train_gan"]
 
-STATS_FILE = "stats.jsonl"
-SAMPLES_FILE = "samples.png"
-CURVES_FILE = "curves.png"
 GRID_SEEDS = range(64)
 # The real images the 64 samples are compared with. 64 real patches of the bundled corpus
 # matched against 64 others have only 34-48% distinct nearest neighbours (hubness), under the
@@ -167,9 +164,10 @@ def train_gan(name: str, data: Sequence[Any], out_dir: str | Path, *, steps: int
             leave_group(wait=True)
 
 
-def _datasets(family: Family, data: Sequence[Any], data_b: Sequence[str | Path] | None,
-              config: dict) -> tuple[list[ImageFolderDataset | RandomCropDataset |
-                                          AlignedDataset], dict, list[str] | None]:
+def _datasets(family: GeneratorFamily, data: Sequence[Any],
+              data_b: Sequence[str | Path] | None, config: dict
+              ) -> tuple[list[ImageFolderDataset | RandomCropDataset | AlignedDataset], dict,
+                         list[str] | None]:
     """The datasets of a family's kind and crop mode, their summary for ``config.json``, the
     class names."""
     kind, resolution = family.dataset, config["resolution"]
@@ -200,9 +198,10 @@ def _datasets(family: Family, data: Sequence[Any], data_b: Sequence[str | Path] 
 class _Trainer:
     """The state of one training call; ``run`` does the steps."""
 
-    def __init__(self, family: Family, data: Sequence[Any], data_b: Sequence[str | Path] | None,
-                 run_dir: Path, *, steps: int, seed: int | None, device: torch.device,
-                 context: Place, overrides: dict, resume: bool):
+    def __init__(self, family: GeneratorFamily, data: Sequence[Any],
+                 data_b: Sequence[str | Path] | None, run_dir: Path, *, steps: int,
+                 seed: int | None, device: torch.device, context: Place, overrides: dict,
+                 resume: bool):
         self.run_dir, self.steps, self.device, self.context = run_dir, steps, device, context
         if resume and context.is_main:
             recover_checkpoint(run_dir)  # finish a save a crash cut, before any rank reads
@@ -442,11 +441,6 @@ def _losses(row: dict) -> dict[str, float]:
     """The losses a stats row holds: D's and G's, or the one ``loss`` of a family without a
     discriminator (ddpm)."""
     return {key: row[key] for key in LOSS_KEYS if key in row}
-
-
-def read_stats(run_dir: str | Path) -> list[dict]:
-    """The rows of a run's ``stats.jsonl``, in step order."""
-    return read_jsonl(Path(run_dir) / STATS_FILE)
 
 
 def _smooth(values: np.ndarray) -> np.ndarray:

@@ -12,6 +12,7 @@ import components as C
 import ui
 from forensics.report import BALANCED_BAR, THRESHOLD_METRIC, breaking_points
 from forensics.robustness_results import RobustnessResults
+from forensics.scan_results import results_csv
 
 EACH = "(each)"  # no filter: one line per value
 
@@ -95,7 +96,8 @@ if {"detector", "generator", "family", "level"} <= set(rows.columns) and named:
         st.markdown("\n".join(f"- {':red[**broken**] · ' if p['broken_by'] else ''}"
                               f"`{p['detector']}` · {p['text']}" for p in points))
 st.dataframe(rows, hide_index=True, width="stretch")
-st.download_button("Download these rows (CSV)", rows.to_csv(index=False), "robustness.csv",
+st.download_button("Download these rows (CSV)",
+                   results_csv(C.metric_records(rows), list(rows.columns)), "robustness.csv",
                    "text/csv", icon=":material/download:", on_click="ignore")
 
 plots = results.plots()

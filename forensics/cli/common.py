@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 from typing import Any, Sequence
 
+from crashsafe.files import atomic_write_text
 from crashsafe.images import DEFAULT_LIMITS, ImageLimits
 from crashsafe.torchrun import place
 
@@ -16,10 +17,8 @@ class CliError(Exception):
 
 
 def write_json(path: str | Path, data: Any) -> None:
-    """Write ``data`` as indented JSON, creating parent folders."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
+    """Write ``data`` as indented JSON atomically, creating parent folders."""
+    atomic_write_text(path, json.dumps(data, indent=2) + "\n")
 
 
 def parse_overrides(pairs: Sequence[str]) -> dict[str, Any]:
