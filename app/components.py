@@ -54,15 +54,6 @@ def resolve_under(root: str | os.PathLike, relative: str | os.PathLike) -> Path:
     return target
 
 
-EVALUATION_FILE = "evaluation.json"
-
-
-def is_evaluation(folder: Path) -> bool:
-    """A folder holding detector results as ``evaluation.json``: the demo's (at its top), or
-    one written by ``forensics evaluate --out DIR/evaluation.json``."""
-    return (folder / EVALUATION_FILE).is_file()
-
-
 def find_folders(root: str | os.PathLike, accept: Callable[[Path], bool],
                  max_depth: int = 4) -> list[str]:
     """POSIX paths, relative to ``root``, of folders under it (itself included) that ``accept``.
@@ -263,14 +254,6 @@ def sample_paths(paths: Sequence[Path], n: int, seed: int = 0) -> list[Path]:
         return list(paths)
     picks = np.random.default_rng(seed).choice(len(paths), size=n, replace=False)
     return [paths[i] for i in sorted(picks)]
-
-
-def read_json(path: Path) -> Any:
-    """A JSON file's content, or None when it is missing or unreadable."""
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
 
 
 # --- robustness results ------------------------------------------------------------------------

@@ -31,8 +31,10 @@ from crashsafe.files import atomic_write_text
 from forensics.bundled import write_bundled_corpus
 from forensics.corpus import REAL, Corpus, discover_corpus
 from forensics.detectors import load_detector
+from forensics.detectors.base import BUNDLE_CONFIG_NAME
 from forensics.evaluation import (ProtocolData, evaluate_corpora, evaluation_table,
                                   leave_one_out, leave_one_out_table)
+from forensics.evaluation_results import EVALUATION_FILE, write_evaluation
 from forensics.metrics import format_table
 from forensics.plots import plot_mean_spectra
 from forensics.report import write_report
@@ -278,13 +280,13 @@ def run_demo(out: str | os.PathLike = "runs/demo", *, quick: bool = False, seed:
 
     log.info("5/7 evaluating every detector on the held-out test split of all generators")
     detectors = {"ensemble": bundle, **{p.name: p for p in sorted((bundle / "members").iterdir())
-                                        if (p / "detector.json").is_file()}}
+                                        if (p / BUNDLE_CONFIG_NAME).is_file()}}
     evaluations = {name: evaluate_corpora(load_detector(path), corpora, split="test",
                                           progress=progress, plots=out / "plots" / name)
                    for name, path in detectors.items()}
-    _write_json(out / "evaluation.json", {**evaluations["ensemble"],
-                                          "members": {k: v for k, v in evaluations.items()
-                                                      if k != "ensemble"}})
+    write_evaluation(out / EVALUATION_FILE, {**evaluations["ensemble"],
+                                             "members": {k: v for k, v in evaluations.items()
+                                                         if k != "ensemble"}})
     datasets = {"zoo fakes": (corpora, "test"),
                 "simulated": ([discover_corpus(out / "general_work" / "pairs")], "test")}
     if wild is not None:

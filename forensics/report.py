@@ -417,8 +417,8 @@ the real images. Balanced, fake and real accuracy are at each detector's saved t
 dotted red lines are the bars.</p>
 {figures}
 <h2>Metrics, all images pooled</h2>
-<p>Per generator: <a href="metrics.csv">metrics.csv</a>,
-<a href="metrics.json">metrics.json</a>.</p>
+<p>Per generator: <a href="{METRICS_CSV}">{METRICS_CSV}</a>,
+<a href="{METRICS_JSON}">{METRICS_JSON}</a>.</p>
 <p>Highlighted: figures below their bars.</p>
 <table><tr>{''.join(f'<th>{k}</th>' for k in shown)}<th>broken by</th></tr>{table}</table>
 <h2>Errors</h2>

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import shutil
 from pathlib import Path
 
@@ -247,7 +248,7 @@ def test_model_page_renders_the_card_and_its_members(app, app_root):
     assert not app.exception
     kinds = [m.value for m in app.metric if m.label == "Detector kind"]
     assert kinds == ["ensemble", "spectral", "cnn"]  # the ensemble, then each member's card
-    threshold = C.read_json(app_root[1] / "detector.json")["threshold"]
+    threshold = json.loads((app_root[1] / "detector.json").read_text())["threshold"]
     assert float(app.metric[1].value) == pytest.approx(threshold, abs=1e-3)
     assert [e.label for e in app.expander][-1] == "The whole card as JSON"
     assert any("Resizing" in m.value for m in app.markdown)  # known failure modes

@@ -13,6 +13,8 @@ from crashsafe.corpus_manifest import (CORPUS_MANIFEST_NAME, append_manifest, ha
                                        read_manifest_rows, write_manifest)
 from crashsafe.images import ImageLimits, save_png
 from forensics.corpus import FAKE, REAL, discover_corpus, training_images
+from forensics.evaluation_results import (EVALUATION_FILE, has_evaluation, read_evaluation,
+                                          write_evaluation)
 from forensics.robustness_results import (FIELDS, RobustnessResults, ShardWriter, read_results,
                                           result_row, shard_rows, write_results,
                                           write_run_manifest)
@@ -118,3 +120,13 @@ def test_app_settings_read_back_what_the_cli_writes(tmp_path):
     settings = AppConfig(tmp_path / "bundle", tmp_path, ImageLimits(max_pixels=10, max_bytes=20),
                          scoring_slots=3)
     assert AppConfig.from_env(settings.to_env()) == settings
+
+
+def test_evaluation_results_written_atomically_and_checked_on_read(tmp_path):
+    result = {"per_generator": [{"generator": "g", "ap": 0.9}], "split": "test"}
+    write_evaluation(tmp_path / "out" / EVALUATION_FILE, result)
+    assert has_evaluation(tmp_path / "out") and not has_evaluation(tmp_path)
+    assert read_evaluation(tmp_path / "out") == result
+    (tmp_path / EVALUATION_FILE).write_text('{"split": "test"}')
+    with pytest.raises(ValueError, match="not a result of `forensics evaluate`"):
+        read_evaluation(tmp_path)

@@ -14,6 +14,7 @@ import ui
 from crashsafe.images import ImageError, load_image
 from forensics.corpus import (LABEL_NAMES, Corpus, CorpusError, corpus_stamp, discover_corpus,
                               is_corpus)
+from forensics.evaluation_results import EVALUATION_FILE, has_evaluation, read_evaluation
 
 
 @st.cache_data(show_spinner="Reading the corpus…", max_entries=16)
@@ -185,11 +186,10 @@ def evaluation_frame(result: dict) -> pd.DataFrame:
 
 def show_evaluation(folder: Path) -> None:
     """A detector's results per generator, as `forensics evaluate` (or the demo) saved them."""
-    path = folder / C.EVALUATION_FILE
-    result = C.read_json(path)
-    if not isinstance(result, dict) or "per_generator" not in result:
-        st.error(f"{path} is not a result of `forensics evaluate` (no per_generator metrics); "
-                 "write one with `forensics evaluate --out`.")
+    try:
+        result = read_evaluation(folder)
+    except ValueError as exc:
+        st.error(str(exc))
         return
     detector = result.get("detector") or {}
     cols = st.columns(4)
@@ -219,7 +219,7 @@ elif kind == "Training runs":
     if chosen is not None:
         show_run(chosen)
 elif kind == "Evaluations":
-    chosen = ui.pick_folder("evaluations (evaluation.json)", cfg.root, C.is_evaluation,
+    chosen = ui.pick_folder(f"evaluations ({EVALUATION_FILE})", cfg.root, has_evaluation,
                             key="evaluation")
     if chosen is not None:
         show_evaluation(chosen)

@@ -7,7 +7,7 @@ from collections import Counter
 from pathlib import Path
 
 from forensics.cli.common import (CliError, add_io_options, add_limit_options, detector_folder,
-                                  image_limits, write_json)
+                                  image_limits)
 from forensics.ranks import Ranks
 from forensics.scan_results import SCAN_FORMATS
 from forensics.verdict import DEFAULT_BAND, MAX_BAND
@@ -76,6 +76,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from forensics import evaluation as protocol
     from forensics.corpus import discover_corpus
     from forensics.detectors import load_detector
+    from forensics.evaluation_results import write_evaluation
     from forensics.plots import plot_matrix
 
     detector = load_detector(detector_folder(args.detector))
@@ -119,7 +120,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     if plots is not None:
         print(f"plots: {', '.join(result['plots'])}")
     if args.out:
-        write_json(args.out, result)
+        write_evaluation(args.out, result)
         print(f"wrote {args.out}")
     return 0
 
