@@ -40,6 +40,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 import forensics
+from crashsafe.documents import NOT_JSON, DocumentError
 from crashsafe.images import DEFAULT_LIMITS, ImageError, ImageLimits
 from forensics.corpus import LABEL_NAMES, Corpus, discover_corpus
 from forensics.detectors import Detector, load_detector
@@ -223,9 +224,11 @@ def _prepare_folder(out: Path, manifest: dict[str, Any], fresh: bool) -> None:
     elif has_run(out):
         try:
             old = read_run_manifest(out)
-        except ValueError as error:  # not UTF-8, or not JSON
-            raise RunMismatchError(f"{out / RUN_FILE} is not valid JSON ({error}); pass --fresh "
-                                   "to start the run over") from None
+        except DocumentError as error:
+            what = (f"is not valid JSON ({error.detail})" if error.problem == NOT_JSON
+                    else f"is not a robustness run of this version ({error.problem})")
+            raise RunMismatchError(f"{out / RUN_FILE} {what}; pass --fresh to start the run "
+                                   "over") from None
         differ = [k for k in _IDENTITY_KEYS
                   if old.get(k, _DEFAULTS_OF_OLD_RUNS.get(k)) != manifest[k]]
         if differ:

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from crashsafe.documents import read_document
 from crashsafe.files import atomic_write_text, fsync_dir
 
 RUN_FORMAT = "gan-forensics-robustness"
@@ -60,8 +61,10 @@ def write_run_manifest(out: str | os.PathLike, manifest: dict[str, Any]) -> None
 
 
 def read_run_manifest(out: str | os.PathLike) -> dict[str, Any]:
-    """The parsed ``run.json`` of ``out``; OSError when missing, ValueError when not JSON."""
-    return json.loads((Path(out) / RUN_FILE).read_text(encoding="utf-8"))
+    """The parsed ``run.json`` of ``out``; ``crashsafe.documents.DocumentError`` (a
+    ValueError) when it is missing, not JSON, or of another format or version."""
+    return read_document(Path(out) / RUN_FILE, format=RUN_FORMAT, version=RUN_FORMAT_VERSION,
+                         version_key="format_version")
 
 
 def has_run(out: str | os.PathLike) -> bool:

@@ -40,6 +40,7 @@ from torch import nn
 from crashsafe.files import (STAGING_DIR, ChecksumError, atomic_write_bytes, atomic_write_text,
                              is_sha256_hex, read_checked, recover_files, replace_files,
                              sha256_hex)
+from crashsafe.documents import MISSING, NOT_JSON, WRONG_FORMAT, DocumentError, read_document
 from crashsafe.tensors import decode_state, encode_state
 
 from .registry import GanPair, create_generator
@@ -131,22 +132,20 @@ def read_checkpoint_config(run_dir: str | Path, *, recover: bool = True) -> dict
         recover_checkpoint(run_dir)
     path = Path(run_dir) / CONFIG_FILE
     try:
-        document = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise CheckpointError(f"{path} not found: {run_dir} is not a generator checkpoint "
-                              "folder (train one with `forensics zoo train`)") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise CheckpointError(f"{path} is not valid JSON ({exc}); restore the folder or "
-                              "retrain") from exc
-    if not isinstance(document, dict) or document.get("format") != CHECKPOINT_FORMAT:
-        raise CheckpointError(f"{path} is not a generator checkpoint config (expected format "
-                              f"{CHECKPOINT_FORMAT!r}); point at a run folder of `forensics zoo "
-                              "train`")
-    if document.get("version") != CHECKPOINT_VERSION:
-        raise CheckpointError(f"{path} has checkpoint version {document.get('version')!r}; "
-                              f"this code reads version {CHECKPOINT_VERSION} (retrain the "
-                              "generator with this version)")
-    return document
+        return read_document(path, format=CHECKPOINT_FORMAT, version=CHECKPOINT_VERSION)
+    except DocumentError as exc:
+        if exc.problem == MISSING:
+            message = (f"{path} not found: {run_dir} is not a generator checkpoint folder "
+                       "(train one with `forensics zoo train`)")
+        elif exc.problem == NOT_JSON:
+            message = f"{path} is not valid JSON ({exc.detail}); restore the folder or retrain"
+        elif exc.problem == WRONG_FORMAT:
+            message = (f"{path} is not a generator checkpoint config (expected format "
+                       f"{CHECKPOINT_FORMAT!r}); point at a run folder of `forensics zoo train`")
+        else:
+            message = (f"{path} has checkpoint version {exc.version!r}; this code reads version "
+                       f"{CHECKPOINT_VERSION} (retrain the generator with this version)")
+        raise CheckpointError(message) from None
 
 
 def _read_tensor_file(run_dir: Path, filename: str, document: dict) -> bytes:

@@ -15,7 +15,8 @@ from crashsafe.images import ImageLimits, save_png
 from forensics.corpus import FAKE, REAL, discover_corpus, training_images
 from forensics.evaluation_results import (EVALUATION_FILE, has_evaluation, read_evaluation,
                                           write_evaluation)
-from forensics.robustness_results import (FIELDS, RobustnessResults, ShardWriter, read_results,
+from forensics.robustness_results import (FIELDS, RUN_FORMAT, RUN_FORMAT_VERSION,
+                                          RobustnessResults, ShardWriter, read_results,
                                           result_row, shard_rows, write_results,
                                           write_run_manifest)
 from forensics.scan_results import results_csv, results_jsonl
@@ -97,7 +98,8 @@ def test_robustness_rows_shards_and_metrics_share_one_reader(tmp_path):
     with shard.open("ab") as f:
         f.write(b'{"path": "cut by a ki')  # a kill mid-write
     assert shard_rows(tmp_path) == [row]
-    write_run_manifest(tmp_path, {"grid": ["jpeg_pil/q=90"]})
+    run = {"format": RUN_FORMAT, "format_version": RUN_FORMAT_VERSION, "grid": ["jpeg_pil/q=90"]}
+    write_run_manifest(tmp_path, run)
     write_results(tmp_path, [row])
     assert read_results(tmp_path) == [row]
     results = RobustnessResults(tmp_path)
@@ -105,7 +107,7 @@ def test_robustness_rows_shards_and_metrics_share_one_reader(tmp_path):
     (tmp_path / "metrics.csv").write_text("detector,perturbation,level,ap\nd,jpeg_pil/q=90,90,"
                                           "0.75\nd,social,,0.5\n")
     assert RobustnessResults.is_results(tmp_path)
-    assert results.run() == {"grid": ["jpeg_pil/q=90"]} and results.rows() == [row]
+    assert results.run() == run and results.rows() == [row]
     assert results.metrics() == [
         {"detector": "d", "perturbation": "jpeg_pil/q=90", "level": 90, "ap": 0.75,
          "family": "jpeg_pil"},
@@ -130,3 +132,21 @@ def test_evaluation_results_written_atomically_and_checked_on_read(tmp_path):
     (tmp_path / EVALUATION_FILE).write_text('{"split": "test"}')
     with pytest.raises(ValueError, match="not a result of `forensics evaluate`"):
         read_evaluation(tmp_path)
+
+
+def test_versioned_documents_say_what_is_wrong(tmp_path):
+    from crashsafe.documents import (MISSING, NEWER, NOT_JSON, OLDER, WRONG_FORMAT,
+                                     DocumentError, read_document)
+
+    path = tmp_path / "doc.json"
+    cases = [(None, MISSING), ("{not json", NOT_JSON), ('{"format": "other", "version": 2}',
+                                                         WRONG_FORMAT),
+             ('{"format": "f", "version": 1}', OLDER), ('{"format": "f", "version": 3}', NEWER)]
+    for text, problem in cases:
+        if text is not None:
+            path.write_text(text)
+        with pytest.raises(DocumentError) as caught:
+            read_document(path, format="f", version=2)
+        assert caught.value.problem == problem
+    path.write_text('{"format": "f", "version": 2, "x": 1}')
+    assert read_document(path, format="f", version=2)["x"] == 1
