@@ -10,7 +10,8 @@ Import the submodule that holds what you need; importing the package itself load
 - :mod:`crashsafe.corpus_manifest`: the ``manifest.jsonl`` of a corpus folder, its one reader
   and writer;
 - :mod:`crashsafe.documents`: versioned JSON documents (a checkpoint's ``config.json``, a
-  robustness run's ``run.json``) read and checked for their format and version;
+  detector bundle's ``detector.json``, a robustness run's ``run.json``) read and checked for
+  their format and version;
 - :mod:`crashsafe.runtime`: torch's device, mixed precision, CPU threads and random generators,
   and the C allocator's settings (torch imported on first use);
 - :mod:`crashsafe.torchrun`: this process's rank under ``torchrun``, the process group and

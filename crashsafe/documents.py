@@ -35,7 +35,7 @@ def read_document(path: str | os.PathLike, *, format: str, version: int,
     path = Path(path)
     try:
         document = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
+    except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
         raise DocumentError(path, MISSING) from None
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise DocumentError(path, NOT_JSON, detail=str(exc)) from None

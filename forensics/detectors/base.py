@@ -28,6 +28,8 @@ import safetensors.numpy
 from sklearn.base import BaseEstimator, ClassifierMixin
 
 import forensics
+from crashsafe.documents import (BAD_VERSION, MISSING, NEWER, NOT_JSON, OLDER, WRONG_FORMAT,
+                                 DocumentError, read_document)
 from crashsafe.files import (ChecksumError, atomic_write_bytes, is_sha256_hex, read_checked,
                              recover_files, replace_files, sha256_hex)
 from forensics.features.spectrum import check_rgb_image
@@ -91,6 +93,26 @@ def _check_file_name(folder: Path, name: object, what: str = "array",
     return name
 
 
+def _bundle_config_error(folder: Path, error: DocumentError) -> BundleError:
+    """What is wrong with a bundle's ``detector.json`` and what to do about it."""
+    version = error.version
+    if error.problem == OLDER:
+        return BundleError(folder, f"format_version {version} predates the SHA-256 checksums "
+                                   f"of format {BUNDLE_FORMAT_VERSION}, so its files cannot be "
+                                   "checked",
+                           "retrain it with `forensics detector train` (this is "
+                           f"gan-forensics {forensics.__version__})")
+    if error.problem == NEWER:
+        return BundleError(folder, f"format_version {version} is newer than the supported "
+                                   f"{BUNDLE_FORMAT_VERSION}",
+                           f"upgrade gan-forensics (this is {forensics.__version__})")
+    reason = {MISSING: f"missing {BUNDLE_CONFIG_NAME} (is this a detector bundle folder?)",
+              NOT_JSON: f"{BUNDLE_CONFIG_NAME} is not valid JSON ({error.detail})",
+              WRONG_FORMAT: f"{BUNDLE_CONFIG_NAME} does not declare format {BUNDLE_FORMAT!r}",
+              BAD_VERSION: f"format_version {version!r} is not a positive integer"}
+    return BundleError(folder, reason[error.problem])
+
+
 def read_bundle_config(folder: str | os.PathLike) -> dict:
     """Read and validate ``detector.json`` of a bundle folder; raise BundleError if unusable."""
     folder = Path(folder)
@@ -99,33 +121,11 @@ def read_bundle_config(folder: str | os.PathLike) -> dict:
     except OSError as error:
         raise BundleError(folder, f"a save interrupted by a crash cannot be finished ({error})",
                           "make the folder writable and load it again") from None
-    path = folder / BUNDLE_CONFIG_NAME
-    if not path.is_file():
-        raise BundleError(folder, f"missing {BUNDLE_CONFIG_NAME} (is this a detector bundle "
-                                  "folder?)")
     try:
-        manifest = json.loads(path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise BundleError(folder, f"{BUNDLE_CONFIG_NAME} is not valid JSON ({error})") from None
-    if not isinstance(manifest, dict) or manifest.get("format") != BUNDLE_FORMAT:
-        raise BundleError(folder, f"{BUNDLE_CONFIG_NAME} does not declare format {BUNDLE_FORMAT!r}")
-    version = manifest.get("format_version")
-    if not isinstance(version, int) or isinstance(version, bool) or version < 1:
-        raise BundleError(folder, f"format_version {version!r} is not a positive integer")
-    if version < BUNDLE_FORMAT_VERSION:
-        raise BundleError(
-            folder,
-            f"format_version {version} predates the SHA-256 checksums of format "
-            f"{BUNDLE_FORMAT_VERSION}, so its files cannot be checked",
-            "retrain it with `forensics detector train` (this is "
-            f"gan-forensics {forensics.__version__})",
-        )
-    if version > BUNDLE_FORMAT_VERSION:
-        raise BundleError(
-            folder,
-            f"format_version {version} is newer than the supported {BUNDLE_FORMAT_VERSION}",
-            f"upgrade gan-forensics (this is {forensics.__version__})",
-        )
+        manifest = read_document(folder / BUNDLE_CONFIG_NAME, format=BUNDLE_FORMAT,
+                                 version=BUNDLE_FORMAT_VERSION, version_key="format_version")
+    except DocumentError as error:
+        raise _bundle_config_error(folder, error) from None
     if not isinstance(manifest.get("kind"), str):
         raise BundleError(folder, f"{BUNDLE_CONFIG_NAME} has no detector 'kind'")
     listed = []
