@@ -2,16 +2,9 @@
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import streamlit as st
 
-APP_DIR = str(Path(__file__).resolve().parent)
-if APP_DIR not in sys.path:  # `streamlit run` adds it; AppTest does not
-    sys.path.insert(0, APP_DIR)
-
-import ui  # noqa: E402 - needs APP_DIR on sys.path
+import ui  # `streamlit run` puts the script's folder first on the module search path
 
 st.set_page_config(page_title="GAN forensics", page_icon=":material/policy:", layout="wide")
 

@@ -231,7 +231,7 @@ def band_rows(radius: Sequence[float], series: Mapping[str, tuple[Sequence[float
 def generator_spectrum_rows(spectra: Mapping[str, np.ndarray]) -> list[dict[str, Any]]:
     """Chart rows of each group's mean azimuthal spectrum +-1 std, named "<group> (n=N)", from
     ``forensics.spectra.spectra_by_generator``."""
-    from forensics.features.spectrum import spectrum_radius
+    from forensics.features import spectrum_radius
 
     if not spectra:
         return []

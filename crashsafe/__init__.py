@@ -18,3 +18,6 @@ Import the submodule that holds what you need; importing the package itself load
   the collectives both libraries use (torch imported on first use);
 - :mod:`crashsafe.tensors`: the one encoding of a training state into tensors and JSON.
 """
+
+__all__ = ["corpus_manifest", "documents", "files", "images", "runtime", "tensors", "torchrun",
+           "weights"]

@@ -39,6 +39,10 @@ from PIL import Image, ImageOps, PngImagePlugin, UnidentifiedImageError
 
 from crashsafe.files import atomic_write_bytes
 
+__all__ = ["STRIP_PIXELS", "IMAGE_EXTENSIONS", "PNG_METADATA_CHUNK_LIMIT", "IMAGE_ERROR_ADVICE",
+           "ImageError", "ImageLimits", "DEFAULT_LIMITS", "is_image_path", "load_image",
+           "header_pixels", "encode_png", "save_png", "row_strips", "format_bytes"]
+
 # Pixels a per-pixel computation over a strip of rows holds at once: 4 MP (16 MB a float32
 # plane), where a 64 MP image's float copy would take 768 MB. The decoder converts by these
 # strips, and so do the float perturbations and pixel maps of ``forensics``.

@@ -25,6 +25,10 @@ from typing import Any, Iterable, Iterator, Sequence
 from crashsafe.corpus_manifest import CORPUS_MANIFEST_NAME, has_manifest, manifest_path
 from crashsafe.images import is_image_path
 
+__all__ = ["SPLITS", "DEFAULT_FRACTIONS", "REAL", "FAKE", "LABEL_NAMES", "LAYOUT_ADVICE",
+           "CorpusError", "CorpusItem", "Corpus", "is_corpus", "corpus_stamp", "split_for",
+           "iter_image_files", "discover_corpus", "image_splits", "training_images"]
+
 SPLITS = ("train", "val", "test")
 DEFAULT_FRACTIONS = (0.70, 0.15, 0.15)
 REAL, FAKE = 0, 1

@@ -25,6 +25,11 @@ from forensics.ranks import Ranks
 from forensics.scoring import score_files
 from forensics.training import decode_items, fit_detector
 
+__all__ = ["TABLE_COLUMNS", "MEAN_KEYS", "PROTOCOL_COLUMNS", "resolve_split", "Scored", "mean_row",
+           "group_metrics", "summarise", "score_corpora", "evaluate_corpora", "evaluation_rows",
+           "evaluation_table", "ProtocolData", "leave_one_out", "cross_generator_matrix",
+           "leave_one_out_table", "matrix_table"]
+
 TABLE_COLUMNS = ["generator", "n_real", "n_fake", "ap", "ap_95ci", "roc_auc", "eer",
                  "tpr_at_fpr_5pct", "accuracy", "real_accuracy", "fake_accuracy", "ece"]
 MEAN_KEYS = ["ap", "roc_auc", "eer", "tpr_at_fpr_1pct", "tpr_at_fpr_5pct", "accuracy",

@@ -14,6 +14,8 @@ from typing import Any
 
 from crashsafe.files import atomic_write_text
 
+__all__ = ["EVALUATION_FILE", "write_evaluation", "has_evaluation", "read_evaluation"]
+
 EVALUATION_FILE = "evaluation.json"
 
 

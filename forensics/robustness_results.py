@@ -26,6 +26,12 @@ from typing import Any
 from crashsafe.documents import read_document
 from crashsafe.files import atomic_write_text, fsync_dir
 
+__all__ = ["RUN_FORMAT", "RUN_FORMAT_VERSION", "RUN_FILE", "RESULTS_FILE", "SHARDS_DIR",
+           "METRICS_CSV", "METRICS_JSON", "REPORT_FILE", "PLOTS_DIR", "FIELDS", "RobustnessError",
+           "result_row", "write_run_manifest", "read_run_manifest", "has_run", "read_rows",
+           "ShardWriter", "shard_rows", "has_shards", "discard_results", "write_results",
+           "read_results", "RobustnessResults"]
+
 RUN_FORMAT = "gan-forensics-robustness"
 RUN_FORMAT_VERSION = 1
 RUN_FILE = "run.json"

@@ -20,6 +20,8 @@ from typing import TYPE_CHECKING, Any
 from crashsafe.files import atomic_write_bytes
 from forensics.verdict import STABILITY_COPIES, verdict
 
+__all__ = ["SCAN_FORMATS", "scan_records", "results_csv", "results_jsonl", "write_results"]
+
 if TYPE_CHECKING:
     from forensics.scoring import ScoreRow
 

@@ -11,6 +11,9 @@ from pathlib import Path
 
 from crashsafe.images import DEFAULT_LIMITS, ImageLimits
 
+__all__ = ["DEFAULT_ROOT", "ENV_DETECTOR", "ENV_ROOT", "ENV_MAX_BYTES", "ENV_MAX_PIXELS",
+           "ENV_SCORING_SLOTS", "AppConfig", "folder_stamp"]
+
 DEFAULT_ROOT = "runs"
 ENV_DETECTOR, ENV_ROOT = "FORENSICS_APP_DETECTOR", "FORENSICS_APP_ROOT"
 ENV_MAX_BYTES, ENV_MAX_PIXELS = "FORENSICS_APP_MAX_BYTES", "FORENSICS_APP_MAX_PIXELS"

@@ -16,6 +16,8 @@ from forensics.corpus import REAL, Corpus, CorpusItem
 from forensics.features import azimuthal_spectra
 from forensics.training import decode_items
 
+__all__ = ["REAL_GROUP", "group_items", "spectra_by_generator"]
+
 REAL_GROUP = "real"
 
 

@@ -19,6 +19,10 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
 
+__all__ = ["FAKE", "REAL", "UNCERTAIN", "UNSURE", "VERDICTS", "DEFAULT_BAND", "MAX_BAND",
+           "StabilityCopy", "STABILITY_COPIES", "Scored", "Scores", "score_images", "is_fake",
+           "in_uncertain_band", "flipped_copies", "members_agree", "verdict", "verdict_sentence"]
+
 if TYPE_CHECKING:  # only types: the CLI and the app's first page import this module cheaply
     import numpy as np
 

@@ -9,13 +9,14 @@ manifest.jsonl), ``load_checkpoint`` / ``checkpoint_sha256``, and ``generators.q
 ``forensics``.
 """
 
-from .checkpoint import checkpoint_sha256, load_checkpoint, save_checkpoint
+from .checkpoint import CheckpointError, checkpoint_sha256, load_checkpoint, save_checkpoint
 from .registry import GanPair, create_generator, get_family, list_generators, register_generator
 from .run_folder import GeneratorRun, read_stats
 from .sampling import sample_images
 from .trainer import TrainResult, train_gan
 
 __all__ = [
+    "CheckpointError",
     "GanPair",
     "GeneratorRun",
     "checkpoint_sha256",

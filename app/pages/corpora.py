@@ -144,7 +144,7 @@ def show_spectra(root: Path) -> None:
 def show_run(folder: Path) -> None:
     """Config, curves, sample grid and statistics of one generator training run."""
     from generators import GeneratorRun
-    from generators.checkpoint import CheckpointError
+    from generators import CheckpointError
 
     try:  # read only: a training beside the app finishes its own checkpoint saves
         run = GeneratorRun.from_pretrained(folder, recover=False)

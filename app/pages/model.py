@@ -9,7 +9,7 @@ import pandas as pd
 import streamlit as st
 
 import ui
-from forensics.detectors.card import model_card
+from forensics.detectors import model_card
 
 HEADLINE = (("ap", "Validation AP"), ("roc_auc", "Validation ROC-AUC"), ("eer", "Validation EER"))
 

@@ -19,7 +19,7 @@ import components as C
 import ui
 from crashsafe.images import ImageLimits
 from forensics import verdict as V
-from forensics.features.spectrum import FEATURE_TILE, TILED_ABOVE
+from forensics.features import FEATURE_TILE, TILED_ABOVE
 
 if TYPE_CHECKING:
     from forensics.detectors import Detector

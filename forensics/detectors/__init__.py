@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 
 from forensics.detectors.base import BundleError, Detector, read_bundle_config
+from forensics.detectors.card import model_card
 from forensics.detectors.registry import (DETECTOR_KINDS, DetectorKind, create_detector,
                                           detector_class, list_detectors, register_detector)
 
@@ -25,6 +26,7 @@ __all__ = [
     "detector_class",
     "list_detectors",
     "load_detector",
+    "model_card",
     "register_detector",
 ]
 

@@ -20,15 +20,21 @@ from forensics.features.residual import (
 )
 from forensics.features.selfdescription import self_descriptions
 from forensics.features.spectrum import (
+    FEATURE_TILE,
+    TILED_ABOVE,
     azimuthal_spectra,
     azimuthal_spectrum,
     check_rgb_image,
     image_planes,
     log_power_spectrum,
+    spectrum_radius,
     to_grey,
 )
 
 __all__ = [
+    "FEATURE_TILE",
+    "TILED_ABOVE",
+    "spectrum_radius",
     "check_rgb_image",
     "to_grey",
     "image_planes",
