@@ -1,10 +1,12 @@
-"""Where the zoo meets the forensics side: the sample quality of a generator, a folder of fakes
+"""Where the zoo meets the forensics side: the training data of a generator, read from corpora
+(:func:`zoo_training_data`), and the sample quality of a generator, a folder of fakes
 against a folder of reals (FD, KID, precision/recall and Inception Score) in an ImageNet
 model's feature space and, given local weights, Inception-v3's; the report ``forensics zoo
 metrics`` prints.
 
 One of the orchestration modules that may import both packages: ``forensics`` finds the images
-and the backbone's offline weights, ``generators.quality`` computes the figures.
+and the backbone's offline weights, ``generators`` says what data a family trains on and
+``generators.quality`` computes the figures.
 """
 
 from __future__ import annotations
@@ -13,7 +15,24 @@ import os
 from pathlib import Path
 from typing import Any
 
-from forensics.corpus import iter_image_files
+from forensics.corpus import iter_image_files, training_images
+
+def zoo_training_data(name: str, data: str | list[str], split: str = "train",
+                      class_key: str | None = None, data_b: str | list[str] | None = None
+                      ) -> tuple[list, list[Path] | None]:
+    """What ``train_gan`` takes for generator ``name`` from corpora or folders: the images of
+    ``split`` (``(path, class)`` pairs for a labelled family, paths otherwise) and, for
+    translation families, the second domain's paths from ``data_b``."""
+    from generators.registry import get_family
+
+    family = get_family(name)
+    as_list = (lambda v: [v] if isinstance(v, str) else list(v))
+    items = training_images(as_list(data), split, class_key)
+    images = items if family.dataset == "labelled" else [path for path, _ in items]
+    second = ([path for path, _ in training_images(as_list(data_b), split)]
+              if data_b else None)
+    return images, second
+
 
 INCEPTION_NOTE = ("Inception FID and IS unavailable: no local Inception-v3 weights (pass "
                   "--inception-weights FILE, a torchvision inception_v3 state dict)")

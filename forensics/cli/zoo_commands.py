@@ -29,10 +29,9 @@ def cmd_zoo_list(args: argparse.Namespace) -> int:
 
 
 def cmd_zoo_train(args: argparse.Namespace) -> int:
-    from forensics.corpus import training_images
+    from forensics.zoo_bridge import zoo_training_data
     from generators import GeneratorRun
     from generators.config import TRAIN_OPTIONS, RunFile, merge_options, read_run_file
-    from generators.registry import get_family
     from generators.trainer import TrainingDiverged, train_gan
 
     try:
@@ -47,18 +46,12 @@ def cmd_zoo_train(args: argparse.Namespace) -> int:
             if options[key] is None:
                 raise CliError(f"--{key} is required (on the command line or under [train] "
                                "in the --config file)")
-        as_list = (lambda v: [v] if isinstance(v, str) else list(v))
         overrides = {**run_file.config, **parse_overrides(args.set)}
         for key in ("resolution", "batch_size"):
             if getattr(args, key) is not None:
                 overrides[key] = getattr(args, key)
-        family = get_family(name)
-        items = training_images(as_list(options["data"]), options["split"],
-                                options["class_key"])
-        data = items if family.dataset == "labelled" else [path for path, _ in items]
-        data_b = ([path for path, _ in training_images(as_list(options["data_b"]),
-                                                       options["split"])]
-                  if options["data_b"] else None)
+        data, data_b = zoo_training_data(name, options["data"], options["split"],
+                                         options["class_key"], options["data_b"])
         result = train_gan(name, data, Path(args.out), steps=options["steps"], data_b=data_b,
                            seed=options["seed"], device=options["device"],
                            config_overrides=overrides, sample_every=options["sample_every"],
