@@ -1,8 +1,8 @@
 """Versioned JSON documents: files that say what they are (a ``format`` string) and which
 version of it they follow (an integer), such as a generator checkpoint's ``config.json``, a
-detector bundle's ``detector.json`` and a robustness run's ``run.json``. They are read and
-checked here; each reader turns a :class:`DocumentError` into its own message and advice.
-Standard library only.
+detector bundle's ``detector.json``, a detector training state's ``state.json`` and a
+robustness run's ``run.json``. They are read and checked here; each reader turns a
+:class:`DocumentError` into its own message and advice. Standard library only.
 """
 
 from __future__ import annotations

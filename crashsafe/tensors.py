@@ -8,15 +8,16 @@ need not load torch.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from crashsafe.files import LeafStore, decode_tree, encode_tree
+from crashsafe.files import LeafStore, decode_tree, encode_tree, read_checked
 
 if TYPE_CHECKING:
     import torch
 
-__all__ = ["encode_state", "decode_state"]
+__all__ = ["encode_state", "decode_state", "load_checked", "TensorFileError"]
 
 
 def encode_state(tree: Any) -> tuple[dict[str, torch.Tensor], Any]:
@@ -50,3 +51,21 @@ def decode_state(tensors: Mapping[str, torch.Tensor], skeleton: Any) -> Any:
         return tensors[stand_in["$tensor"]]
 
     return decode_tree(skeleton, leaf)
+
+
+class TensorFileError(ValueError):
+    """Bytes that matched their SHA-256 but are not a safetensors file."""
+
+
+def load_checked(path: str | os.PathLike, expected_sha256: str) -> dict[str, torch.Tensor]:
+    """The tensors of the safetensors file ``path``, parsed only after its bytes matched
+    ``expected_sha256`` (parsing runs no code). Raises FileNotFoundError,
+    ``crashsafe.files.ChecksumError`` or TensorFileError; each caller words its own advice."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load
+
+    data = read_checked(path, expected_sha256)
+    try:
+        return load(data)
+    except SafetensorError as error:
+        raise TensorFileError(str(error)) from error

@@ -33,15 +33,14 @@ from pathlib import Path
 from typing import Any, Mapping
 
 import torch
-from safetensors import SafetensorError, safe_open
-from safetensors.torch import load, save
+from safetensors import safe_open
+from safetensors.torch import save
 from torch import nn
 
-from crashsafe.files import (STAGING_DIR, ChecksumError, atomic_write_bytes, atomic_write_text,
-                             is_sha256_hex, read_checked, recover_files, replace_files,
-                             sha256_hex)
 from crashsafe.documents import MISSING, NOT_JSON, WRONG_FORMAT, DocumentError, read_document
-from crashsafe.tensors import decode_state, encode_state
+from crashsafe.files import (STAGING_DIR, ChecksumError, atomic_write_bytes, atomic_write_text,
+                             is_sha256_hex, recover_files, replace_files, sha256_hex)
+from crashsafe.tensors import TensorFileError, decode_state, encode_state, load_checked
 
 from .registry import GanPair, create_generator
 
@@ -148,9 +147,9 @@ def read_checkpoint_config(run_dir: str | Path, *, recover: bool = True) -> dict
         raise CheckpointError(message) from None
 
 
-def _read_tensor_file(run_dir: Path, filename: str, document: dict) -> bytes:
-    """The bytes of a tensor file, checked against the SHA-256 ``config.json`` records for it
-    before anything parses them; a file without a recorded SHA-256 is refused."""
+def _load_tensor_file(run_dir: Path, filename: str, document: dict) -> dict[str, torch.Tensor]:
+    """The tensors of a checkpoint file, parsed only after its bytes matched the SHA-256
+    ``config.json`` records for it; a file without a recorded SHA-256 is refused."""
     path = run_dir / filename
     files = document.get("files")
     expected = files.get(filename) if isinstance(files, dict) else None
@@ -158,7 +157,7 @@ def _read_tensor_file(run_dir: Path, filename: str, document: dict) -> bytes:
         raise CheckpointError(f"{run_dir / CONFIG_FILE} records no SHA-256 for {filename}, so "
                               "the file cannot be checked; restore the folder or retrain")
     try:
-        return read_checked(path, expected)
+        return load_checked(path, expected)
     except FileNotFoundError:
         raise CheckpointError(f"{path} not found; the checkpoint folder is incomplete: "
                               "restore the folder or retrain") from None
@@ -166,12 +165,7 @@ def _read_tensor_file(run_dir: Path, filename: str, document: dict) -> bytes:
         raise CheckpointError(f"{path} does not match the SHA-256 in {run_dir / CONFIG_FILE} "
                               "(a corrupted file, or one copied from elsewhere); restore the "
                               "folder or retrain") from None
-
-
-def _parse_safetensors(data: bytes, path: Path) -> dict[str, torch.Tensor]:
-    try:
-        return load(data)
-    except SafetensorError as exc:
+    except TensorFileError as exc:
         raise CheckpointError(f"{path} is not a valid safetensors file ({exc}); "
                               "checkpoints are never read with pickle; restore the folder or "
                               "retrain") from exc
@@ -206,8 +200,7 @@ def load_checkpoint(run_dir: str | Path,
     except (KeyError, TypeError, ValueError) as exc:
         raise CheckpointError(f"{run_dir / CONFIG_FILE} describes no buildable generator "
                               f"({exc}); restore the folder or retrain") from exc
-    data = _read_tensor_file(run_dir, WEIGHTS_FILE, document)
-    tensors = _parse_safetensors(data, run_dir / WEIGHTS_FILE)
+    tensors = _load_tensor_file(run_dir, WEIGHTS_FILE, document)
     prefixes = {_weights_prefix(name) for name in pair.net_names} | {EMA_PREFIX}
     stray = sorted({key.split(".", 1)[0] for key in tensors} - prefixes)
     if stray:
@@ -227,8 +220,7 @@ def load_train_state(run_dir: str | Path, device: str | torch.device = "cpu") ->
     """The training-state tree saved with the checkpoint in ``run_dir`` (tensors on ``device``)."""
     run_dir = Path(run_dir)
     document = read_checkpoint_config(run_dir)
-    data = _read_tensor_file(run_dir, OPTIM_FILE, document)
-    tensors = _parse_safetensors(data, run_dir / OPTIM_FILE)
+    tensors = _load_tensor_file(run_dir, OPTIM_FILE, document)
     path = run_dir / OPTIM_FILE
     with safe_open(path, framework="pt") as f:
         skeleton = (f.metadata() or {}).get("skeleton")

@@ -27,9 +27,10 @@ from typing import Any
 
 import numpy as np
 
-from crashsafe.files import (ChecksumError, atomic_write_bytes, fsync_dir, read_checked,
-                             recover_files, replace_files, sha256_hex)
-from crashsafe.tensors import decode_state, encode_state
+from crashsafe.documents import MISSING, NOT_JSON, WRONG_FORMAT, DocumentError, read_document
+from crashsafe.files import (ChecksumError, atomic_write_bytes, fsync_dir, recover_files,
+                             replace_files, sha256_hex)
+from crashsafe.tensors import TensorFileError, decode_state, encode_state, load_checked
 
 __all__ = [
     "TRAIN_STATE_DIR",
@@ -118,14 +119,14 @@ def load_train_state(folder: str | os.PathLike,
     if not path.is_file():
         return None
     try:
-        document = json.loads(path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise _unreadable(folder, f"{STATE_JSON} is not valid JSON: {error}") from None
-    if not isinstance(document, dict) or document.get("format") != STATE_FORMAT:
-        raise _unreadable(folder, f"{STATE_JSON} does not declare format {STATE_FORMAT!r}")
-    if document.get("version") != STATE_VERSION:
-        raise _unreadable(folder, f"state version {document.get('version')!r} is not "
-                                  f"{STATE_VERSION}")
+        document = read_document(path, format=STATE_FORMAT, version=STATE_VERSION)
+    except DocumentError as error:
+        if error.problem == MISSING:
+            return None
+        raise _unreadable(folder, {
+            NOT_JSON: f"{STATE_JSON} is not valid JSON: {error.detail}",
+            WRONG_FORMAT: f"{STATE_JSON} does not declare format {STATE_FORMAT!r}",
+        }.get(error.problem, f"state version {error.version!r} is not {STATE_VERSION}")) from None
     saved = document.get("fingerprint") or {}
     if saved.get("params") != fingerprint.get("params"):
         ours, theirs = fingerprint.get("params") or {}, saved.get("params") or {}
@@ -141,18 +142,15 @@ def load_train_state(folder: str | os.PathLike,
             f"the training state in {os.fspath(folder)!r} was written for other training or "
             "validation images (their SHA-256 differs); resume with the same corpora, or rerun "
             "without --resume to train from scratch")
-    from safetensors import SafetensorError
-    from safetensors.torch import load
-
     try:
         expected = (document.get("files") or {})[STATE_TENSORS]
-        tensors = load(read_checked(folder / STATE_TENSORS, expected))
+        tensors = load_checked(folder / STATE_TENSORS, expected)
     except (KeyError, TypeError):
         raise _unreadable(folder, f"{STATE_JSON} records no SHA-256 for {STATE_TENSORS}") from None
     except ChecksumError:
         raise _unreadable(folder, f"{STATE_TENSORS} does not match the SHA-256 recorded in "
                                   f"{STATE_JSON} (a corrupted or altered file)") from None
-    except (SafetensorError, OSError, ValueError) as error:
+    except (TensorFileError, OSError, ValueError) as error:
         raise _unreadable(folder, f"{STATE_TENSORS} is not a valid .safetensors file: "
                                   f"{error}") from None
     try:
