@@ -127,6 +127,7 @@ def test_registry_defaults_are_the_constructor_defaults(kind):
     assert entry.class_path == f"{cls.__module__}:{cls.__qualname__}"
     assert dict(entry.defaults) == constructor_defaults(cls) == cls().get_params()
     assert entry.description and "\n" not in entry.description
+    assert set(entry.notes) <= set(entry.defaults)  # a note explains a parameter that exists
 
 
 def test_cli_lists_every_kind_with_description_and_defaults(capsys):
@@ -140,6 +141,8 @@ def test_cli_lists_every_kind_with_description_and_defaults(capsys):
     text = capsys.readouterr().out
     assert all(f"{kind}: {DETECTOR_KINDS[kind].description}" in text for kind in QUICK)
     assert "    n_bins = 64" in text
+    assert "    p_blur = null  # None: 0.5 for input rgb, 0 for npr" in text
+    assert listed["cnn"]["notes"]["rot90"] == DETECTOR_KINDS["cnn"].notes["rot90"]
 
 
 def test_listing_kinds_imports_no_kind():

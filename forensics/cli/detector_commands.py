@@ -116,7 +116,8 @@ def cmd_detector_list(args: argparse.Namespace) -> int:
     for kind in kinds:
         print(f"{kind.name}: {kind.description}")
         for name, value in kind.defaults.items():
-            print(f"    {name} = {json.dumps(value)}")
+            note = f"  # {kind.notes[name]}" if name in kind.notes else ""
+            print(f"    {name} = {json.dumps(value)}{note}")
     return 0
 
 

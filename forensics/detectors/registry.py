@@ -12,7 +12,7 @@ from __future__ import annotations
 import importlib
 import inspect
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -27,28 +27,33 @@ D = TypeVar("D", bound="Detector")
 
 @dataclass(frozen=True)
 class DetectorKind:
-    """One detector kind: its name, class ("module:Class"), one-line description, defaults."""
+    """One detector kind: its name, class ("module:Class"), one-line description, defaults,
+    and what a default of None means where it is not "none" (``notes``)."""
 
     name: str
     class_path: str
     description: str
     defaults: Mapping[str, Any]
+    notes: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-ready form (tuples become lists when dumped)."""
         return {"kind": self.name, "class": self.class_path, "description": self.description,
-                "defaults": dict(self.defaults)}
+                "defaults": dict(self.defaults), "notes": dict(self.notes)}
 
 
-def _kind(name: str, class_path: str, description: str, **defaults: Any) -> DetectorKind:
-    return DetectorKind(name, class_path, description, MappingProxyType(defaults))
+def _kind(name: str, class_path: str, description: str, notes: Mapping[str, str] | None = None,
+          **defaults: Any) -> DetectorKind:
+    return DetectorKind(name, class_path, description, MappingProxyType(defaults),
+                        MappingProxyType(dict(notes or {})))
 
 
 DETECTOR_KINDS: dict[str, DetectorKind] = {kind.name: kind for kind in (
     _kind("spectral", "forensics.detectors.spectral:SpectralDetector",
           "a classifier (logreg, svm, gbm) on frequency-spectrum features, Platt-calibrated",
           features="fft", classifier="logreg", n_bins=64, window=True, channels="grey",
-          tile=32, classifier_params=None, calibration="platt", seed=0),
+          tile=32, classifier_params=None, calibration="platt", seed=0,
+          notes={"classifier_params": "None: the classifier's own defaults"}),
     _kind("cnn", "forensics.detectors.cnn:CNNDetector",
           "a fine-tuned CNN (timm backbone, or the small NPR-residual network) scoring whole "
           "images or their tiles",
@@ -57,10 +62,18 @@ DETECTOR_KINDS: dict[str, DetectorKind] = {kind.name: kind for kind in (
           batch_size=32, lr=1e-3, weight_decay=1e-2, patience=3, p_blur=None,
           blur_sigma=(0.0, 3.0), p_jpeg=None, jpeg_quality=(30, 100), flip=True, rot90=None,
           val_fraction=0.2, device="auto", threads=None, seed=0, progress=True,
-          train_state_dir=None),
+          train_state_dir=None,
+          notes={"pretrained": "False for backbones without ImageNet weights (npr_resnet)",
+                 "p_blur": "None: 0.5 for input rgb, 0 for npr",
+                 "p_jpeg": "None: 0.5 for input rgb, 0 for npr",
+                 "rot90": "None: off for input rgb, on for npr",
+                 "steps_per_epoch": "None: one pass over the training images",
+                 "threads": "None: torch's setting",
+                 "train_state_dir": "None: no state kept, no resume"}),
     _kind("ensemble", "forensics.detectors.ensemble:EnsembleDetector",
           "a logistic regression stacked on member detectors' scores, fit on validation",
-          members=("spectral:fft", "spectral:npr"), C=1.0, train_state_dir=None),
+          members=("spectral:fft", "spectral:npr"), C=1.0, train_state_dir=None,
+          notes={"train_state_dir": "None: no state kept, no resume"}),
     _kind("oneclass", "forensics.detectors.oneclass:OneClassDetector",
           "a Gaussian mixture of real images' self-descriptions: unusual images score as fake; "
           "trains on reals alone",
