@@ -6,6 +6,7 @@ import argparse
 from collections import Counter
 from pathlib import Path
 
+from crashsafe.images import IMAGE_EXTENSIONS
 from forensics.cli.common import (CliError, add_io_options, add_limit_options, detector_folder,
                                   image_limits)
 from forensics.ranks import Ranks
@@ -38,7 +39,7 @@ def cmd_scan(args: argparse.Namespace) -> int:
     if not paths:
         note = f" ({_skipped_note(skipped)}: --all-files reads them)" if skipped else ""
         raise CliError(f"no image files found in {', '.join(args.paths)}{note}; give image "
-                       "files (.png, .jpg, .webp, .bmp, .tif, .gif) or folders holding them")
+                       f"files ({', '.join(sorted(IMAGE_EXTENSIONS))}) or folders holding them")
     with Ranks() as ranks:  # under torchrun each process scores its share; rank 0 writes
         rows = score_files(paths, detector, batch_size=args.batch_size, workers=args.workers,
                            limits=image_limits(args), progress=not args.quiet,
