@@ -9,7 +9,6 @@ Nothing here imports streamlit, so every function is unit-tested without a brows
 
 from __future__ import annotations
 
-import hashlib
 import io
 import json
 import os
@@ -23,6 +22,7 @@ import numpy as np
 import pandas as pd
 from PIL import ExifTags, Image
 
+from crashsafe.files import sha256_hex
 from crashsafe.images import (DEFAULT_LIMITS, IMAGE_EXTENSIONS, ImageError, ImageLimits,
                              format_bytes, load_image)
 from forensics.scan_results import results_csv
@@ -116,11 +116,6 @@ def native_crop(image: np.ndarray, side: int = NATIVE_CROP) -> np.ndarray:
     height, width = image.shape[:2]
     top, left = max(0, (height - side) // 2), max(0, (width - side) // 2)
     return image[top:top + side, left:left + side]
-
-
-def sha256_hex(data: bytes) -> str:
-    """SHA-256 of ``data`` as 64 hex digits."""
-    return hashlib.sha256(data).hexdigest()
 
 
 def decode_upload(name: str, data: bytes, limits: ImageLimits = DEFAULT_LIMITS) -> np.ndarray:

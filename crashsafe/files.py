@@ -20,6 +20,11 @@ from pathlib import Path
 from collections.abc import Mapping
 from typing import Any, Callable, Iterable
 
+__all__ = ["STAGING_DIR", "COMMIT_MARKER", "atomic_write_bytes", "atomic_write_text", "fsync_dir",
+           "replace_files", "recover_files", "remove_orphaned_temp_files", "sha256_hex",
+           "is_sha256_hex", "ChecksumError", "read_checked", "json_safe", "append_jsonl",
+           "read_jsonl", "encode_tree", "LeafStore", "decode_tree"]
+
 STAGING_DIR = ".pending"
 COMMIT_MARKER = "COMMIT"
 
