@@ -17,7 +17,7 @@ from crashsafe.files import LeafStore, decode_tree, encode_tree, read_checked
 if TYPE_CHECKING:
     import torch
 
-__all__ = ["encode_state", "decode_state", "load_checked", "TensorFileError"]
+__all__ = ["encode_state", "decode_state", "load_checked"]
 
 
 def encode_state(tree: Any) -> tuple[dict[str, torch.Tensor], Any]:
@@ -53,19 +53,11 @@ def decode_state(tensors: Mapping[str, torch.Tensor], skeleton: Any) -> Any:
     return decode_tree(skeleton, leaf)
 
 
-class TensorFileError(ValueError):
-    """Bytes that matched their SHA-256 but are not a safetensors file."""
-
-
 def load_checked(path: str | os.PathLike, expected_sha256: str) -> dict[str, torch.Tensor]:
     """The tensors of the safetensors file ``path``, parsed only after its bytes matched
     ``expected_sha256`` (parsing runs no code). Raises FileNotFoundError,
-    ``crashsafe.files.ChecksumError`` or TensorFileError; each caller words its own advice."""
-    from safetensors import SafetensorError
+    ``crashsafe.files.ChecksumError`` or ``safetensors.SafetensorError``; each caller words its
+    own advice."""
     from safetensors.torch import load
 
-    data = read_checked(path, expected_sha256)
-    try:
-        return load(data)
-    except SafetensorError as error:
-        raise TensorFileError(str(error)) from error
+    return load(read_checked(path, expected_sha256))

@@ -33,14 +33,14 @@ from pathlib import Path
 from typing import Any, Mapping
 
 import torch
-from safetensors import safe_open
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import save
 from torch import nn
 
 from crashsafe.documents import MISSING, NOT_JSON, WRONG_FORMAT, DocumentError, read_document
 from crashsafe.files import (STAGING_DIR, ChecksumError, atomic_write_bytes, atomic_write_text,
                              is_sha256_hex, recover_files, replace_files, sha256_hex)
-from crashsafe.tensors import TensorFileError, decode_state, encode_state, load_checked
+from crashsafe.tensors import decode_state, encode_state, load_checked
 
 from .registry import GanPair, create_generator
 
@@ -165,7 +165,7 @@ def _load_tensor_file(run_dir: Path, filename: str, document: dict) -> dict[str,
         raise CheckpointError(f"{path} does not match the SHA-256 in {run_dir / CONFIG_FILE} "
                               "(a corrupted file, or one copied from elsewhere); restore the "
                               "folder or retrain") from None
-    except TensorFileError as exc:
+    except SafetensorError as exc:
         raise CheckpointError(f"{path} is not a valid safetensors file ({exc}); "
                               "checkpoints are never read with pickle; restore the folder or "
                               "retrain") from exc

@@ -30,7 +30,7 @@ import numpy as np
 from crashsafe.documents import MISSING, NOT_JSON, WRONG_FORMAT, DocumentError, read_document
 from crashsafe.files import (ChecksumError, atomic_write_bytes, fsync_dir, recover_files,
                              replace_files, sha256_hex)
-from crashsafe.tensors import TensorFileError, decode_state, encode_state, load_checked
+from crashsafe.tensors import decode_state, encode_state, load_checked
 
 __all__ = [
     "TRAIN_STATE_DIR",
@@ -142,6 +142,8 @@ def load_train_state(folder: str | os.PathLike,
             f"the training state in {os.fspath(folder)!r} was written for other training or "
             "validation images (their SHA-256 differs); resume with the same corpora, or rerun "
             "without --resume to train from scratch")
+    from safetensors import SafetensorError
+
     try:
         expected = (document.get("files") or {})[STATE_TENSORS]
         tensors = load_checked(folder / STATE_TENSORS, expected)
@@ -150,7 +152,7 @@ def load_train_state(folder: str | os.PathLike,
     except ChecksumError:
         raise _unreadable(folder, f"{STATE_TENSORS} does not match the SHA-256 recorded in "
                                   f"{STATE_JSON} (a corrupted or altered file)") from None
-    except (TensorFileError, OSError, ValueError) as error:
+    except (SafetensorError, OSError, ValueError) as error:
         raise _unreadable(folder, f"{STATE_TENSORS} is not a valid .safetensors file: "
                                   f"{error}") from None
     try:
